@@ -1,0 +1,488 @@
+"""Layered configuration: Dynaconf merges, this module validates and remembers where values came from.
+
+Precedence, low to high: settings.toml [default] -> environments/<env>.toml -> .secrets.toml ->
+.env -> environment variables (nested `HANDLER_SECTION__KEY`, or the guide's flat keys such as
+MIN_ENDPOINTING_DELAY). `ENV_FOR_DYNACONF` picks the environment; unset means dev.
+
+Schema: every core key and its type is whatever settings.toml [default] declares (each key has a
+one-line comment there), plus the range checks below. Provider tables (`[<stage>.<name>]`) are
+checked by the registry, which knows the providers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from handler.hookspecs import STAGES
+
+ENV_VAR = "ENV_FOR_DYNACONF"
+DEFAULT_ENV = "dev"
+PREFIX = "HANDLER"
+ROOT_VAR = "VOICE_HANDLER_ROOT"
+
+# The guide's flat .env keys -> the nested key each one sets.
+FLAT_KEYS = {
+    "MIN_ENDPOINTING_DELAY": "turn.min_endpointing_delay",
+    "INTERRUPTION_THRESHOLD": "turn.interruption_threshold",
+    "ENABLE_INTERRUPTIONS": "turn.interruptions_enabled",
+    "HTTP_TIMEOUT": "http.timeout",
+    "HTTP_MAX_CONNECTIONS": "http.max_connections",
+    "MAX_RETRIES": "retry.max_retries",
+    "MAX_TOKENS": "llm.max_tokens",
+    "LOG_LEVEL": "logging.level",
+}
+
+# Secrets are read from the environment, .env or .secrets.toml only, and never printed.
+SECRETS = (
+    "OPENAI_API_KEY",
+    "ELEVEN_API_KEY",
+    "SONIOX_API_KEY",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+)
+LIVEKIT_SECRETS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+DEFAULT_SOURCE = "settings.toml [default]"
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    value: Any
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" (from {self.source})" if self.source else ""
+        shown = "" if self.value is MISSING else f" = {self.value!r}"
+        return f"{self.key}{shown}{where}: {self.message}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+
+
+class ConfigError(Exception):
+    """A user's configuration mistake: every problem found, reported at once (exit status 2)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def find_root() -> Path:
+    """Where settings.toml and environments/ live: $VOICE_HANDLER_ROOT, the current directory,
+    or the checkout this package was installed from."""
+    candidates = [os.environ.get(ROOT_VAR), os.getcwd(), str(Path(__file__).resolve().parent.parent)]
+    for c in candidates:
+        if c and (Path(c) / "settings.toml").is_file():
+            return Path(c)
+    raise ConfigError(
+        [
+            Problem(
+                "settings.toml",
+                MISSING,
+                "",
+                f"not found in ${ROOT_VAR}, the current directory or the package's checkout; "
+                "run from the voice-handler checkout or set " + ROOT_VAR,
+            )
+        ]
+    )
+
+
+def available_envs(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / "environments").glob("*.toml"))
+
+
+def _walk(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Leaf keys as dotted paths; dict values are descended into."""
+    for k, v in data.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            yield from _walk(v, path + ".")
+        else:
+            yield path, v
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([Problem(str(path), MISSING, "", f"is not valid TOML: {e}")]) from None
+    except OSError as e:
+        raise ConfigError([Problem(str(path), MISSING, "", f"cannot be read: {e}")]) from None
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dynaconf.vendor.dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _parse_env_value(raw: str) -> Any:
+    # The same parsing Dynaconf applies to HANDLER_* variables: TOML literals, else the string.
+    from dynaconf.utils.parse_conf import parse_conf_data
+
+    return parse_conf_data(raw, tomlfy=True, box_settings={})
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def _get_path(data: Mapping[str, Any], path: str, default: Any = MISSING) -> Any:
+    node: Any = data
+    for p in path.split("."):
+        if not isinstance(node, Mapping) or p not in node:
+            return default
+        node = node[p]
+    return node
+
+
+def _lower_keys(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {str(k).lower(): _lower_keys(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_lower_keys(v) for v in data]
+    return data
+
+
+class Settings:
+    """The effective configuration of one environment, with the source of every value."""
+
+    def __init__(
+        self,
+        *,
+        env: str,
+        root: Path,
+        data: dict[str, Any],
+        defaults: dict[str, Any],
+        sources: dict[str, str],
+        secrets: dict[str, tuple[str, str]],
+    ):
+        self.env = env
+        self.root = root
+        self.data = data
+        self.defaults = defaults
+        self.sources = sources
+        self._secrets = secrets
+
+    def get(self, path: str, default: Any = None) -> Any:
+        value = _get_path(self.data, path)
+        return default if value is MISSING else value
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name, {})
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    def source(self, path: str) -> str:
+        """Where a value came from: the deepest recorded source on its path."""
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            src = self.sources.get(".".join(parts[:i]))
+            if src:
+                return src
+        return DEFAULT_SOURCE
+
+    def secret(self, name: str) -> str | None:
+        found = self._secrets.get(name)
+        return found[0] if found else None
+
+    def secret_source(self, name: str) -> str | None:
+        found = self._secrets.get(name)
+        return found[1] if found else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret value known to this process, for log redaction."""
+        return [v for v, _ in self._secrets.values() if v]
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str) -> Settings:
+        """A copy with dotted-path overrides applied (used by `simulate` for scenario phrases)."""
+        import copy
+
+        data = copy.deepcopy(self.data)
+        sources = dict(self.sources)
+        for path, value in overrides.items():
+            _set_path(data, path, value)
+            sources[path] = source
+        return Settings(
+            env=self.env,
+            root=self.root,
+            data=data,
+            defaults=self.defaults,
+            sources=sources,
+            secrets=self._secrets,
+        )
+
+
+def load(env: str | None = None, *, root: Path | None = None) -> Settings:
+    """Load and merge every layer; raises ConfigError for an unknown environment or bad files.
+
+    Values are not validated here: call `validate` (core keys) and the registry's checks.
+    """
+    root = root or find_root()
+    env_source = "--env option" if env else f"environment variable {ENV_VAR}"
+    env = env or os.environ.get(ENV_VAR) or DEFAULT_ENV
+    envs = available_envs(root)
+    if env not in envs:
+        # Dynaconf would silently fall back to [default] here; a typo must not run production
+        # with development settings.
+        hint = difflib.get_close_matches(env, envs, n=1)
+        raise ConfigError(
+            [
+                Problem(
+                    ENV_VAR,
+                    env,
+                    env_source,
+                    f"unknown environment; allowed: {', '.join(envs)}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+            ]
+        )
+
+    # Remember which variables the real environment holds before Dynaconf reads .env into it,
+    # so a value's source can say "environment variable" or ".env" truthfully.
+    real_env = dict(os.environ)
+    dotenv = _read_dotenv(root / ".env")
+    settings_path = root / "settings.toml"
+    env_path = root / "environments" / f"{env}.toml"
+    secrets_path = root / ".secrets.toml"
+
+    layers: list[tuple[str, dict[str, Any]]] = [
+        (DEFAULT_SOURCE, _lower_keys(_read_toml(settings_path).get("default", {}))),
+        (f"environments/{env}.toml", _lower_keys(_read_toml(env_path).get(env, {}))),
+    ]
+    raw_secrets: dict[str, Any] = {}
+    if secrets_path.is_file():
+        raw = _read_toml(secrets_path)
+        # .secrets.toml may hold secrets at top level or in [default]/[<env>] sections.
+        for section in (raw, raw.get("default", {}), raw.get(env, {})):
+            if isinstance(section, Mapping):
+                raw_secrets.update(
+                    {k.upper(): v for k, v in section.items() if k.upper() in SECRETS}
+                )
+        layers.append(
+            (
+                ".secrets.toml",
+                _lower_keys(
+                    {
+                        k: v
+                        for sec in (raw.get("default", {}), raw.get(env, {}))
+                        for k, v in sec.items()
+                        if k.upper() not in SECRETS
+                    }
+                ),
+            )
+        )
+
+    from dynaconf import Dynaconf
+
+    dyn = Dynaconf(
+        root_path=str(root),
+        settings_files=[str(settings_path), str(env_path)],
+        secrets=str(secrets_path) if secrets_path.is_file() else None,
+        environments=True,
+        env=env,
+        envvar_prefix=PREFIX,
+        load_dotenv=True,
+        dotenv_path=str(root / ".env"),
+        merge_enabled=True,
+    )
+    merged = {
+        k.lower(): v
+        for k, v in _lower_keys(dyn.as_dict()).items()
+        if k.upper() not in SECRETS and k.upper() != "LOAD_DOTENV"
+    }
+
+    sources: dict[str, str] = {}
+    for label, layer in layers:
+        for path, _ in _walk(layer):
+            sources[path] = label
+    for name in sorted(set(real_env) | set(dotenv)):
+        if name.startswith(PREFIX + "_") and "__" in name:
+            path = name[len(PREFIX) + 1 :].lower().replace("__", ".")
+            sources[path] = (
+                f"environment variable {name}" if name in real_env else f".env ({name})"
+            )
+
+    problems: list[Problem] = []
+    for name, path in FLAT_KEYS.items():
+        if name in real_env:
+            raw_value, label = real_env[name], f"environment variable {name}"
+        elif name in dotenv:
+            raw_value, label = dotenv[name], f".env ({name})"
+        else:
+            continue
+        value = _parse_env_value(raw_value)
+        nested = f"{PREFIX}_{path.upper().replace('.', '__')}"
+        if nested in real_env or nested in dotenv:
+            current = _get_path(merged, path)
+            if current != value:
+                problems.append(
+                    Problem(
+                        path,
+                        value,
+                        label,
+                        f"also set to {current!r} by {nested}; set one of them, not both",
+                    )
+                )
+                continue
+        _set_path(merged, path, value)
+        sources[path] = label
+
+    secrets: dict[str, tuple[str, str]] = {}
+    for name in SECRETS:
+        if real_env.get(name):
+            secrets[name] = (real_env[name], f"environment variable {name}")
+        elif dotenv.get(name):
+            secrets[name] = (dotenv[name], ".env")
+        elif raw_secrets.get(name):
+            secrets[name] = (str(raw_secrets[name]), ".secrets.toml")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        env=env,
+        root=root,
+        data=merged,
+        defaults=layers[0][1],
+        sources=sources,
+        secrets=secrets,
+    )
+
+
+# ---------------------------------------------------------------- validation of core keys
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _between(lo: float, hi: float) -> Check:
+    return (lambda v: lo <= v <= hi, f"a number from {lo} to {hi}")
+
+
+def _one_of(*allowed: str) -> Check:
+    return (lambda v: v in allowed, "one of " + ", ".join(repr(a) for a in allowed))
+
+
+_NON_NEGATIVE: Check = (lambda v: v >= 0, "a number 0 or above")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Ranges: what a value may be beyond its type. Upper bounds catch absurd values (a 10-minute
+# endpointing delay is a typo, not a tuning choice).
+CHECKS: dict[str, Check] = {
+    "turn.detection": _one_of("vad", "stt"),
+    "turn.min_endpointing_delay": _between(0.0, 10.0),
+    "turn.max_endpointing_delay": _between(0.0, 30.0),
+    "turn.endpointing_mode": _one_of("fixed", "dynamic"),
+    "turn.interruption_threshold": _between(0.0, 1.0),
+    "turn.min_interruption_duration": _between(0.0, 5.0),
+    "turn.false_interruption_timeout": _between(0.0, 30.0),
+    "vad.min_speech_duration": _between(0.0, 5.0),
+    "vad.min_silence_duration": _between(0.0, 5.0),
+    "vad.activation_threshold": _between(0.0, 1.0),
+    "llm.max_tokens": _between(1, 100_000),
+    "llm.temperature": _between(0.0, 2.0),
+    "http.timeout": _between(0.1, 600.0),
+    "http.max_connections": _between(1, 10_000),
+    "http.keepalive_timeout": _between(0.0, 3600.0),
+    "retry.max_retries": _between(0, 10),
+    "retry.backoff_initial": _between(0.0, 60.0),
+    "retry.backoff_max": _between(0.0, 600.0),
+    "retry.jitter": _between(0.0, 60.0),
+    "logging.level": (lambda v: str(v).upper() in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)),
+    "logging.format": _one_of("text", "json"),
+    "worker.load_threshold": (lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
+    "worker.num_idle_processes": _between(0, 64),
+    "worker.drain_timeout": _NON_NEGATIVE,
+    "worker.port": _between(0, 65535),
+    "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),
+}
+
+
+def type_problem(value: Any, default: Any) -> str | None:
+    """Whether `value` has the type of `default` (ints are accepted where floats are)."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok, want = isinstance(value, list), "a list"
+    else:
+        return None
+    return None if ok else f"must be {want}"
+
+
+def unknown_key_problem(key: str, allowed: list[str]) -> str:
+    hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    return "unknown key" + (
+        f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(sorted(allowed))}"
+    )
+
+
+def validate(settings: Settings) -> list[Problem]:
+    """Core keys: unknown sections and keys, types, ranges and cross-key rules."""
+    problems: list[Problem] = []
+    defaults = settings.defaults
+
+    def add(path: str, value: Any, message: str) -> None:
+        problems.append(Problem(path, value, settings.source(path), message))
+
+    for section, values in settings.data.items():
+        if section not in defaults:
+            add(section, MISSING, unknown_key_problem(section, list(defaults)))
+            continue
+        if not isinstance(values, Mapping):
+            add(section, values, "must be a table of settings")
+            continue
+        known = defaults[section]
+        for key, value in values.items():
+            path = f"{section}.{key}"
+            if section in STAGES and isinstance(value, Mapping):
+                continue  # a provider's own table: the registry checks it
+            if key not in known:
+                add(path, value, unknown_key_problem(key, [k for k in known if not isinstance(known[k], Mapping)]))
+                continue
+            bad_type = type_problem(value, known[key])
+            if bad_type:
+                add(path, value, bad_type)
+                continue
+            check = CHECKS.get(path)
+            if check and not check[0](value):
+                add(path, value, f"must be {check[1]}")
+
+    lo = settings.get("turn.min_endpointing_delay")
+    hi = settings.get("turn.max_endpointing_delay")
+    if (
+        isinstance(lo, int | float)
+        and isinstance(hi, int | float)
+        and not any(p.key.startswith("turn.m") for p in problems)
+        and lo > hi
+    ):
+        add(
+            "turn.min_endpointing_delay",
+            lo,
+            f"must not exceed turn.max_endpointing_delay ({hi!r}, "
+            f"from {settings.source('turn.max_endpointing_delay')})",
+        )
+    return problems

@@ -1,0 +1,82 @@
+"""The contract between the core and its plugins.
+
+Every pipeline stage is provided by a plugin and chosen by name in config: providers (VAD, STT,
+LLM, TTS) and policies (logging, retry) alike are declared through `register_providers`, so the
+registry can list and validate every name before anything is built. Observers (metrics, ...) use
+the broadcast session hooks. Built-ins implement hooks with `trylast=True` so an installed plugin
+that registers the same stage and name overrides them. Plugins import from `handler.hookspecs`
+and `handler.runtime` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from handler.config import Settings
+    from handler.runtime import Runtime
+
+PROJECT = "voice_handler"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+PROVIDER_STAGES = ("vad", "stt", "llm", "tts")
+POLICY_STAGES = ("logging", "retry")
+STAGES = PROVIDER_STAGES + POLICY_STAGES
+
+Factory = Callable[[Mapping[str, Any], "Runtime"], Any]
+"""`factory(options, runtime)` returns the stage object: the livekit `vad.VAD`, `stt.STT`,
+`llm.LLM` or `tts.TTS`; a `handler.retry.RetryPolicy` for "retry"; for "logging" it configures the
+process's logging and returns None. `options` holds the stage's shared keys (`[<stage>]`) merged
+with the provider's own table (`[<stage>.<name>]`)."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    stage: str
+    name: str
+    factory: Factory
+    options: Mapping[str, Any] | None = None
+    """Defaults of the provider's own options (`[<stage>.<name>]`); the types of the defaults
+    are enforced. None means the defaults live in settings.toml (built-ins only)."""
+    secrets: tuple[str, ...] = ()
+    """Environment variables the provider cannot work without (checked only when selected)."""
+    endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None
+    """URLs whose hosts are pre-warmed (DNS, TCP, TLS) when `http.prewarm` is on."""
+    validate: Callable[[Mapping[str, Any]], list[str]] | None = None
+    """Extra checks on the merged options; returns problems as `key: message` strings."""
+    origin: str = field(default="", compare=False)
+    """Filled by the registry: "built-in" or the distribution that provides it."""
+
+
+class Register(Protocol):
+    def __call__(
+        self,
+        stage: str,
+        name: str,
+        factory: Factory,
+        *,
+        options: Mapping[str, Any] | None = None,
+        secrets: tuple[str, ...] = (),
+        endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
+        validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
+    ) -> None: ...
+
+
+class Specs:
+    @hookspec
+    def register_providers(self, register: Register) -> None:
+        """Declare the providers this plugin offers: `register(stage, name, factory, ...)`."""
+
+    @hookspec
+    def session_started(self, session: Any, settings: Settings, info: Mapping[str, Any]) -> None:
+        """An `AgentSession` has started; `info` carries ids (job, room, or simulation)."""
+
+    @hookspec
+    def session_ended(self, session: Any, settings: Settings, info: Mapping[str, Any]) -> None:
+        """An `AgentSession` is closing; observers flush their summaries here."""

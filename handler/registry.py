@@ -1,0 +1,248 @@
+"""The plugin registry: every plugin, built-in or third-party, arrives through the entry-point group
+`voice_handler`; each declares providers by stage and name, and config picks them by name."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from handler import hookspecs
+from handler.config import LIVEKIT_SECRETS, MISSING, Problem, Settings, type_problem, unknown_key_problem
+from handler.hookspecs import STAGES, Provider
+
+ENTRY_POINT_GROUP = "voice_handler"
+OWN_DISTRIBUTION = "voice-handler"
+ALLOW_VAR = "VOICE_HANDLER_PLUGINS"
+"""Comma-separated entry-point or distribution names of third-party plugins to load; unset loads
+every installed plugin, empty loads none. Built-ins are always loaded."""
+
+BUILT_IN = "built-in"
+
+
+class PluginLoadError(Exception):
+    """A plugin could not be loaded or declared something invalid (names the plugin)."""
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs.Specs)
+        self._providers: dict[tuple[str, str], Provider] = {}
+        self.overridden: list[Provider] = []
+        """Providers shadowed by a higher-priority registration of the same stage and name."""
+        self._origins: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, *, allow: str | None = None) -> Registry:
+        registry = cls()
+        allow = os.environ.get(ALLOW_VAR) if allow is None else allow
+        allowed = None if allow is None else {_normalize(a) for a in allow.split(",") if a.strip()}
+        own_found = False
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else "unknown distribution"
+            built_in = _normalize(dist) == OWN_DISTRIBUTION
+            own_found |= built_in
+            if not built_in and allowed is not None and not (
+                {_normalize(ep.name), _normalize(dist)} & allowed
+            ):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as e:
+                raise PluginLoadError(
+                    f"plugin {ep.name!r} from {dist} failed to load ({ep.value}): {e}"
+                ) from e
+            registry.add(plugin, name=ep.name, origin=BUILT_IN if built_in else dist)
+        if not own_found:
+            raise PluginLoadError(
+                "voice-handler's built-in plugins are not installed as entry points; "
+                "install the project first: pip install -e ."
+            )
+        registry.collect()
+        return registry
+
+    def add(self, plugin: Any, *, name: str, origin: str) -> None:
+        """Register one plugin object (a module or instance with hookimpls)."""
+        if isinstance(plugin, str):
+            plugin = importlib.import_module(plugin)
+        self.pm.register(plugin, name=name)
+        self._origins[id(plugin)] = origin
+
+    def collect(self) -> None:
+        """Ask every plugin for its providers; the first registration of a stage/name wins, so a
+        plugin that runs earlier (built-ins are trylast) overrides a built-in."""
+        self.pm.check_pending()  # a hookimpl that matches no spec is a typo: fail loudly
+        self._providers.clear()
+        self.overridden.clear()
+        impls = self.pm.hook.register_providers.get_hookimpls()
+        for impl in reversed(impls):  # pluggy calls the last registered / tryfirst first
+            origin = self._origins.get(id(impl.plugin), impl.plugin_name)
+            impl.function(register=self._registrar(origin, impl.plugin_name))
+
+    def _registrar(self, origin: str, plugin_name: str) -> hookspecs.Register:
+        def register(
+            stage: str,
+            name: str,
+            factory: hookspecs.Factory,
+            *,
+            options: Mapping[str, Any] | None = None,
+            secrets: tuple[str, ...] = (),
+            endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
+            validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
+        ) -> None:
+            if stage not in STAGES:
+                raise PluginLoadError(
+                    f"plugin {plugin_name!r} ({origin}) registers unknown stage {stage!r}; "
+                    f"stages: {', '.join(STAGES)}"
+                )
+            if not callable(factory):
+                raise PluginLoadError(
+                    f"plugin {plugin_name!r} ({origin}): factory for {stage}/{name} is not callable"
+                )
+            provider = Provider(
+                stage=stage,
+                name=name,
+                factory=factory,
+                options=dict(options) if options is not None else None,
+                secrets=tuple(secrets),
+                endpoints=endpoints,
+                validate=validate,
+                origin=origin,
+            )
+            if (stage, name) in self._providers:
+                self.overridden.append(provider)
+            else:
+                self._providers[(stage, name)] = provider
+
+        return register
+
+    # ------------------------------------------------------------------ queries
+
+    def names(self, stage: str) -> list[str]:
+        return sorted(n for s, n in self._providers if s == stage)
+
+    def get(self, stage: str, name: str) -> Provider:
+        return self._providers[(stage, name)]
+
+    def providers(self) -> list[Provider]:
+        return [self._providers[k] for k in sorted(self._providers)]
+
+    def selected(self, settings: Settings, stage: str) -> list[str]:
+        """The provider names a stage uses (today one; fallback chains will add more)."""
+        name = settings.get(f"{stage}.provider")
+        return [name] if isinstance(name, str) else []
+
+    def options(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
+        """The options a factory receives: provider defaults < stage keys < provider table."""
+        provider = self.get(stage, name)
+        section = settings.section(stage)
+        common = {k: v for k, v in section.items() if not isinstance(v, Mapping)}
+        common.pop("provider", None)
+        own = section.get(name, {})
+        return {**(provider.options or {}), **common, **(own if isinstance(own, Mapping) else {})}
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, settings: Settings, *, for_start: bool = False) -> list[Problem]:
+        """Provider names, provider tables, and the secrets of the selected providers."""
+        problems: list[Problem] = []
+
+        def add(path: str, value: Any, message: str) -> None:
+            problems.append(Problem(path, value, settings.source(path), message))
+
+        def add_secret(name: str, message: str) -> None:
+            problems.append(Problem(name, MISSING, "", message))
+
+        for stage in STAGES:
+            names = self.names(stage)
+            section = settings.section(stage)
+            chosen = section.get("provider")
+            if chosen not in names:
+                add(
+                    f"{stage}.provider",
+                    chosen,
+                    f"unknown {stage} provider; available: {', '.join(names) or 'none installed'}",
+                )
+            for key, table in section.items():
+                if not isinstance(table, Mapping):
+                    continue
+                path = f"{stage}.{key}"
+                if key not in names:
+                    add(
+                        path,
+                        "{...}",
+                        f"table for unknown {stage} provider {key!r}; available: {', '.join(names)}",
+                    )
+                    continue
+                problems.extend(self._table_problems(settings, stage, key, table))
+            if chosen in names:
+                provider = self.get(stage, chosen)
+                if provider.validate:
+                    for message in provider.validate(self.options(settings, stage, chosen)):
+                        key, _, text = message.partition(": ")
+                        path = f"{stage}.{chosen}.{key}"
+                        add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
+                for secret in provider.secrets:
+                    if not settings.secret(secret):
+                        add_secret(
+                            secret,
+                            f"required by {stage} provider {chosen!r}; set it in the environment, "
+                            f".env or .secrets.toml (export {secret}=...)",
+                        )
+        if for_start:
+            for secret in LIVEKIT_SECRETS:
+                if not settings.secret(secret):
+                    add_secret(
+                        secret,
+                        "required by `start` to reach the LiveKit server; set it in the "
+                        f"environment, .env or .secrets.toml (export {secret}=...)",
+                    )
+        return problems
+
+    def _table_problems(
+        self, settings: Settings, stage: str, name: str, table: Mapping[str, Any]
+    ) -> list[Problem]:
+        provider = self.get(stage, name)
+        schema = dict(provider.options or {})
+        builtin_defaults = settings.defaults.get(stage, {}).get(name, {})
+        schema.update(builtin_defaults)
+        out = []
+        for key, value in table.items():
+            path = f"{stage}.{name}.{key}"
+            if key not in schema:
+                out.append(
+                    Problem(path, value, settings.source(path), unknown_key_problem(key, list(schema)))
+                )
+                continue
+            bad = type_problem(value, schema[key])
+            if bad:
+                out.append(Problem(path, value, settings.source(path), bad))
+        return out
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, stage: str, settings: Settings, runtime: Any, name: str | None = None) -> Any:
+        name = name or settings.get(f"{stage}.provider")
+        provider = self.get(stage, name)
+        return provider.factory(self.options(settings, stage, name), runtime)
+
+    def endpoints(self, settings: Settings) -> list[str]:
+        """URLs of the selected providers, for connection pre-warming."""
+        urls: list[str] = []
+        for stage in STAGES:
+            for name in self.selected(settings, stage):
+                provider = self._providers.get((stage, name))
+                if provider and provider.endpoints:
+                    urls.extend(provider.endpoints(self.options(settings, stage, name)))
+        return urls

@@ -1,0 +1,32 @@
+"""VAD `silero`: livekit's Silero plugin (the ONNX model ships in the wheel; loaded once per process)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from handler.hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def register_providers(register):
+    register("vad", "silero", build)
+
+
+@functools.cache
+def _load(**kwargs: Any) -> Any:
+    from livekit.plugins import silero
+
+    return silero.VAD.load(**kwargs)
+
+
+def build(options: Mapping[str, Any], runtime: Any) -> Any:
+    return _load(
+        min_speech_duration=options["min_speech_duration"],
+        min_silence_duration=options["min_silence_duration"],
+        activation_threshold=options["activation_threshold"],
+        prefix_padding_duration=options["prefix_padding_duration"],
+        force_cpu=options["force_cpu"],
+        sample_rate=options["sample_rate"],
+    )

@@ -476,7 +476,7 @@ def validate(settings: Settings) -> list[Problem]:
     if (
         isinstance(lo, int | float)
         and isinstance(hi, int | float)
-        and not any(p.key.startswith("turn.m") for p in problems)
+        and not {p.key for p in problems} & {"turn.min_endpointing_delay", "turn.max_endpointing_delay"}
         and lo > hi
     ):
         add(

@@ -15,6 +15,12 @@ because livekit's dev formatter colours the level):
 A "turn" line is a project line whose message is ``turn``; ``session summary`` lines are counted
 but their totals are not added (the turn lines already carry the same data).
 
+Rates are per minute of log time: count / max(last ts - first ts, 1 minute) over every
+timestamped line of all inputs (None when no line has a time). A false interruption shows up both
+as livekit's DEBUG line and as this project's turn line with false_interruption=1, and the two
+cannot always be paired, so both are counted separately; the rate uses the turn lines when any
+turn line carries the field, otherwise the livekit lines.
+
 Memory is bounded regardless of input size: lines are read one at a time (over-long lines are cut
 at ``MAX_LINE`` bytes), counters are scalars, the volume table is one int per minute of log time,
 latency percentiles come from a 10 ms-bucket histogram (`_Hist`) and plot points from fixed-size
@@ -99,7 +105,7 @@ class _Hist:
         if not self.n:
             return None
         rank = max(1, math.ceil(p / 100 * self.n))
-        seen = 0
+        seen = 0.0
         for key in sorted(self.buckets):
             seen += self.buckets[key][0]
             if seen >= rank:
@@ -119,7 +125,8 @@ class _Reservoir:
     """Uniform fixed-size sample (algorithm R, seeded so output is reproducible)."""
 
     def __init__(self, size: int = RESERVOIR) -> None:
-        self.size, self.items, self.seen = size, [], 0
+        self.size, self.seen = size, 0
+        self.items: list[Any] = []
         self._rng = random.Random(0)
 
     def add(self, item: Any) -> None:
@@ -444,7 +451,7 @@ def _epoch(m: re.Match[str]) -> float | None:
         return None
     if int(h) > 23 or int(mi) > 59 or int(s) > 60:
         return None
-    t = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s)))
+    t: float = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s)))
     t += float("0." + frac) if frac else 0.0
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1

@@ -12,7 +12,17 @@ from typing import Any
 import pluggy
 
 from handler import hookspecs
-from handler.config import LIVEKIT_SECRETS, MISSING, Problem, Settings, type_problem, unknown_key_problem
+from handler.config import (
+    LIVEKIT_SECRETS,
+    MISSING,
+    ConfigError,
+    Problem,
+    Settings,
+    load,
+    type_problem,
+    unknown_key_problem,
+    validate,
+)
 from handler.hookspecs import STAGES, Provider
 
 ENTRY_POINT_GROUP = "voice_handler"
@@ -154,7 +164,9 @@ class Registry:
 
     # ------------------------------------------------------------------ validation
 
-    def validate(self, settings: Settings, *, for_start: bool = False) -> list[Problem]:
+    def validate(
+        self, settings: Settings, *, for_start: bool = False, skip_checks: set[str] = frozenset()
+    ) -> list[Problem]:
         """Provider names, provider tables, and the secrets of the selected providers."""
         problems: list[Problem] = []
 
@@ -188,7 +200,7 @@ class Registry:
                 problems.extend(self._table_problems(settings, stage, key, table))
             if chosen in names:
                 provider = self.get(stage, chosen)
-                if provider.validate:
+                if provider.validate and stage not in skip_checks:
                     for message in provider.validate(self.options(settings, stage, chosen)):
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{chosen}.{key}"
@@ -246,3 +258,16 @@ class Registry:
                 if provider and provider.endpoints:
                     urls.extend(provider.endpoints(self.options(settings, stage, name)))
         return urls
+
+
+def load_checked(env: str | None = None, *, for_start: bool = False) -> tuple[Settings, Registry]:
+    """Load, validate core keys and the provider selection; every problem at once."""
+    settings = load(env)
+    registry = Registry.load()
+    problems = validate(settings)
+    # a provider's own checks read typed values: skip them where the stage's keys are broken
+    broken = {p.key.split(".")[0] for p in problems}
+    problems += registry.validate(settings, for_start=for_start, skip_checks=broken)
+    if problems:
+        raise ConfigError(problems)
+    return settings, registry

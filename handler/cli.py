@@ -1,0 +1,239 @@
+"""`python -m handler ...`: start, dev, simulate, config show|check, plugins list, logs analyze.
+
+User mistakes (configuration, input files, missing keys) end in one clear message and exit status
+2; bugs keep their traceback. Heavy imports (livekit, onnxruntime, pocketsphinx) happen only in
+the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from handler import config
+from handler.config import ConfigError, Problem
+
+app = typer.Typer(
+    help="voice-handler: a LiveKit voice-agent worker whose every stage is a configured plugin.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show or check the effective configuration.", no_args_is_help=True)
+plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
+logs_app = typer.Typer(help="Analyze voice-handler and livekit logs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(plugins_app, name="plugins")
+app.add_typer(logs_app, name="logs")
+
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", help="Environment (dev, fast, stable, production); default: $ENV_FOR_DYNACONF or dev."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A mistake the user can fix; its message is printed as is (exit status 2)."""
+
+
+def fail(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn the user's mistakes into one message and exit status 2, never a traceback."""
+    import functools
+
+    from handler.registry import PluginLoadError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            n = len(e.problems)
+            fail([f"voice-handler: {n} configuration problem{'s' if n > 1 else ''}:"]
+                 + [f"  - {p}" for p in e.problems])
+        except (PluginLoadError, UserError) as e:
+            fail([f"voice-handler: {e}"])
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _load(env: str | None, *, for_start: bool = False) -> tuple[config.Settings, Any]:
+    from handler.registry import load_checked
+
+    return load_checked(env, for_start=for_start)
+
+
+# ------------------------------------------------------------------------------ worker
+
+
+@app.command()
+@user_errors
+def start(env: EnvOption = None) -> None:
+    """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
+    from handler import worker
+
+    settings, registry = _load(env, for_start=True)
+    worker.run(settings, registry, devmode=False)
+
+
+@app.command()
+@user_errors
+def dev(
+    env: EnvOption = None,
+    reload: Annotated[bool, typer.Option(help="Restart the worker when a .py or .toml file changes.")] = True,
+) -> None:
+    """Run the worker in livekit's development mode: verbose, no load limit, reload on change."""
+    from handler import worker
+
+    settings, registry = _load(env, for_start=True)
+    if reload:
+        from handler.reload import run_with_reload
+
+        raise typer.Exit(run_with_reload(settings.root, [sys.executable, "-m", "handler", "dev", "--no-reload", *(["--env", env] if env else [])]))
+    worker.run(settings, registry, devmode=True)
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def _flatten(settings: config.Settings) -> dict[str, dict[str, Any]]:
+    return {
+        path: {"value": value, "source": settings.source(path)}
+        for path, value in config._walk(settings.data)
+    }
+
+
+@config_app.command("show")
+@user_errors
+def config_show(env: EnvOption = None, as_json: JsonOption = False) -> None:
+    """The effective settings and where each value came from (secrets redacted)."""
+    settings, _ = _load_unchecked(env)
+    values = _flatten(settings)
+    secrets = {
+        name: {
+            "set": settings.secret(name) is not None,
+            "value": "***" if settings.secret(name) else None,
+            "source": settings.secret_source(name),
+        }
+        for name in config.SECRETS
+    }
+    if as_json:
+        print(json.dumps({"env": settings.env, "root": str(settings.root), "settings": values,
+                          "secrets": secrets}, indent=2))
+        return
+    print(f"environment: {settings.env}    (root: {settings.root})")
+    width = max(len(k) for k in values)
+    for key, v in values.items():
+        print(f"  {key:<{width}}  {json.dumps(v['value']):<28}  {v['source']}")
+    print("secrets:")
+    for name, s in secrets.items():
+        print(f"  {name:<{width}}  {(s['value'] or 'not set'):<28}  {s['source'] or ''}")
+
+
+def _load_unchecked(env: str | None) -> tuple[config.Settings, None]:
+    """`config show` shows what is there even when it would not pass `config check`."""
+    return config.load(env), None
+
+
+@config_app.command("check")
+@user_errors
+def config_check(
+    env: EnvOption = None,
+    for_start: Annotated[bool, typer.Option("--start", help="Also require the LiveKit credentials `start` needs.")] = False,
+) -> None:
+    """Validate the configuration: every problem at once, exit status 2 if any."""
+    settings, registry = _load(env, for_start=for_start)
+    chosen = ", ".join(f"{s}={settings.get(s + '.provider')}" for s in ("vad", "stt", "llm", "tts"))
+    print(f"configuration OK (environment {settings.env}: {chosen})")
+
+
+# ------------------------------------------------------------------------------ plugins
+
+
+@plugins_app.command("list")
+@user_errors
+def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
+    """Every stage, its available providers, the one this environment selects, and their origin."""
+    from handler.hookspecs import STAGES
+    from handler.registry import Registry
+
+    settings = config.load(env)
+    registry = Registry.load()
+    stages = {
+        stage: {
+            "selected": settings.get(f"{stage}.provider"),
+            "providers": [
+                {
+                    "name": p.name,
+                    "origin": p.origin,
+                    "selected": p.name == settings.get(f"{stage}.provider"),
+                }
+                for p in registry.providers()
+                if p.stage == stage
+            ],
+        }
+        for stage in STAGES
+    }
+    overridden = [{"stage": p.stage, "name": p.name, "origin": p.origin} for p in registry.overridden]
+    if as_json:
+        print(json.dumps({"env": settings.env, "stages": stages, "overridden": overridden}, indent=2))
+        return
+    print(f"environment: {settings.env}")
+    for stage, info in stages.items():
+        print(f"{stage}:")
+        for p in info["providers"]:
+            mark = "*" if p["selected"] else " "
+            print(f"  {mark} {p['name']:<14} {p['origin']}")
+        if not any(p["selected"] for p in info["providers"]):
+            print(f"  ! selected provider {info['selected']!r} is not installed")
+    for p in overridden:
+        print(f"(overridden: {p['stage']}/{p['name']} from {p['origin']})")
+
+
+# ------------------------------------------------------------------------------ logs
+
+
+@logs_app.command("analyze")
+@user_errors
+def logs_analyze(
+    files: Annotated[list[str], typer.Argument(help="Log files; - reads standard input.")],
+    as_json: JsonOption = False,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG timeline here.")] = None,
+    slow_llm_ms: Annotated[float, typer.Option(help="LLM responses slower than this are slow.")] = 1000.0,
+    false_per_minute_target: Annotated[float, typer.Option(help="Acceptable false interruptions per minute.")] = 1.0,
+) -> None:
+    """The guide's grep recipes in one report: false interruptions, slow LLM, VAD warnings,
+    errors and retries, log volume and time-to-first-audio percentiles, each with advice."""
+    from handler import logs
+
+    try:
+        report = logs.analyze(files, slow_llm_ms=slow_llm_ms, false_per_minute_target=false_per_minute_target)
+    except logs.LogInputError as e:
+        raise UserError(str(e)) from None
+    if plot:
+        try:
+            logs.plot(report, plot)
+        except OSError as e:
+            raise UserError(f"cannot write plot {plot}: {e.strerror}") from None
+    print(json.dumps(report.to_dict(), indent=2) if as_json else logs.render_text(report))
+
+
+def main() -> None:
+    app()
+
+
+# keep Problem importable from here for callers that report problems themselves
+__all__ = ["app", "main", "Problem", "UserError"]

@@ -1,0 +1,110 @@
+"""Configuration + resolved stages -> a livekit `AgentSession` and its `Agent`.
+
+The one code path that builds a session, used by the worker's job entrypoint and by `simulate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from handler.http import shared_session
+from handler.runtime import Runtime
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from handler.config import Settings
+    from handler.registry import Registry
+    from handler.retry import RetryPolicy
+
+logger = logging.getLogger("handler.session")
+
+NEUTRAL_THRESHOLD = 0.5
+"""The interruption threshold at which `min_interruption_duration` applies unscaled."""
+
+
+def min_interruption_duration(settings: Settings) -> float:
+    """INTERRUPTION_THRESHOLD (0..1, higher = less sensitive) as livekit 1.8's knob: the user must
+    speak over the agent for `min_interruption_duration * threshold / 0.5` seconds before it yields.
+    0.5 keeps the configured duration; 0.8 needs 1.6x as long; 0.9 1.8x; 0 interrupts at once."""
+    return settings.get("turn.min_interruption_duration") * (
+        settings.get("turn.interruption_threshold") / NEUTRAL_THRESHOLD
+    )
+
+
+def turn_handling(settings: Settings) -> dict[str, Any]:
+    """`TurnHandlingOptions` from config, with turn detection and interruption mode always explicit
+    (left out, livekit picks cloud models that stall offline)."""
+    t = settings.section("turn")
+    return {
+        "turn_detection": t["detection"],
+        "endpointing": {
+            "mode": t["endpointing_mode"],
+            "min_delay": t["min_endpointing_delay"],
+            "max_delay": t["max_endpointing_delay"],
+        },
+        "interruption": {
+            "enabled": t["interruptions_enabled"],
+            "mode": "vad",
+            "min_duration": min_interruption_duration(settings),
+            "false_interruption_timeout": t["false_interruption_timeout"] or None,
+            "resume_false_interruption": t["resume_false_interruption"],
+        },
+        "preemptive_generation": {"enabled": t["preemptive_generation"]},
+    }
+
+
+def retry_policy(settings: Settings, registry: Registry) -> RetryPolicy:
+    return registry.build("retry", settings, Runtime(settings, None, None))
+
+
+def make_runtime(settings: Settings, registry: Registry, http_session: Any = None) -> Runtime:
+    """Inside a running event loop: the shared HTTP pool and the retry policy's connect options."""
+    policy = retry_policy(settings, registry)
+    return Runtime(
+        settings=settings,
+        http_session=http_session if http_session is not None else shared_session(settings),
+        conn_options=policy.conn_options(),
+    )
+
+
+def configure_logging(settings: Settings, registry: Registry) -> None:
+    registry.build("logging", settings, Runtime(settings, None, None))
+
+
+def build_session(
+    settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None
+) -> tuple[Any, Any]:
+    """Resolve every stage through the registry and assemble the session and its agent."""
+    from livekit.agents import Agent, AgentSession
+    from livekit.agents.voice.agent_session import SessionConnectOptions
+
+    stages = {s: registry.build(s, settings, runtime) for s in ("stt", "llm", "tts")}
+    conn = runtime.conn_options
+    session = AgentSession(
+        vad=vad if vad is not None else registry.build("vad", settings, runtime),
+        stt=stages["stt"],
+        llm=stages["llm"],
+        tts=stages["tts"],
+        turn_handling=turn_handling(settings),
+        conn_options=SessionConnectOptions(
+            stt_conn_options=conn, llm_conn_options=conn, tts_conn_options=conn
+        ),
+    )
+    agent = Agent(instructions=settings.get("llm.instructions"))
+    return session, agent
+
+
+@asynccontextmanager
+async def observed(
+    session: Any, settings: Settings, registry: Registry, info: Mapping[str, Any]
+) -> AsyncIterator[None]:
+    """Tell observer plugins (metrics, ...) that a session runs, and that it ended."""
+    registry.pm.hook.session_started(session=session, settings=settings, info=info)
+    try:
+        yield
+    finally:
+        registry.pm.hook.session_ended(session=session, settings=settings, info=info)

@@ -1,0 +1,91 @@
+"""The LiveKit worker: an `AgentServer` whose job processes pre-load the VAD, share one pooled HTTP
+session, pre-warm provider connections, and build each job's session through the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from handler import config, logcontext
+from handler.http import close_shared_session, prewarm
+from handler.registry import Registry, load_checked
+from handler.runtime import Runtime
+from handler.session import build_session, configure_logging, make_runtime, retry_policy
+
+logger = logging.getLogger("handler.worker")
+
+
+def prewarm_process(proc: Any) -> None:
+    """livekit's per-process setup (synchronous, before the job's event loop exists): load config
+    and the VAD model once. The HTTP pool needs the loop, so the entrypoint creates it."""
+    settings, registry = load_checked()
+    configure_logging(settings, registry)
+    proc.userdata["settings"] = settings
+    proc.userdata["registry"] = registry
+    proc.userdata["vad"] = registry.build("vad", settings, Runtime(settings, None, None))
+
+
+async def entrypoint(ctx: Any) -> None:
+    settings: config.Settings = ctx.proc.userdata["settings"]
+    registry: Registry = ctx.proc.userdata["registry"]
+    logcontext.bind(job=ctx.job.id, room=ctx.job.room.name)
+
+    runtime = make_runtime(settings, registry)
+    warming = None
+    if settings.get("http.prewarm"):
+        # opens provider connections while the room connects, so turn one pays for neither
+        warming = asyncio.create_task(
+            prewarm(runtime.http_session, retry_policy(settings, registry), registry.endpoints(settings))
+        )
+    session, agent = build_session(settings, registry, runtime, vad=ctx.proc.userdata["vad"])
+    info = {"job": ctx.job.id, "room": ctx.job.room.name}
+
+    async def shutdown() -> None:
+        registry.pm.hook.session_ended(session=session, settings=settings, info=info)
+        if warming and not warming.done():
+            warming.cancel()
+        await session.aclose()
+        await close_shared_session()
+
+    ctx.add_shutdown_callback(shutdown)
+    await ctx.connect()
+    registry.pm.hook.session_started(session=session, settings=settings, info=info)
+    await session.start(agent=agent, room=ctx.room)
+
+
+def make_server(settings: config.Settings) -> Any:
+    from livekit.agents import AgentServer
+
+    w = settings.section("worker")
+    server = AgentServer(
+        load_threshold=w["load_threshold"],
+        num_idle_processes=w["num_idle_processes"],
+        drain_timeout=w["drain_timeout"],
+        port=w["port"],
+        setup_fnc=prewarm_process,
+        ws_url=settings.secret("LIVEKIT_URL"),
+        api_key=settings.secret("LIVEKIT_API_KEY"),
+        api_secret=settings.secret("LIVEKIT_API_SECRET"),
+        log_level=str(settings.get("logging.level")).upper(),
+    )
+    server.rtc_session(entrypoint, agent_name=w["agent_name"])
+    return server
+
+
+def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None:
+    """Run the worker until SIGINT/SIGTERM, then drain (production) and close."""
+    from livekit.agents.cli import cli as lk_cli
+    from livekit.agents.cli import proto
+
+    # job processes load the same environment and checkout as this one
+    os.environ[config.ENV_VAR] = settings.env
+    os.environ[config.ROOT_VAR] = str(settings.root)
+    # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
+    # format, levels and secret redaction are ours
+    lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
+    lk_cli._run_worker(
+        make_server(settings),
+        proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode),
+    )

@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests never see the developer's own .env / .secrets.toml or installed
+third-party plugins unless a test puts them there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PLANTED = {
+    "OPENAI_API_KEY": "sk-planted-openai-0123456789abcdef",
+    "ELEVEN_API_KEY": "planted-eleven-0123456789abcdef",
+    "SONIOX_API_KEY": "planted-soniox-0123456789abcdef",
+    "LIVEKIT_URL": "ws://127.0.0.1:9",
+    "LIVEKIT_API_KEY": "planted-lk-key-0123456789",
+    "LIVEKIT_API_SECRET": "planted-lk-secret-0123456789abcdef",
+}
+SECRET_NAMES = tuple(PLANTED)
+FLAT = ("MIN_ENDPOINTING_DELAY", "INTERRUPTION_THRESHOLD", "ENABLE_INTERRUPTIONS", "HTTP_TIMEOUT",
+        "HTTP_MAX_CONNECTIONS", "MAX_RETRIES", "MAX_TOKENS", "LOG_LEVEL")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No secrets, flat keys or HANDLER_* overrides leak in from the machine; only built-in plugins."""
+    for name in list(os.environ):
+        if name in SECRET_NAMES or name in FLAT or name.startswith("HANDLER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("VOICE_HANDLER_PLUGINS", "")
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the configuration files, so tests can add layers to it."""
+    shutil.copy(REPO / "settings.toml", tmp_path / "settings.toml")
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    monkeypatch.setenv("VOICE_HANDLER_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def planted(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for k, v in PLANTED.items():
+        monkeypatch.setenv(k, v)
+    return dict(PLANTED)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m handler ...` as a user runs it, with this test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "handler", *args],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, cwd=cwd,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli

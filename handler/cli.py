@@ -106,6 +106,92 @@ def dev(
     worker.run(settings, registry, devmode=True)
 
 
+# ------------------------------------------------------------------------------ simulate
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def render_report(report: Any) -> str:
+    s = report.summary()
+    lines = [
+        f"scenario {report.scenario} | env {report.env} | "
+        + " ".join(f"{k}={v}" for k, v in report.providers.items()),
+        "",
+        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  false  said -> recognized -> reply",
+    ]
+    for t in report.turns:
+        lines.append(
+            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.end_of_turn_delay):>6} {_ms(t.transcription_delay):>6} "
+            f"{_ms(t.llm_ttft):>6} {_ms(t.tts_ttfb):>6}  {'yes' if t.interrupted else 'no':<4} {t.false_interruptions:>5}  "
+            f"{t.said!r} -> {t.recognized!r} -> {t.reply[:60]!r}"
+        )
+    lines += [
+        "(ms: ttfa = end of user speech -> first agent audio; eou = end-of-utterance delay; "
+        "stt = transcription delay; llm = time to first token; tts = time to first byte)",
+        "",
+        f"time to first audio p50 {_ms(s['ttfa_p50'])} ms, p95 {_ms(s['ttfa_p95'])} ms | "
+        f"interruptions {s['interruptions']} | false interruptions {s['false_interruptions']} "
+        f"({s['false_interruptions_per_min']}/min) | WER {s['wer']} | errors {s['errors']}",
+    ]
+    for e in report.errors:
+        lines.append(f"error: {e}")
+    for k, want in report.expect.items():
+        got = s[k]
+        lines.append(f"expected {k} {want}: {'ok' if got == want else f'got {got}'}")
+    return "\n".join(lines)
+
+
+@app.command()
+@user_errors
+def simulate(
+    scenario: Annotated[str | None, typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa.")] = None,
+    env: EnvOption = None,
+    as_json: JsonOption = False,
+    out: Annotated[str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")] = None,
+) -> None:
+    """Run a whole conversation from audio, with no LiveKit server, and report its latency."""
+    from pathlib import Path
+
+    from handler import scenario as scenarios
+
+    settings, registry = _load(env)
+    try:
+        sc = scenarios.load(scenarios.resolve(scenario))
+    except scenarios.ScenarioError as e:
+        fail([f"voice-handler: scenario {e.path}: {len(e.problems)} problem(s):"] + [f"  - {p}" for p in e.problems])
+    if "local" not in registry.names("tts"):
+        raise UserError("simulate speaks text turns with the `local` TTS plugin, which is not installed")
+    out_dir = Path(out) if out else None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot create directory: {e.strerror}") from None
+
+    import asyncio
+
+    from handler import audio, simulate as sim
+    from handler.session import configure_logging
+
+    try:
+        sim.check_audio_files(sc)
+    except audio.AudioFileError as e:
+        raise UserError(f"scenario {sc.path}: {e}") from None
+    configure_logging(settings, registry)
+    progress = (lambda line: print(line, file=sys.stderr, flush=True))
+    report, clock = asyncio.run(sim.simulate(settings, registry, sc, progress))
+    doc = report.to_dict()
+    if out_dir is not None:
+        (out_dir / "report.json").write_text(json.dumps(doc, indent=2))
+        import numpy as np
+
+        audio.write_wav(out_dir / "user.wav", np.frombuffer(bytes(clock.user), np.int16))
+        audio.write_wav(out_dir / "agent.wav", np.frombuffer(bytes(clock.agent), np.int16))
+    print(json.dumps(doc, indent=2) if as_json else render_report(report))
+
+
 # ------------------------------------------------------------------------------ config
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import functools
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,7 +71,9 @@ class _Espeak:
         ]  # fmt: skip
         # the path is the directory that contains `espeak-ng-data`
         data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, _INITIALIZE_DONT_EXIT)
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, _INITIALIZE_DONT_EXIT
+        )
         if rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialize (data in {data_parent!r})")
         self.sample_rate: int = rate
@@ -106,20 +107,33 @@ class _Espeak:
             self._set_voice(voice)
             self._lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
             self._chunks = []
-            err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            err = self._lib.espeak_Synth(
+                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
             pcm, self._chunks = b"".join(self._chunks), []
         if err != 0:
             raise RuntimeError(f"espeak_Synth failed with error {err}")
         return np.frombuffer(pcm, dtype=np.int16)
 
 
-@functools.cache
+_engine_lock = threading.Lock()
+_engine_instance: _Espeak | None = None
+
+
 def _engine() -> _Espeak:
-    return _Espeak()
+    global _engine_instance
+    with _engine_lock:  # the library's state is global: initialize it exactly once
+        if _engine_instance is None:
+            _engine_instance = _Espeak()
+        return _engine_instance
 
 
 def synthesize(
-    text: str, *, voice: str = DEFAULT_VOICE, rate: int = DEFAULT_RATE, sample_rate: int | None = None
+    text: str,
+    *,
+    voice: str = DEFAULT_VOICE,
+    rate: int = DEFAULT_RATE,
+    sample_rate: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Speak `text`; returns (mono int16 samples, sample rate), resampled if `sample_rate` given.
 
@@ -172,9 +186,8 @@ class _ChunkedStream(tts.ChunkedStream):
             _engine().synthesize, self.input_text, self._tts._voice, self._tts._rate
         )
         if pcm.size == 0:
-            # Text espeak finds nothing to say in (stray punctuation): ChunkedStream treats a
-            # non-empty text without audio as a retryable provider error, so send a moment
-            # of silence instead of triggering retries.
+            # Should espeak find nothing to say: ChunkedStream treats a non-empty text without
+            # audio as a retryable provider error, so send a moment of silence instead.
             pcm = np.zeros(self._tts.sample_rate // 50, dtype=np.int16)
         output_emitter.push(pcm.tobytes())
 
@@ -183,10 +196,12 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     problems = []
     voice = options.get("voice", DEFAULT_VOICE)
     if not isinstance(voice, str) or not voice.strip():
-        problems.append("voice: must be a non-empty espeak-ng voice name")
+        problems.append("voice: must be a non-empty espeak-ng voice name or language code")
     rate = options.get("rate", DEFAULT_RATE)
     if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
-        problems.append(f"rate: must be an integer from {MIN_RATE} to {MAX_RATE} (words per minute)")
+        problems.append(
+            f"rate: must be an integer from {MIN_RATE} to {MAX_RATE} (words per minute)"
+        )
     return problems
 
 

@@ -1,0 +1,487 @@
+"""Run a whole conversation with no room: scripted user audio in, a real-time sink out.
+
+The session is a real livekit `AgentSession`, built by `handler.session.build_session` exactly as
+the worker builds it. User audio enters at real-time pace on a 10 ms clock; the agent's audio is
+played out on the same clock by a sink that supports pause, resume and clear, so endpointing,
+interruptions and false-interruption resume behave as they do in a room. Both tracks are recorded
+on that shared timeline, so the WAVs line up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice import io
+
+from handler import audio, logcontext
+from handler.config import Settings
+from handler.http import close_shared_session
+from handler.registry import Registry
+from handler.scenario import Event, Scenario, Turn
+from handler.session import build_session, make_runtime, observed
+
+logger = logging.getLogger("handler.simulate")
+
+TICK = 0.01
+SAMPLES = int(audio.RATE * TICK)
+REPLY_START_TIMEOUT = 15.0
+REPLY_END_TIMEOUT = 60.0
+SETTLE = 0.6
+"""Seconds the agent must stay quiet before a turn counts as finished (bridges the gap between
+sentences and a false-interruption pause)."""
+
+
+class Clock:
+    """Shared 10 ms ticks since the start of the conversation: the input and the sink both follow
+    it, and record their audio at the tick's position."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.wall_start = time.time()
+        self.user = bytearray()
+        self.agent = bytearray()
+
+    async def wait_tick(self, n: int) -> None:
+        delay = self.start + n * TICK - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def wall(self, n: int) -> float:
+        return self.wall_start + n * TICK
+
+    @staticmethod
+    def record(track: bytearray, n: int, chunk: bytes) -> None:
+        pos = n * SAMPLES * 2
+        if len(track) < pos:
+            track.extend(bytes(pos - len(track)))
+        track[pos : pos + len(chunk)] = chunk
+
+
+class ScriptedInput(io.AudioInput):
+    """Silence, except while the runner plays a clip; frames leave on the clock's ticks."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(label="simulated-user")
+        self.clock = clock
+        self.tick = 0
+        self._clip = np.zeros(0, np.int16)
+        self._pos = 0
+        self._done: asyncio.Future[float] | None = None
+
+    def play(self, pcm: np.ndarray) -> asyncio.Future[float]:
+        """Queue a clip; the future resolves to the wall time its last sample left."""
+        self._clip, self._pos = pcm, 0
+        self._done = asyncio.get_running_loop().create_future()
+        return self._done
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        await self.clock.wait_tick(self.tick)
+        chunk = np.zeros(SAMPLES, np.int16)
+        if self._pos < len(self._clip):
+            part = self._clip[self._pos : self._pos + SAMPLES]
+            chunk[: len(part)] = part
+            self._pos += SAMPLES
+            if self._pos >= len(self._clip) and self._done and not self._done.done():
+                self._done.set_result(self.clock.wall(self.tick + 1))
+        data = chunk.tobytes()
+        Clock.record(self.clock.user, self.tick, data)
+        self.tick += 1
+        return rtc.AudioFrame(data, audio.RATE, 1, SAMPLES)
+
+
+class RealtimeSink(io.AudioOutput):
+    """Plays the agent's audio in real time on the clock; pause holds it, clear drops it."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(
+            label="simulated-speaker",
+            next_in_chain=None,
+            sample_rate=audio.RATE,
+            capabilities=io.AudioOutputCapabilities(pause=True),
+        )
+        self.clock = clock
+        self._buf = bytearray()
+        self._pushed = 0.0
+        self._played = 0.0
+        self._flushed = False
+        self._paused = False
+        self._segment_open = False
+        self._started = False
+        self.play_starts: list[float] = []
+        """Wall time of the first played sample of every segment."""
+        self.last_sound = 0.0
+        self._task = asyncio.create_task(self._play(), name="simulated-speaker")
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        self._segment_open = True
+        self._buf += frame.data.tobytes()
+        self._pushed += frame.duration
+
+    def flush(self) -> None:
+        super().flush()
+        if self._segment_open:
+            self._flushed = True
+
+    def clear_buffer(self) -> None:
+        # the framework's interruption: stop now and report what was actually heard
+        self._buf.clear()
+        if self._segment_open:
+            self._finish(interrupted=True)
+
+    def pause(self) -> None:
+        super().pause()
+        self._paused = True
+
+    def resume(self) -> None:
+        super().resume()
+        self._paused = False
+
+    @property
+    def speaking(self) -> bool:
+        return self._segment_open
+
+    def _finish(self, *, interrupted: bool) -> None:
+        position = self._played
+        self._buf.clear()
+        self._pushed = self._played = 0.0
+        self._flushed = self._paused = self._segment_open = self._started = False
+        self.on_playback_finished(playback_position=position, interrupted=interrupted)
+
+    async def _play(self) -> None:
+        tick = 0
+        while True:
+            await self.clock.wait_tick(tick)
+            if self._buf and not self._paused:
+                chunk = bytes(self._buf[: SAMPLES * 2])
+                del self._buf[: SAMPLES * 2]
+                if not self._started:
+                    self._started = True
+                    wall = self.clock.wall(tick)
+                    self.play_starts.append(wall)
+                    self.on_playback_started(created_at=wall)
+                Clock.record(self.clock.agent, tick, chunk)
+                self._played += len(chunk) / 2 / audio.RATE
+                self.last_sound = time.monotonic()
+            elif self._segment_open and self._flushed and not self._buf:
+                self._finish(interrupted=False)
+            tick += 1
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass
+class TurnReport:
+    n: int
+    kind: str
+    """"turn" for a scripted user turn, "barge_in" for speech that cut into a reply."""
+    said: str
+    speech_end: float = 0.0
+    recognized: str = ""
+    reply: str = ""
+    ttfa: float | None = None
+    """End of user speech (last voiced sample) -> first agent audio played, measured here."""
+    e2e_latency: float | None = None
+    end_of_turn_delay: float | None = None
+    transcription_delay: float | None = None
+    llm_ttft: float | None = None
+    tts_ttfb: float | None = None
+    interrupted: bool = False
+    false_interruptions: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "speech_end"}
+        for k in ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb"):
+            d[k] = None if d[k] is None else round(d[k], 3)
+        return d
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word edits, reference words): Levenshtein distance over lower-cased words."""
+    ref = _words(reference)
+    hyp = _words(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i]
+        for j, h in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1], len(ref)
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c in " '" else " " for c in text.lower()).split()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (no interpolation: every reported value was measured)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, int(np.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Report:
+    scenario: str
+    env: str
+    providers: dict[str, str]
+    turns: list[TurnReport]
+    duration: float
+    errors: list[str]
+    expect: dict[str, int]
+    settings: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        ttfas = [t.ttfa for t in self.turns if t.ttfa is not None]
+        edits = refs = 0
+        for t in self.turns:
+            e, r = word_errors(t.said, t.recognized)
+            edits, refs = edits + e, refs + r
+        false = sum(t.false_interruptions for t in self.turns)
+        minutes = self.duration / 60
+        p50, p95 = percentile(ttfas, 50), percentile(ttfas, 95)
+        return {
+            "turns": len(self.turns),
+            "duration_s": round(self.duration, 2),
+            "ttfa_p50": None if p50 is None else round(p50, 3),
+            "ttfa_p95": None if p95 is None else round(p95, 3),
+            "interruptions": sum(t.interrupted for t in self.turns),
+            "false_interruptions": false,
+            "false_interruptions_per_min": round(false / minutes, 2) if minutes else 0.0,
+            "wer": round(edits / refs, 3) if refs else None,
+            "errors": len(self.errors),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "env": self.env,
+            "providers": self.providers,
+            "settings": self.settings,
+            "turns": [t.to_dict() for t in self.turns],
+            "summary": self.summary(),
+            "expect": self.expect,
+            "errors": self.errors,
+        }
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+class Conversation:
+    """Plays a scenario into a started session and gathers what happened, turn by turn."""
+
+    def __init__(self, session: Any, scenario: Scenario, clips: dict[int, np.ndarray],
+                 progress: Callable[[str], None]) -> None:
+        self.session = session
+        self.scenario = scenario
+        self.clips = clips
+        self.progress = progress
+        self.clock = Clock()
+        self.input = ScriptedInput(self.clock)
+        self.sink = RealtimeSink(self.clock)
+        self.turns: list[TurnReport] = []
+        self.errors: list[str] = []
+        self._users: list[Any] = []
+        session.input.audio = self.input
+        session.output.audio = self.sink
+        session.on("conversation_item_added", self._on_item)
+        session.on("agent_false_interruption", self._on_false_interruption)
+        session.on("error", self._on_error)
+
+    # events ---------------------------------------------------------------
+
+    def _turn_at(self, t: float) -> TurnReport | None:
+        """The utterance a user message belongs to: the last one that ended before `t` + slack."""
+        candidates = [r for r in self.turns if r.speech_end and r.speech_end <= t + 1.0 and not r.recognized]
+        return candidates[0] if candidates else None
+
+    def _on_item(self, ev: Any) -> None:
+        msg = ev.item
+        if getattr(msg, "type", None) != "message":
+            return
+        text = msg.text_content or ""
+        m = msg.metrics or {}
+        if msg.role == "user":
+            turn = self._turn_at(m.get("stopped_speaking_at") or time.time())
+            if turn is None:  # speech the scenario did not script as a turn (noise heard as words)
+                self.errors.append(f"unscripted user message recognized: {text!r}")
+                return
+            turn.recognized = text
+            turn.end_of_turn_delay = m.get("end_of_turn_delay")
+            turn.transcription_delay = m.get("transcription_delay")
+            self._users.append(turn)
+        elif msg.role == "assistant" and self._users:
+            turn = self._users[-1]
+            if turn.reply:  # a resumed reply arrives as a second message: keep the first
+                return
+            turn.reply = text
+            turn.interrupted = msg.interrupted
+            turn.e2e_latency = m.get("e2e_latency")
+            turn.llm_ttft = m.get("llm_node_ttft")
+            turn.tts_ttfb = m.get("tts_node_ttfb")
+
+    def _on_false_interruption(self, ev: Any) -> None:
+        if ev.resumed and self.turns:
+            replying = [t for t in self.turns if t.speech_end and t.speech_end < time.time()]
+            (replying[-1] if replying else self.turns[-1]).false_interruptions += 1
+
+    def _on_error(self, ev: Any) -> None:
+        err = getattr(ev, "error", ev)
+        self.errors.append(f"{type(err).__name__}: {err}")
+
+    # timeline -------------------------------------------------------------
+
+    async def _say(self, kind: str, said: str, pcm: np.ndarray) -> TurnReport:
+        report = TurnReport(n=len(self.turns) + 1, kind=kind, said=said)
+        self.turns.append(report)
+        ended = await self.input.play(pcm)
+        report.speech_end = ended - audio.trailing_silence(pcm)
+        return report
+
+    async def _silence(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def _wait_reply_start(self, after: float) -> float | None:
+        deadline = time.monotonic() + REPLY_START_TIMEOUT
+        while time.monotonic() < deadline:
+            starts = [s for s in self.sink.play_starts if s > after]
+            if starts:
+                return starts[0]
+            await asyncio.sleep(TICK)
+        return None
+
+    async def _wait_quiet(self) -> None:
+        """Until the agent has finished answering: not speaking or thinking, sink idle a while."""
+        deadline = time.monotonic() + REPLY_END_TIMEOUT
+        while time.monotonic() < deadline:
+            busy = self.sink.speaking or self.session.agent_state in ("thinking", "speaking")
+            if not busy and time.monotonic() - self.sink.last_sound > SETTLE:
+                return
+            await asyncio.sleep(0.05)
+        self.errors.append(f"agent still busy after {REPLY_END_TIMEOUT:.0f} s")
+
+    async def _during_reply(self, turn: TurnReport, start: float, event: Event, index: int) -> None:
+        await asyncio.sleep(max(0.0, start + event.at - time.time()))
+        pcm = self.clips[index]
+        if event.kind == "barge_in":
+            barge = await self._say("barge_in", event.say or str(event.wav), pcm)
+            first = await self._wait_reply_start(barge.speech_end)
+            barge.ttfa = None if first is None else first - barge.speech_end
+        else:
+            await self.input.play(pcm)
+            turn.notes.append(f"{event.kind} at +{event.at:.1f}s")
+
+    async def run(self) -> None:
+        index = 0
+        for t in self.scenario.turns:
+            await self._silence(t.pause)
+            turn = await self._say("turn", t.say or str(t.wav), self.clips[index])
+            index += 1
+            start = await self._wait_reply_start(turn.speech_end)
+            if start is None:
+                turn.notes.append("no reply")
+                self.progress(f"turn {turn.n}: no reply within {REPLY_START_TIMEOUT:.0f} s")
+                index += len(t.during_reply)
+                continue
+            turn.ttfa = start - turn.speech_end
+            self.progress(f"turn {turn.n}: {turn.said!r} -> first audio after {turn.ttfa * 1000:.0f} ms")
+            for event in t.during_reply:
+                await self._during_reply(turn, start, event, index)
+                index += 1
+            await self._wait_quiet()
+
+
+async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> dict[int, np.ndarray]:
+    """Every sound the user makes, in scenario order, as 16 kHz mono: WAV files as given
+    (converted), text spoken by the local TTS in the scenario's user voice, noises generated."""
+    from handler.runtime import Runtime
+
+    user_tts = registry.build(
+        "tts", settings.with_overrides({"tts.local.voice": scenario.user_voice}, "scenario"),
+        Runtime(settings, None, None), name="local",
+    )
+
+    async def speak(text: str) -> np.ndarray:
+        frames = [ev.frame async for ev in user_tts.synthesize(text)]
+        frame = rtc.combine_audio_frames(frames)
+        pcm = np.frombuffer(frame.data, np.int16)
+        return audio.resample(pcm, frame.sample_rate, audio.RATE)
+
+    async def clip(say: str | None, wav: Any, kind: str = "", ev: Event | None = None) -> np.ndarray:
+        if wav is not None:
+            pcm, _ = audio.read_wav(wav)
+            return pcm
+        if say is not None:
+            return await speak(say)
+        assert ev is not None
+        if kind == "noise":
+            return audio.noise_burst(ev.duration, ev.level)
+        return audio.click(ev.duration, ev.level)
+
+    out: dict[int, np.ndarray] = {}
+    i = 0
+    for t in scenario.turns:
+        out[i] = await clip(t.say, t.wav)
+        i += 1
+        for ev in t.during_reply:
+            out[i] = await clip(ev.say, ev.wav, ev.kind, ev)
+            i += 1
+    await user_tts.aclose()
+    return out
+
+
+def check_audio_files(scenario: Scenario) -> None:
+    """Read every WAV the scenario names before anything starts (AudioFileError on the first bad)."""
+    for t in scenario.turns:
+        for wav in [t.wav, *(e.wav for e in t.during_reply)]:
+            if wav is not None:
+                audio.read_wav(wav)
+
+
+async def simulate(settings: Settings, registry: Registry, scenario: Scenario,
+                   progress: Callable[[str], None] = lambda s: None) -> tuple[Report, Clock]:
+    settings = settings.with_overrides(
+        {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
+    )
+    clips = await _clips(scenario, registry, settings)
+    runtime = make_runtime(settings, registry)
+    session, agent = build_session(settings, registry, runtime)
+    info = {"simulation": scenario.name}
+    with logcontext.bound(session=f"sim-{scenario.name}"):
+        convo = Conversation(session, scenario, clips, progress)
+        async with observed(session, settings, registry, info):
+            await session.start(agent=agent)
+            await convo.run()
+        await session.aclose()
+        await convo.sink.aclose()
+        await close_shared_session()
+    report = Report(
+        scenario=scenario.name,
+        env=settings.env,
+        providers={s: settings.get(f"{s}.provider") for s in ("vad", "stt", "llm", "tts")},
+        turns=convo.turns,
+        duration=time.monotonic() - convo.clock.start,
+        errors=convo.errors,
+        expect=scenario.expect,
+        settings={
+            "min_endpointing_delay": settings.get("turn.min_endpointing_delay"),
+            "interruption_threshold": settings.get("turn.interruption_threshold"),
+            "false_interruption_timeout": settings.get("turn.false_interruption_timeout"),
+        },
+    )
+    return report, convo.clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,3 +116,17 @@ def click(duration: float, level_db: float, *, seed: int = 1, rate: int = RATE) 
     burst = rng.standard_normal(n) * np.exp(-t / (duration / 5))
     burst /= np.max(np.abs(burst)) or 1
     return np.clip(burst * 32767 * 10 ** (level_db / 20), -32768, 32767).astype(np.int16)
+
+
+def frames_to_mono(buffer: Any) -> tuple[np.ndarray, int]:
+    """livekit audio frame(s) -> (mono int16 samples, sample rate)."""
+    from livekit import rtc
+
+    if isinstance(buffer, list):
+        if not buffer:
+            return np.zeros(0, dtype=np.int16), RATE
+        buffer = rtc.combine_audio_frames(buffer)
+    pcm = np.frombuffer(buffer.data, dtype=np.int16)
+    if buffer.num_channels > 1:
+        pcm = pcm.reshape(-1, buffer.num_channels).mean(axis=1).astype(np.int16)
+    return pcm, buffer.sample_rate

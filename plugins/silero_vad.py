@@ -1,4 +1,5 @@
-"""VAD `silero`: livekit's Silero plugin (the ONNX model ships in the wheel; loaded once per process)."""
+"""VAD `silero`: livekit's Silero plugin; the ONNX model ships in the wheel, loaded once per
+process."""
 
 from __future__ import annotations
 

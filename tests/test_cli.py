@@ -106,3 +106,18 @@ def test_guide_levels_apply_under_info(root: Path) -> None:
     for name in ("openai", "httpx", "httpcore"):
         assert logging.getLogger(name).level == logging.WARNING
     assert logging.getLogger().level == logging.INFO
+
+
+def test_config_and_help_paths_import_no_heavy_modules(root: Path, cli) -> None:
+    code = (
+        "import sys; from handler.cli import app\n"
+        "try:\n    app(['config', 'check'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('livekit', 'onnxruntime', 'pocketsphinx', 'numpy'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert "configuration OK" in out.stdout, out.stderr
+    assert "HEAVY []" in out.stdout

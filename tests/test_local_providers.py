@@ -13,6 +13,7 @@ from livekit.agents.metrics import LLMMetrics
 
 from handler.runtime import Runtime
 from plugins import local_llm, local_stt, local_tts
+from plugins.engines import espeak_tts
 
 # the factories read only their options; they never touch the settings
 RUNTIME = Runtime(settings=None, http_session=None, conn_options=DEFAULT_API_CONNECT_OPTIONS)  # type: ignore[arg-type]
@@ -71,20 +72,20 @@ def test_modules_register_local_providers():
 
 def test_synthesize_produces_speech():
     text = "What is the weather like in Paris tomorrow?"
-    pcm, rate = local_tts.synthesize(text)
+    pcm, rate = espeak_tts.synthesize(text)
     assert rate == 22050 and pcm.dtype == np.int16
     duration = pcm.size / rate
     # 8 words at 175 words per minute is about 2.7 s; espeak is a little quicker
     assert 1.2 < duration < 4.0
     assert rms(pcm) > 1000  # speech, not silence
 
-    slow, _ = local_tts.synthesize(text, rate=100)
+    slow, _ = espeak_tts.synthesize(text, rate=100)
     assert slow.size > 1.4 * pcm.size
 
 
 def test_synthesize_resamples():
-    pcm, rate = local_tts.synthesize("Hello, can you hear me?")
-    pcm16, rate16 = local_tts.synthesize("Hello, can you hear me?", sample_rate=16000)
+    pcm, rate = espeak_tts.synthesize("Hello, can you hear me?")
+    pcm16, rate16 = espeak_tts.synthesize("Hello, can you hear me?", sample_rate=16000)
     assert rate16 == 16000 and pcm16.dtype == np.int16
     assert pcm16.size / rate16 == pytest.approx(pcm.size / rate, abs=1e-3)
     assert rms(pcm16) == pytest.approx(rms(pcm), rel=0.1)
@@ -126,7 +127,7 @@ async def test_stt_domain_model_recognizes_the_phrases():
     assert not model.capabilities.streaming and model.provider == "local"
     errors = total = exact = 0
     for phrase in PHRASES:
-        pcm, rate = local_tts.synthesize(phrase, sample_rate=16000)
+        pcm, rate = espeak_tts.synthesize(phrase, sample_rate=16000)
         ev = await model.recognize(to_frame(pcm, rate))
         assert ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
         assert ev.alternatives[0].language == "en"
@@ -142,7 +143,7 @@ async def test_stt_domain_model_recognizes_the_phrases():
 
 async def test_stt_resamples_and_downmixes_input():
     model = local_stt._build({"phrases": PHRASES}, RUNTIME)
-    pcm, rate = local_tts.synthesize("Cancel my order, please.", sample_rate=48000)
+    pcm, rate = espeak_tts.synthesize("Cancel my order, please.", sample_rate=48000)
     # split into 20 ms stereo frames, as a room track delivers them
     step = rate // 50
     frames = [to_frame(pcm[i : i + step], rate, channels=2) for i in range(0, pcm.size, step)]
@@ -157,7 +158,7 @@ async def test_stt_behind_the_vad_stream_adapter_a_session_uses():
     model = local_stt._build({"phrases": PHRASES}, RUNTIME)
     adapter = stt.StreamAdapter(stt=model, vad=silero.VAD.load(min_silence_duration=0.4))
     silence = np.zeros(16000, dtype=np.int16)
-    turns = [local_tts.synthesize(p, sample_rate=16000)[0] for p in PHRASES[:2]]
+    turns = [espeak_tts.synthesize(p, sample_rate=16000)[0] for p in PHRASES[:2]]
     pcm = np.concatenate([silence, turns[0], silence, turns[1], silence])
     stream = adapter.stream()
     for i in range(0, pcm.size, 320):  # 20 ms frames
@@ -174,14 +175,14 @@ async def test_stt_behind_the_vad_stream_adapter_a_session_uses():
 
 async def test_stt_general_model_without_phrases():
     model = local_stt._build({"phrases": []}, RUNTIME)
-    pcm, rate = local_tts.synthesize("Yes, that's right.", sample_rate=16000)
+    pcm, rate = espeak_tts.synthesize("Yes, that's right.", sample_rate=16000)
     ev = await model.recognize(to_frame(pcm, rate))
     assert ev.alternatives[0].text.strip()
 
 
 async def test_stt_unknown_words_and_empty_audio_do_not_crash():
     model = local_stt._build({"phrases": ["Tell me about LiveKit", "Room 42 please"]}, RUNTIME)
-    pcm, rate = local_tts.synthesize("Tell me about it", sample_rate=16000)
+    pcm, rate = espeak_tts.synthesize("Tell me about it", sample_rate=16000)
     ev = await model.recognize(to_frame(pcm, rate))
     assert ev.alternatives[0].text.startswith("tell me about")
     assert (await model.recognize([])).alternatives[0].text == ""

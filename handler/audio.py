@@ -90,6 +90,13 @@ def trailing_silence(pcm: np.ndarray, rate: int = RATE, threshold_db: float = -4
     return (len(pcm) - last * window) / rate
 
 
+def at_level(pcm: np.ndarray, level_db: float) -> np.ndarray:
+    """Scale a clip to an RMS level in dBFS."""
+    x = pcm.astype(np.float64)
+    rms = np.sqrt(np.mean(x**2)) or 1.0
+    return np.clip(x * 32768 * 10 ** (level_db / 20) / rms, -32768, 32767).astype(np.int16)
+
+
 def noise_burst(duration: float, level_db: float, *, seed: int = 0, rate: int = RATE) -> np.ndarray:
     """Band-limited noise with a syllable-like 4 Hz envelope: a loud, speech-ish sound with no words
     in it (what a TV, a door or a passing conversation sounds like to a VAD)."""
@@ -103,9 +110,7 @@ def noise_burst(duration: float, level_db: float, *, seed: int = 0, rate: int = 
     t = np.arange(n) / rate
     envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
     ramp = np.minimum(1, np.minimum(t, t[::-1]) / 0.02)
-    noise = noise * envelope * ramp
-    noise /= np.sqrt(np.mean(noise**2)) or 1
-    return np.clip(noise * 32768 * 10 ** (level_db / 20), -32768, 32767).astype(np.int16)
+    return at_level(noise * envelope * ramp, level_db)
 
 
 def click(duration: float, level_db: float, *, seed: int = 1, rate: int = RATE) -> np.ndarray:

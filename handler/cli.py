@@ -170,15 +170,18 @@ def simulate(
         except OSError as e:
             raise UserError(f"--out {out}: cannot create directory: {e.strerror}") from None
 
-    import asyncio
-
-    from handler import audio, simulate as sim
-    from handler.session import configure_logging
+    from handler import audio
 
     try:
-        sim.check_audio_files(sc)
+        scenarios.check_audio_files(sc)
     except audio.AudioFileError as e:
         raise UserError(f"scenario {sc.path}: {e}") from None
+
+    import asyncio
+
+    from handler import simulate as sim
+    from handler.session import configure_logging
+
     configure_logging(settings, registry)
     progress = (lambda line: print(line, file=sys.stderr, flush=True))
     report, clock = asyncio.run(sim.simulate(settings, registry, sc, progress))

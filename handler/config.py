@@ -394,6 +394,8 @@ CHECKS: dict[str, Check] = {
     "turn.interruption_threshold": _between(0.0, 1.0),
     "turn.min_interruption_duration": _between(0.0, 5.0),
     "turn.false_interruption_timeout": _between(0.0, 30.0),
+    "turn.aec_warmup_duration": _between(0.0, 30.0),
+    "turn.min_interruption_words": _between(0, 20),
     "vad.min_speech_duration": _between(0.0, 5.0),
     "vad.min_silence_duration": _between(0.0, 5.0),
     "vad.activation_threshold": _between(0.0, 1.0),

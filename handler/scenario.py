@@ -11,15 +11,20 @@
     pause = 1.0                                   # s of silence before the turn (default 0.5)
 
     [[turns.during_reply]]                        # sounds while the agent answers this turn
-    kind = "noise"                                # noise | backchannel | cough | barge_in
+    kind = "babble"                               # noise | babble | cough | backchannel | barge_in
     at = 0.8                                      # s after the agent starts speaking
-    duration = 1.0                                # noise/cough length in s
-    level = -18                                   # noise/cough level in dBFS
+    duration = 1.0                                # noise/babble/cough length in s
+    level = -18                                   # noise/babble/cough level in dBFS
     # say = "uh-huh" / wav = "..."                # backchannel and barge_in: the words (or a WAV)
 
     [expect]                                      # optional: what a correct run shows
     interruptions = 1
     false_interruptions = 0
+
+Kinds: `noise` is broadband noise with a syllable-like rhythm (a TV, traffic: a good VAD ignores
+it); `babble` is speech-like sound with no words in it (synthesized speech played backwards: a
+VAD hears speech, the recognizer finds no sentence; the classic false interruption); `cough` is a
+short click; `backchannel` is a short spoken "uh-huh"; `barge_in` is a genuine new question.
 """
 
 from __future__ import annotations
@@ -30,16 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handler.audio import read_wav
+
 BUNDLED = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "qa"
 
-EVENT_KINDS = ("noise", "backchannel", "cough", "barge_in")
+EVENT_KINDS = ("noise", "babble", "cough", "backchannel", "barge_in")
 _TOP = {"name", "description", "phrases", "user_voice", "turns", "expect"}
 _TURN = {"say", "wav", "pause", "during_reply"}
 _EVENT = {"kind", "at", "duration", "level", "say", "wav"}
 _EXPECT = {"interruptions", "false_interruptions"}
 _EVENT_DEFAULTS = {
     "noise": {"duration": 1.0, "level": -20.0},
+    "babble": {"duration": 1.5, "level": -18.0},
     "cough": {"duration": 0.25, "level": -6.0},
 }
 
@@ -205,3 +213,11 @@ def load(path: Path) -> Scenario:
         user_voice=str(raw.get("user_voice", "en-us")),
         expect={k: int(v) for k, v in expect.items()} if isinstance(expect, dict) else {},
     )
+
+
+def check_audio_files(scenario: Scenario) -> None:
+    """Read every WAV the scenario names before anything starts (AudioFileError on the first bad)."""
+    for t in scenario.turns:
+        for wav in [t.wav, *(e.wav for e in t.during_reply)]:
+            if wav is not None:
+                read_wav(wav)

@@ -50,6 +50,7 @@ def turn_handling(settings: Settings) -> dict[str, Any]:
             "enabled": t["interruptions_enabled"],
             "mode": "vad",
             "min_duration": min_interruption_duration(settings),
+            "min_words": t["min_interruption_words"],
             "false_interruption_timeout": t["false_interruption_timeout"] or None,
             "resume_false_interruption": t["resume_false_interruption"],
         },
@@ -90,6 +91,7 @@ def build_session(
         llm=stages["llm"],
         tts=stages["tts"],
         turn_handling=turn_handling(settings),
+        aec_warmup_duration=settings.get("turn.aec_warmup_duration") or None,
         conn_options=SessionConnectOptions(
             stt_conn_options=conn, llm_conn_options=conn, tts_conn_options=conn
         ),

@@ -33,6 +33,7 @@ TICK = 0.01
 SAMPLES = int(audio.RATE * TICK)
 REPLY_START_TIMEOUT = 15.0
 REPLY_END_TIMEOUT = 60.0
+BABBLE_TEXT = "the quick brown fox jumps over the lazy dog while seven people talk at once"
 SETTLE = 0.6
 """Seconds the agent must stay quiet before a turn counts as finished (bridges the gap between
 sentences and a false-interruption pause)."""
@@ -422,6 +423,11 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
         pcm = np.frombuffer(frame.data, np.int16)
         return audio.resample(pcm, frame.sample_rate, audio.RATE)
 
+    async def babble(duration: float, level: float) -> np.ndarray:
+        # speech played backwards: speech's spectrum and rhythm, no words in it
+        pcm = (await speak(BABBLE_TEXT))[::-1]
+        return audio.at_level(np.resize(pcm, int(duration * audio.RATE)), level)
+
     async def clip(say: str | None, wav: Any, kind: str = "", ev: Event | None = None) -> np.ndarray:
         if wav is not None:
             pcm, _ = audio.read_wav(wav)
@@ -431,6 +437,8 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
         assert ev is not None
         if kind == "noise":
             return audio.noise_burst(ev.duration, ev.level)
+        if kind == "babble":
+            return await babble(ev.duration, ev.level)
         return audio.click(ev.duration, ev.level)
 
     out: dict[int, np.ndarray] = {}
@@ -443,14 +451,6 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
             i += 1
     await user_tts.aclose()
     return out
-
-
-def check_audio_files(scenario: Scenario) -> None:
-    """Read every WAV the scenario names before anything starts (AudioFileError on the first bad)."""
-    for t in scenario.turns:
-        for wav in [t.wav, *(e.wav for e in t.during_reply)]:
-            if wav is not None:
-                audio.read_wav(wav)
 
 
 async def simulate(settings: Settings, registry: Registry, scenario: Scenario,

@@ -55,6 +55,12 @@ async def entrypoint(ctx: Any) -> None:
     await session.start(agent=agent, room=ctx.room)
 
 
+def _livekit_log_level(settings: config.Settings) -> str:
+    # AgentServer accepts TRACE, DEBUG, INFO, WARN, ERROR, CRITICAL: "WARNING" raises ValueError
+    level = str(settings.get("logging.level")).upper()
+    return "WARN" if level == "WARNING" else level
+
+
 def make_server(settings: config.Settings) -> Any:
     from livekit.agents import AgentServer
 
@@ -68,7 +74,7 @@ def make_server(settings: config.Settings) -> Any:
         ws_url=settings.secret("LIVEKIT_URL"),
         api_key=settings.secret("LIVEKIT_API_KEY"),
         api_secret=settings.secret("LIVEKIT_API_SECRET"),
-        log_level=str(settings.get("logging.level")).upper(),
+        log_level=_livekit_log_level(settings),
     )
     server.rtc_session(entrypoint, agent_name=w["agent_name"])
     return server
@@ -85,7 +91,11 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
     lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
+    server = make_server(settings)
     lk_cli._run_worker(
-        make_server(settings),
-        proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode),
+        server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
     )
+    # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
+    # must see a failure, not a clean stop
+    if getattr(server, "_connection_failed", False):
+        raise SystemExit(1)

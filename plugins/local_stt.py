@@ -6,6 +6,7 @@ Non-streaming: a voice session wraps it in `stt.StreamAdapter` with the session'
 Options (`[default.stt.local]`):
     phrases = []   # expected user sentences; builds a small domain language model (much more
                    # accurate, but it only knows these words); empty = general en-us model
+    drop_fillers = true  # leave "uh", "hmm", "uh-huh" out of transcripts, as cloud STTs do
 
 Words missing from the pocketsphinx dictionary (names, digits) are left out of the domain
 model with a warning: they cannot be recognized.
@@ -36,4 +37,6 @@ def _build(options: Mapping[str, Any], runtime: Any) -> Any:
 
     if problems := _validate(options):
         raise ValueError("stt.local: " + "; ".join(problems))
-    return LocalSTT(phrases=tuple(options.get("phrases", ())))
+    return LocalSTT(
+        phrases=tuple(options.get("phrases", ())), drop_fillers=options.get("drop_fillers", True)
+    )

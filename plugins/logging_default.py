@@ -20,6 +20,7 @@ QUIET_LEVELS = {
     "livekit.agents": logging.INFO,
     "openai": logging.WARNING,
     "httpx": logging.WARNING,
+    "httpx2": logging.WARNING,  # what the openai SDK uses today
     "httpcore": logging.WARNING,
     "asyncio": logging.WARNING,
 }

@@ -1,6 +1,7 @@
 """LLM `openai`: livekit's OpenAI plugin. The SDK's own retries stay off (max_retries=0): livekit's
 connect options are the one retry layer. One SDK client per process and event loop, so its
-keep-alive pool is reused across turns and sessions."""
+keep-alive pool is reused across turns and sessions. (The SDK speaks through its own httpx
+flavour, not aiohttp: that pool is the one HTTP_MAX_CONNECTIONS sizes for OpenAI.)"""
 
 from __future__ import annotations
 
@@ -27,20 +28,21 @@ def register_providers(register):
 
 
 def _client(base_url: str, api_key: str | None, settings: Any) -> Any:
-    import httpx
     import openai
+    from openai._constants import DEFAULT_CONNECTION_LIMITS
 
+    # the Limits class of whichever httpx flavour this SDK release is built on
+    limits_type = type(DEFAULT_CONNECTION_LIMITS)
     key = (id(asyncio.get_running_loop()), base_url)
     if key not in _clients:
-        timeout = settings.get("http.timeout")
         limit = settings.get("http.max_connections")
         _clients[key] = openai.AsyncClient(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
-            http_client=httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout),
-                limits=httpx.Limits(
+            http_client=openai.DefaultAsyncHttpxClient(
+                timeout=openai.Timeout(settings.get("http.timeout")),
+                limits=limits_type(
                     max_connections=limit,
                     max_keepalive_connections=limit,
                     keepalive_expiry=settings.get("http.keepalive_timeout"),

@@ -15,8 +15,16 @@ from handler import logs
 from handler.logs import LogInputError, analyze, plot, render_text
 
 
-def turn(ts: str, n: int, ttfa: int, *, ttft: int = 300, false: int = 0, retries: int = 0,
-         errors: int = 0) -> str:
+def turn(
+    ts: str,
+    n: int,
+    ttfa: int,
+    *,
+    ttft: int = 300,
+    false: int = 0,
+    retries: int = 0,
+    errors: int = 0,
+) -> str:
     return (
         f"{ts} INFO handler.metrics turn n={n} ttfa_ms={ttfa} eou_ms=520 transcription_ms=130 "
         f"llm_ttft_ms={ttft} tts_ttfb_ms=60 interrupted={false} false_interruption={false} "
@@ -25,11 +33,21 @@ def turn(ts: str, n: int, ttfa: int, *, ttft: int = 300, false: int = 0, retries
 
 
 def jturn(ts: str, n: int, ttfa, *, ttft=300, false=0, retries=0, errors=0) -> str:
-    return json.dumps({
-        "ts": ts, "level": "INFO", "logger": "handler.metrics", "msg": "turn", "n": n,
-        "ttfa_ms": ttfa, "llm_ttft_ms": ttft, "false_interruption": false,
-        "retries": retries, "errors": errors, "session": "sim-1",
-    })
+    return json.dumps(
+        {
+            "ts": ts,
+            "level": "INFO",
+            "logger": "handler.metrics",
+            "msg": "turn",
+            "n": n,
+            "ttfa_ms": ttfa,
+            "llm_ttft_ms": ttft,
+            "false_interruption": false,
+            "retries": retries,
+            "errors": errors,
+            "session": "sim-1",
+        }
+    )
 
 
 LK_FALSE = (
@@ -128,7 +146,9 @@ def test_malformed_lines_never_crash(tmp_path):
     assert r.bad_values == 9
     assert r.turns == 6
     assert r.ttfa.n == 1 and r.false_turn == 1 and r.turns_with_false_field == 3
-    assert r.timed_lines == 7  # the impossible date and the numeric ts are not times
+    # turn 1, the half line, the "abc" line and both JSON turns; the impossible date and the
+    # numeric ts are not times
+    assert r.timed_lines == 5
     render_text(r)
     json.dumps(r.to_dict())
 
@@ -149,10 +169,22 @@ def test_foreign_formats_and_timestamps(tmp_path):
         "ERROR:root:no timestamp here",
         "INFO the word ERROR later in the line is not a level",
         "resumed false interrupted speech without any time",
-        json.dumps({"timestamp": "2026-11-23T21:00:30.000000+00:00", "level": "DEBUG",
-                    "name": "livekit.agents", "message": "resumed false interrupted speech"}),
-        json.dumps({"ts": "2026-11-23T21:00:31Z", "level": "INFO", "msg": "http",
-                    "headers": "{\"openai-processing-ms\": \"2500\"}"}),
+        json.dumps(
+            {
+                "timestamp": "2026-11-23T21:00:30.000000+00:00",
+                "level": "DEBUG",
+                "name": "livekit.agents",
+                "message": "resumed false interrupted speech",
+            }
+        ),
+        json.dumps(
+            {
+                "ts": "2026-11-23T21:00:31Z",
+                "level": "INFO",
+                "msg": "http",
+                "headers": '{"openai-processing-ms": "2500"}',
+            }
+        ),
         "Openai-Processing-Ms: 20",
         "openai-processing-ms: n/a",
         "all LLMs are unavailable, retrying..",
@@ -222,8 +254,18 @@ def test_per_minute_volume(tmp_path):
 
 def test_short_and_untimed_logs_rates(tmp_path):
     # a 10-second log is rated over one minute, not extrapolated to 6x
-    r = analyze([write(tmp_path, "s.log", [turn("2026-11-23T21:00:00.000Z", 1, 500, false=1),
-                                           turn("2026-11-23T21:00:10.000Z", 2, 500, false=1)])])
+    r = analyze(
+        [
+            write(
+                tmp_path,
+                "s.log",
+                [
+                    turn("2026-11-23T21:00:00.000Z", 1, 500, false=1),
+                    turn("2026-11-23T21:00:10.000Z", 2, 500, false=1),
+                ],
+            )
+        ]
+    )
     assert r.false_per_minute == 2.0
     r = analyze([write(tmp_path, "u.log", ["resumed false interrupted speech"] * 5)])
     assert r.false_per_minute is None and r.lines_per_minute is None
@@ -236,9 +278,13 @@ def calm_log() -> list[str]:
 
 
 def noisy_log() -> list[str]:
-    lines = [turn(f"2026-11-23T21:00:{s:02d}.000Z", s, 1100, ttft=1400, false=1)
-             for s in range(0, 60, 20)]  # 3 false interruptions in one minute
-    lines += [f"2026-11-23T21:00:{s % 60:02d}.000Z DEBUG livekit.agents chatter" for s in range(200)]
+    lines = [
+        turn(f"2026-11-23T21:00:{s:02d}.000Z", s, 1100, ttft=1400, false=1)
+        for s in range(0, 60, 20)
+    ]  # 3 false interruptions in one minute
+    lines += [
+        f"2026-11-23T21:00:{s % 60:02d}.000Z DEBUG livekit.agents chatter" for s in range(200)
+    ]
     lines += [SEGSYNC, LLM_RETRY, "2026-11-23T21:01:00.000Z INFO x end"]
     return lines
 
@@ -256,8 +302,12 @@ def test_advice_present_when_thresholds_exceeded(tmp_path):
     text = render_text(r)
     assert "MIN_ENDPOINTING_DELAY" in text and "LOG_LEVEL=WARNING" in text
     # thresholds are parameters: relax them and the same log is fine on those points
-    r = analyze([write(tmp_path, "n.log", noisy_log())], slow_llm_ms=2000,
-                false_per_minute_target=5, volume_target=1000)
+    r = analyze(
+        [write(tmp_path, "n.log", noisy_log())],
+        slow_llm_ms=2000,
+        false_per_minute_target=5,
+        volume_target=1000,
+    )
     assert {f["kind"] for f in r.findings()} == {"segment_sync", "errors"}
 
 
@@ -269,7 +319,8 @@ def test_advice_absent_when_within_targets(tmp_path):
 
 
 def read_png(path) -> tuple[int, int, bytes]:
-    data = open(path, "rb").read()
+    with open(path, "rb") as fh:
+        data = fh.read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, chunks = 8, []
     while pos < len(data):

@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from aiohttp import web
 
@@ -100,7 +100,11 @@ class Fault:
 
     @classmethod
     def error(
-        cls, status: int = 500, message: str = "injected error", *, after: int = 0,
+        cls,
+        status: int = 500,
+        message: str = "injected error",
+        *,
+        after: int = 0,
         path: str | None = None,
     ) -> Fault:
         """An in-band error message in the provider's own format (SSE error object, ElevenLabs
@@ -226,8 +230,11 @@ class ProviderServer:
         app = web.Application(middlewares=[self._middleware])
         app.on_shutdown.append(self._close_websockets)
         self._add_routes(app)
-        # short shutdown_timeout: handlers are bounded anyway; don't let a test hang on exit
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        # handler_cancellation: a handler whose client went away stops (no pacing into the
+        # void); short shutdown_timeout: handlers are bounded anyway, don't hang a test on exit
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=0.2, access_log=None, handler_cancellation=True
+        )
         await self._runner.setup()
         self._track_connections(self._runner.server)
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -243,7 +250,7 @@ class ProviderServer:
         await self._runner.cleanup()
         self._runner = None
 
-    async def __aenter__(self) -> ProviderServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -296,19 +303,29 @@ class ProviderServer:
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutdown")
 
+    def _take_fault(
+        self, request: web.Request, kinds: Collection[FaultKind], *, main: bool
+    ) -> Fault | None:
+        fault = self.faults.take(request.path, kinds, main=main)
+        if fault is not None:
+            self.stats.events[f"fault:{fault.kind}"] += 1
+        return fault
+
+    async def _connect_fault(self, fault: Fault | None) -> web.Response | None:
+        """Apply a connect-time fault: the error response to send, or None once a
+        slow_first_byte delay has passed (stream faults are left to the caller)."""
+        if fault is None:
+            return None
+        if fault.kind == "slow_first_byte":
+            await pause(fault.delay)
+        if fault.kind != "status":
+            return None
+        return self.status_response(fault.status, fault.message, retry_after=fault.retry_after)
+
     async def _take_connect_fault(
         self, request: web.Request, *, main: bool, kinds: Collection[FaultKind] = CONNECT_FAULTS
     ) -> web.Response | None:
-        """Apply a queued connect-time fault: returns the error response to send, or None
-        (after sleeping, for slow_first_byte)."""
-        fault = self.faults.take(request.path, kinds, main=main)
-        if fault is None:
-            return None
-        self.stats.events[f"fault:{fault.kind}"] += 1
-        if fault.kind == "slow_first_byte":
-            await pause(fault.delay)
-            return None
-        return self.status_response(fault.status, fault.message, retry_after=fault.retry_after)
+        return await self._connect_fault(self._take_fault(request, kinds, main=main))
 
     def status_response(
         self, status: int, message: str, *, retry_after: float | None = None

@@ -84,9 +84,9 @@ class OpenAIServer(ProviderServer):
         app.router.add_get("/v1/models", self._models)
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
-        kind = {
-            401: "invalid_request_error", 429: "rate_limit_exceeded"
-        }.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(
+            status, "server_error" if status >= 500 else "invalid_request_error"
+        )
         return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
 
     def _denied(self, request: web.Request) -> web.Response | None:
@@ -100,7 +100,9 @@ class OpenAIServer(ProviderServer):
         fault = await self._take_connect_fault(request, main=False)
         if fault is not None:
             return fault
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "local"} for m in self.models]
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "local"} for m in self.models
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -114,15 +116,9 @@ class OpenAIServer(ProviderServer):
         self.received.append((request.path, body))
 
         # one fault per attempt, whatever its kind
-        fault = self.faults.take(request.path, ALL_FAULTS, main=True)
-        if fault is not None:
-            self.stats.events[f"fault:{fault.kind}"] += 1
-            if fault.kind == "status":
-                return self.status_response(
-                    fault.status, fault.message, retry_after=fault.retry_after
-                )
-            if fault.kind == "slow_first_byte":
-                await pause(fault.delay)
+        fault = self._take_fault(request, ALL_FAULTS, main=True)
+        if (failed := await self._connect_fault(fault)) is not None:
+            return failed
 
         self.stats.events["completions"] += 1
         reply = await maybe_await(self.responder(messages))
@@ -149,8 +145,12 @@ class OpenAIServer(ProviderServer):
 
         def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
             payload = {
-                "id": chunk_id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": "fp_local", "choices": choices,
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_local",
+                "choices": choices,
                 "usage": usage,
             }
             return f"data: {json.dumps(payload)}\n\n".encode()
@@ -191,7 +191,8 @@ class OpenAIServer(ProviderServer):
             return True
         if fault.kind == "error":
             # the SDK raises openai.APIError for a `data: {"error": ...}` event
-            await resp.write(f"data: {json.dumps(self._error_body(fault.status, fault.message))}\n\n".encode())
+            error = json.dumps(self._error_body(fault.status, fault.message))
+            await resp.write(f"data: {error}\n\n".encode())
             await resp.write_eof()
             return False
         abort_connection(request)  # disconnect
@@ -201,17 +202,24 @@ class OpenAIServer(ProviderServer):
     def _usage(messages: list[dict[str, Any]], tokens: list[str]) -> dict[str, int]:
         prompt = sum(len(message_text(m).split()) + 4 for m in messages)
         return {
-            "prompt_tokens": prompt, "completion_tokens": len(tokens),
+            "prompt_tokens": prompt,
+            "completion_tokens": len(tokens),
             "total_tokens": prompt + len(tokens),
         }
 
     def _completion(self, model: str, reply: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-            "created": int(time.time()), "model": model,
-            "choices": [{
-                "index": 0, "finish_reason": "stop", "logprobs": None,
-                "message": {"role": "assistant", "content": reply},
-            }],
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": reply},
+                }
+            ],
             "usage": self._usage(messages, split_tokens(reply)),
         }

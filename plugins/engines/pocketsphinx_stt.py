@@ -24,6 +24,7 @@ SAMPLE_RATE = 16000  # the bundled acoustic model's rate
 # degenerate frames that derail the silence model, and words at the very edge of a buffer
 # get dropped. Measured on espeak speech with a domain model: WER 0.42 without, 0.02 with.
 _EDGE_PAD_S = 0.2
+FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "hmm", "mm", "mhm", "huh", "uh-huh", "mm-hmm"})
 _NOISE_RMS = 16.0
 
 
@@ -99,9 +100,10 @@ def _recognizer(phrases: tuple[str, ...]) -> _Recognizer:
 
 
 class LocalSTT(stt.STT):
-    def __init__(self, *, phrases: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, phrases: tuple[str, ...] = (), drop_fillers: bool = True) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._phrases = tuple(phrases)
+        self._drop_fillers = drop_fillers
 
     @property
     def model(self) -> str:
@@ -133,6 +135,10 @@ class LocalSTT(stt.STT):
                 return _recognizer(self._phrases).decode(resample(pcm, rate, SAMPLE_RATE))
 
             text = await asyncio.to_thread(work)
+            if self._drop_fillers:
+                # like cloud recognizers' default: "uh", "hmm", "uh-huh" carry no words, so an
+                # utterance of only fillers comes back empty (and cannot take a turn)
+                text = " ".join(w for w in text.split() if w.lower() not in FILLERS)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=utils.shortuuid(),

@@ -1,0 +1,166 @@
+"""Whole conversations through a real AgentSession with the offline stack, at real-time pace."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handler import audio, scenario
+from handler.registry import load_checked
+from handler.simulate import Report, simulate, word_errors
+
+LATENCY_FIELDS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+async def run(sc_path: Path, env: str = "dev", **overrides: object) -> Report:
+    settings, registry = load_checked(env)
+    if overrides:
+        settings = settings.with_overrides(overrides, "test")
+    report, _ = await simulate(settings, registry, scenario.load(sc_path))
+    return report
+
+
+async def test_a_question_is_recognized_answered_and_timed(tmp_path: Path) -> None:
+    sc = write(tmp_path / "two.toml", '[[turns]]\nsay = "what is the weather like today"\n'
+               '[[turns]]\nsay = "where is my order"\n')
+    report = await run(sc)
+    first, second = report.turns
+    assert first.recognized == "what is the weather like today"
+    assert second.recognized == "where is my order"
+    assert "sunny" in first.reply and "shipped" in second.reply
+    for turn in report.turns:
+        for f in LATENCY_FIELDS:
+            assert getattr(turn, f) is not None and getattr(turn, f) >= 0, f
+        # the configured floor: endpointing wait and the responder's 0.3 s first token
+        assert turn.ttfa > 0.5 + 0.3
+        assert turn.llm_ttft == pytest.approx(0.3, abs=0.1)
+        assert not turn.interrupted and turn.false_interruptions == 0
+    s = report.summary()
+    assert s["turns"] == 2 and s["wer"] == 0.0 and s["errors"] == 0
+    assert s["ttfa_p50"] <= s["ttfa_p95"]
+
+
+async def test_a_genuine_barge_in_stops_the_agent_and_is_answered() -> None:
+    report = await run(scenario.resolve("barge_in"))
+    story, barge = report.turns
+    assert story.interrupted and barge.kind == "barge_in"
+    assert barge.reply  # the agent answered the new question
+    assert report.summary()["interruptions"] == 1
+    assert report.summary()["false_interruptions"] == 0
+
+
+async def test_noise_and_coughs_are_ignored_and_a_backchannel_is_a_false_interruption() -> None:
+    report = await run(scenario.resolve("noisy"))
+    story, thanks = report.turns
+    assert story.false_interruptions == 1  # the "uh-huh" paused the agent, which resumed
+    assert not story.interrupted  # the reply played to its end
+    assert thanks.recognized == "thank you very much" and not report.errors
+    assert report.summary()["false_interruptions_per_min"] > 0
+
+
+@pytest.mark.parametrize("threshold,stopped", [(0.3, True), (0.9, False)])
+async def test_interruption_threshold_decides_whether_a_short_burst_stops_the_agent(
+    tmp_path: Path, threshold: float, stopped: bool
+) -> None:
+    # 0.35 s of wordless speech-like sound early in the reply (livekit lets the VAD interrupt only
+    # in a reply's first second): the VAD counts it with its trailing silence, past 0.5 s * 0.3/0.5
+    # = 0.3 s but short of 0.5 s * 0.9/0.5 = 0.9 s. No echo here, so no AEC warm-up either.
+    sc = write(tmp_path / "burst.toml", '[[turns]]\nsay = "tell me a story"\n'
+               '[[turns.during_reply]]\nkind = "babble"\nat = 0.2\nduration = 0.35\n')
+    report = await run(sc, **{"turn.interruption_threshold": threshold, "turn.aec_warmup_duration": 0.0,
+                              "turn.false_interruption_timeout": 1.0})
+    (turn,) = report.turns
+    assert (turn.false_interruptions + turn.interrupted > 0) is stopped
+
+
+def test_word_errors_counts_edits() -> None:
+    assert word_errors("what time do you open", "what you open") == (2, 5)
+    assert word_errors("Hello, world!", "hello world") == (0, 2)
+
+
+# ------------------------------------------------------------------------ the command line
+
+
+def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Path, cli) -> None:
+    sc = write(tmp_path / "one.toml", 'name = "one"\n[[turns]]\nsay = "thank you very much"\n[expect]\ninterruptions = 0\n')
+    out = cli("simulate", str(sc), "--json", "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    assert set(doc) == {"scenario", "env", "providers", "settings", "turns", "summary", "expect", "errors"}
+    assert set(doc["summary"]) == {"turns", "duration_s", "ttfa_p50", "ttfa_p95", "interruptions",
+                                   "false_interruptions", "false_interruptions_per_min", "wer", "errors"}
+    (turn,) = doc["turns"]
+    assert set(turn) >= {"n", "kind", "said", "recognized", "reply", *LATENCY_FIELDS, "interrupted", "false_interruptions"}
+    assert doc["providers"] == {"vad": "silero", "stt": "local", "llm": "local", "tts": "local"}
+    assert "turn 1:" in out.stderr  # progress while it runs
+    for name in ("user.wav", "agent.wav"):
+        with wave.open(str(tmp_path / "out" / name)) as w:
+            assert (w.getframerate(), w.getnchannels()) == (16000, 1) and w.getnframes() > 16000
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["summary"] == doc["summary"]
+
+
+def bad(tmp_path: Path, cli, text: str, *expected: str) -> None:
+    sc = write(tmp_path / "bad.toml", text)
+    out = cli("simulate", str(sc))
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    for e in expected:
+        assert e in out.stderr, out.stderr
+
+
+def test_an_empty_scenario_is_refused(tmp_path: Path, cli) -> None:
+    bad(tmp_path, cli, 'name = "empty"\n', "needs at least one user turn")
+
+
+def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path, cli) -> None:
+    bad(tmp_path, cli, '[[turns]]\nsay = "hi"\npuase = 1\n[[turns.during_reply]]\nkind = "sneeze"\n',
+        "turns[1]: unknown key 'puase' (did you mean 'pause'?)", "kind = 'sneeze': must be one of")
+
+
+def test_a_missing_scenario_lists_the_bundled_ones(cli) -> None:
+    out = cli("simulate", "nosuch")
+    assert out.returncode == 2 and "bundled scenarios: barge_in, noisy, qa" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (None, "file not found"),
+        (b"", "file is empty"),
+        (b"RIFF\x00\x00garbage", "not a PCM WAV file"),
+        (b"this is text, not audio\n" * 10, "not a PCM WAV file"),
+    ],
+)
+def test_bad_audio_files_are_refused_naming_the_file(tmp_path: Path, cli, content: bytes | None, expected: str) -> None:
+    if content is not None:
+        (tmp_path / "turn.wav").write_bytes(content)
+    bad(tmp_path, cli, '[[turns]]\nwav = "turn.wav"\n', "turn.wav", expected)
+
+
+def test_a_cloud_environment_without_keys_is_refused_before_anything_runs(tmp_path: Path, cli) -> None:
+    sc = write(tmp_path / "one.toml", '[[turns]]\nsay = "hello"\n')
+    out = cli("simulate", str(sc), "--env", "production")
+    assert out.returncode == 2 and "ELEVEN_API_KEY" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_stereo_44k_wavs_are_converted(tmp_path: Path) -> None:
+    t = np.arange(44100) / 44100
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    path = tmp_path / "stereo.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(np.stack([tone, tone], axis=1).tobytes())
+    pcm, notes = audio.read_wav(path)
+    assert len(pcm) == 16000 and notes == ["mixed 2 channels to mono", "resampled 44100 Hz to 16000 Hz"]
+    assert np.abs(pcm).max() == pytest.approx(8000, rel=0.05)

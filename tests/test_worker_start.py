@@ -1,0 +1,353 @@
+"""`python -m handler start` as a real subprocess against the fake LiveKit server: it registers
+with the configured agent name, drains and exits 0 on SIGTERM, never prints a secret, is refused
+with a wrong API secret, and without LIVEKIT_URL ends in one clear message (exit status 2).
+
+Plus fast in-process checks of the fake server's own protocol handling."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from livekit import api
+from livekit.protocol import agent
+
+from handler import config
+from handler.testing.livekit_server import FakeLiveKitServer
+
+REPO = Path(config.__file__).resolve().parent.parent
+REGISTER_TIMEOUT = 30.0
+EXIT_TIMEOUT = 20.0
+
+API_KEY = "APIplantedkey"
+# distinctive values, so finding one in the worker's output is unambiguous (and >= 32 bytes, so
+# PyJWT does not warn about the key length)
+PLANTED = {
+    "LIVEKIT_API_SECRET": "lk-secret-PLANTED-" + secrets.token_hex(16),
+    "OPENAI_API_KEY": "sk-PLANTED-openai-" + secrets.token_hex(8),
+    "ELEVEN_API_KEY": "el-PLANTED-eleven-" + secrets.token_hex(8),
+    "SONIOX_API_KEY": "sx-PLANTED-soniox-" + secrets.token_hex(8),
+}
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A copy of the checkout's settings, so a developer's .env / .secrets.toml cannot leak in."""
+    r = tmp_path / "root"
+    r.mkdir()
+    shutil.copy(REPO / "settings.toml", r / "settings.toml")
+    shutil.copytree(REPO / "environments", r / "environments")
+    return r
+
+
+def configured_agent_name(root: Path, env: str = "production") -> str:
+    with (root / "settings.toml").open("rb") as f:
+        name = tomllib.load(f)["default"]["worker"]["agent_name"]
+    with (root / "environments" / f"{env}.toml").open("rb") as f:
+        return tomllib.load(f).get(env, {}).get("worker", {}).get("agent_name", name)
+
+
+def worker_env(root: Path, **overrides: str | None) -> dict[str, str]:
+    """The test runner's environment minus anything that configures voice-handler or livekit,
+    plus production settings, the planted secrets and a light worker."""
+    drop = set(config.SECRETS) | set(config.FLAT_KEYS) | {config.ENV_VAR}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in drop and not k.startswith(("HANDLER_", "LIVEKIT_", "VOICE_HANDLER_"))
+    }
+    env.update(
+        {
+            config.ENV_VAR: "production",
+            config.ROOT_VAR: str(root),
+            "LIVEKIT_API_KEY": API_KEY,
+            **PLANTED,
+            "HANDLER_WORKER__PORT": "0",
+            "HANDLER_WORKER__NUM_IDLE_PROCESSES": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for k, v in overrides.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+class Worker:
+    """`python -m handler start` with stdout/stderr in files (no pipe to fill up)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.out_path, self.err_path = cwd / "worker.out", cwd / "worker.err"
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "handler", "start"], env=env, cwd=cwd, stdout=out, stderr=err
+            )
+        self.started = time.monotonic()
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker never logged {text!r}:\n{self.stderr[-3000:]}")
+            time.sleep(0.1)
+
+    def terminate(self, timeout: float = EXIT_TIMEOUT) -> tuple[int, float]:
+        """SIGTERM, then (exit status, seconds until it exited)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker still running {timeout} s after SIGTERM:\n{self.stderr[-3000:]}"
+            ) from None
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def livekit() -> Iterator[FakeLiveKitServer]:
+    with FakeLiveKitServer(
+        api_key=API_KEY, api_secret=PLANTED["LIVEKIT_API_SECRET"]
+    ).in_thread() as server:
+        yield server
+
+
+@pytest.fixture
+def start_worker(root: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def start(**env: str | None) -> Worker:
+        w = Worker(worker_env(root, **env), root)
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:  # only the processes this test started
+        w.kill()
+
+
+def assert_no_secrets(worker: Worker, server: FakeLiveKitServer | None = None) -> None:
+    output = worker.stdout + worker.stderr
+    for name, value in PLANTED.items():
+        assert value not in output, f"{name}'s value appears in the worker's output"
+    for attempt in server.auth_attempts if server else ():
+        assert attempt.token and attempt.token not in output, "a bearer token was printed"
+
+
+def warning_lines(worker: Worker) -> list[str]:
+    return [line for line in worker.stderr.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------ start
+
+
+def test_start_registers_drains_and_exits_0_on_sigterm(
+    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker], root: Path
+) -> None:
+    worker = start_worker(LIVEKIT_URL=livekit.url)
+    reg = livekit.wait_registered_sync(REGISTER_TIMEOUT)
+    registered_after = time.monotonic() - worker.started
+
+    assert reg.agent_name == configured_agent_name(root) == "voice-handler"
+    assert reg.type == agent.JobType.JT_ROOM
+    assert reg.version  # livekit-agents' version
+    assert reg.allowed_permissions.agent
+    [attempt] = livekit.auth_attempts
+    assert attempt.accepted and attempt.path == "/agent" and attempt.api_key == API_KEY
+    # the worker reports its status right after registering
+    livekit.wait_for_sync(lambda: livekit.messages_of("update_worker"), 10)
+
+    rc, took = worker.terminate()
+    assert rc == 0, worker.stderr[-3000:]
+    print(f"registered {registered_after:.1f} s after spawn; exited {took:.2f} s after SIGTERM")
+
+    # production drains: it tells the server it is full (takes no new jobs) before it leaves
+    statuses = [m.update_worker.status for m in livekit.messages_of("update_worker")]
+    assert statuses[-1] == agent.WorkerStatus.WS_FULL
+    livekit.wait_for_sync(lambda: not livekit.connections[0].open, 5)
+    assert livekit.connections[0].close_code == 1000  # a clean close, not a dropped socket
+
+    assert_no_secrets(worker, livekit)
+    assert "Traceback" not in worker.stderr
+    # production logs at WARNING: an uneventful start and stop prints nothing at all
+    assert warning_lines(worker) == [], worker.stderr
+
+
+def test_agent_name_override_and_prewarm(
+    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
+) -> None:
+    worker = start_worker(
+        LIVEKIT_URL=livekit.url,
+        HANDLER_WORKER__AGENT_NAME="support-line-7",
+        HANDLER_WORKER__NUM_IDLE_PROCESSES="1",  # one pre-started process: runs the prewarm
+        HANDLER_LOGGING__LEVEL="INFO",  # to see livekit's process lifecycle lines
+    )
+    reg = livekit.wait_registered_sync(REGISTER_TIMEOUT)
+    assert reg.agent_name == "support-line-7"
+    assert [r.agent_name for r in livekit.registrations] == ["support-line-7"]
+
+    # the idle process ran prewarm_process (config + silero VAD) without an error
+    worker.wait_for_log("process initialized", REGISTER_TIMEOUT)
+    worker.wait_for_log("registered worker", 10)
+    assert "initialization failed" not in worker.stderr
+
+    rc, _ = worker.terminate()
+    assert rc == 0, worker.stderr[-3000:]
+    assert_no_secrets(worker, livekit)
+    assert "Traceback" not in worker.stderr
+
+
+def test_wrong_api_secret_is_refused(
+    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
+) -> None:
+    wrong = "lk-secret-WRONG-" + secrets.token_hex(16)
+    worker = start_worker(LIVEKIT_URL=livekit.url, LIVEKIT_API_SECRET=wrong)
+    refused = livekit.wait_for_sync(lambda: livekit.rejected_auth, REGISTER_TIMEOUT)[0]
+    assert refused.status == 401
+    assert "signature" in refused.reason
+    assert refused.api_key == API_KEY
+    worker.wait_for_log("failed to connect to livekit", 10)
+
+    rc, _ = worker.terminate()  # it would keep retrying (16 times, up to 10 s apart)
+    assert rc == 0, worker.stderr[-3000:]
+    assert livekit.registrations == []
+    assert not any(a.accepted for a in livekit.auth_attempts)
+    assert wrong not in worker.stdout + worker.stderr
+    assert_no_secrets(worker, livekit)
+
+
+def test_dispatched_job_builds_its_session_and_joins_the_room(
+    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
+) -> None:
+    worker = start_worker(LIVEKIT_URL=livekit.url, HANDLER_WORKER__NUM_IDLE_PROCESSES="1")
+    livekit.wait_registered_sync(REGISTER_TIMEOUT)
+    dispatch = livekit.call(livekit.dispatch_job("room-1", timeout=10))
+    assert dispatch.response.available and dispatch.assigned
+    assert dispatch.response.participant_attributes["lk.agent.name"] == "voice-handler"
+
+    # the fake serves no rooms: the job's furthest point is its room join (GET /rtc...), which
+    # comes after the session was built; a crash before it shows as a job error in the log
+    def outcome() -> str | None:
+        if any(p.startswith("GET /rtc") for p in livekit.unhandled_paths):
+            return "joined"
+        if "unhandled exception while running the job task" in worker.stderr:
+            return "crashed before joining"
+        return None
+
+    result = livekit.wait_for_sync(outcome, REGISTER_TIMEOUT)
+    rc, _ = worker.terminate()
+    assert rc == 0
+    assert_no_secrets(worker, livekit)
+    job_errors = [line for line in worker.stderr.splitlines() if "job task" in line]
+    assert result == "joined", job_errors[-1][-1500:] if job_errors else worker.stderr[-3000:]
+
+
+def test_start_without_livekit_url_exits_2(start_worker: Callable[..., Worker]) -> None:
+    worker = start_worker(LIVEKIT_URL=None)
+    try:
+        rc = worker.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"start kept running without LIVEKIT_URL:\n{worker.stderr}") from None
+    assert rc == 2
+    assert "LIVEKIT_URL" in worker.stderr
+    assert "Traceback" not in worker.stderr
+    assert_no_secrets(worker)
+
+
+# ------------------------------------------------------------------------------ the fake itself
+
+
+def token(
+    secret: str = PLANTED["LIVEKIT_API_SECRET"], key: str = API_KEY, agent_grant: bool = True
+) -> str:
+    return api.AccessToken(key, secret).with_grants(api.VideoGrants(agent=agent_grant)).to_jwt()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "reason"),
+    [
+        ({}, 401, "missing bearer token"),
+        ({"Authorization": "Bearer not-a-jwt"}, 401, "malformed token"),
+        ({"Authorization": f"Bearer {token(secret='x' * 40)}"}, 401, "signature"),
+        ({"Authorization": f"Bearer {token(key='otherkey')}"}, 401, "unknown API key"),
+        ({"Authorization": f"Bearer {token(agent_grant=False)}"}, 403, "agent grant"),
+    ],
+)
+async def test_fake_refuses_bad_tokens(headers: dict[str, str], status: int, reason: str) -> None:
+    async with FakeLiveKitServer(api_key=API_KEY, api_secret=PLANTED["LIVEKIT_API_SECRET"]) as lk:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                await http.ws_connect(f"{lk.url}/agent", headers=headers)
+        assert e.value.status == status
+        [attempt] = lk.rejected_auth
+        assert attempt.status == status and reason in attempt.reason
+
+
+async def test_fake_registers_answers_ping_and_dispatches() -> None:
+    async with FakeLiveKitServer(api_key=API_KEY, api_secret=PLANTED["LIVEKIT_API_SECRET"]) as lk:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(
+                f"{lk.url}/some/prefix/agent", headers={"Authorization": f"Bearer {token()}"}
+            )
+            reg = agent.WorkerMessage()
+            reg.register.agent_name = "probe"
+            reg.register.version = "0"
+            await ws.send_bytes(reg.SerializeToString())
+            reply = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
+            assert reply.register.worker_id.startswith("AW_")
+            assert reply.register.server_info.region == "local"
+
+            await ws.send_bytes(
+                agent.WorkerMessage(ping=agent.WorkerPing(timestamp=42)).SerializeToString()
+            )
+            pong = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
+            assert pong.pong.last_timestamp == 42
+
+            dispatch = lk._loop.create_task(lk.dispatch_job("room-1", timeout=5))  # type: ignore[union-attr]
+            offer = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
+            assert offer.availability.job.room.name == "room-1"
+            assert offer.availability.job.agent_name == "probe"
+            answer = agent.WorkerMessage()
+            answer.availability.job_id = offer.availability.job.id
+            answer.availability.available = True
+            answer.availability.participant_identity = "agent-x"
+            await ws.send_bytes(answer.SerializeToString())
+            assignment = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
+            result = await dispatch
+            assert result.assigned and result.response.participant_identity == "agent-x"
+            assert assignment.assignment.job.id == offer.availability.job.id
+            grants = api.TokenVerifier(API_KEY, PLANTED["LIVEKIT_API_SECRET"]).verify(
+                assignment.assignment.token
+            )
+            assert grants.identity == "agent-x" and grants.video and grants.video.room == "room-1"
+            await ws.close()
+        await lk.wait_for(lambda: not lk.connections[0].open, 5)
+        assert [m.kind for m in lk.messages] == ["register", "ping", "availability"]

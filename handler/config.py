@@ -275,9 +275,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         # .secrets.toml may hold secrets at top level or in [default]/[<env>] sections.
         for section in (raw, raw.get("default", {}), raw.get(env, {})):
             if isinstance(section, Mapping):
-                raw_secrets.update(
-                    {k.upper(): v for k, v in section.items() if k.upper() in SECRETS}
-                )
+                raw_secrets.update({k.upper(): v for k, v in section.items() if k.upper() in SECRETS})
         layers.append(
             (
                 ".secrets.toml",
@@ -318,9 +316,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
     for name in sorted(set(real_env) | set(dotenv)):
         if name.startswith(PREFIX + "_") and "__" in name:
             path = name[len(PREFIX) + 1 :].lower().replace("__", ".")
-            sources[path] = (
-                f"environment variable {name}" if name in real_env else f".env ({name})"
-            )
+            sources[path] = f"environment variable {name}" if name in real_env else f".env ({name})"
 
     problems: list[Problem] = []
     for name, path in FLAT_KEYS.items():
@@ -463,7 +459,11 @@ def validate(settings: Settings) -> list[Problem]:
             if section in STAGES and isinstance(value, Mapping):
                 continue  # a provider's own table: the registry checks it
             if key not in known:
-                add(path, value, unknown_key_problem(key, [k for k in known if not isinstance(known[k], Mapping)]))
+                add(
+                    path,
+                    value,
+                    unknown_key_problem(key, [k for k in known if not isinstance(known[k], Mapping)]),
+                )
                 continue
             bad_type = type_problem(value, known[key])
             if bad_type:

@@ -19,9 +19,7 @@ _session: aiohttp.ClientSession | None = None
 
 def make_session(*, max_connections: int, timeout: float, keepalive: float) -> aiohttp.ClientSession:
     """A keep-alive pool with the configured connection limit; every wait has a timeout."""
-    connector = aiohttp.TCPConnector(
-        limit=max_connections, keepalive_timeout=keepalive, ttl_dns_cache=300
-    )
+    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=keepalive, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),

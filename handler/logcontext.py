@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
-_ids: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("voice_handler_ids", default={})
+_ids: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "voice_handler_ids", default=MappingProxyType({})
+)
 
 
 def current_ids() -> Mapping[str, str]:

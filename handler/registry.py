@@ -260,9 +260,18 @@ class Registry:
         return urls
 
 
-def load_checked(env: str | None = None, *, for_start: bool = False) -> tuple[Settings, Registry]:
-    """Load, validate core keys and the provider selection; every problem at once."""
+def load_checked(
+    env: str | None = None,
+    *,
+    for_start: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "",
+) -> tuple[Settings, Registry]:
+    """Load (with a command's own overrides on top), validate core keys and the provider selection;
+    every problem at once."""
     settings = load(env)
+    if overrides:
+        settings = settings.with_overrides(overrides, overrides_source)
     registry = Registry.load()
     problems = validate(settings)
     # a provider's own checks read typed values: skip them where the stage's keys are broken

@@ -6,6 +6,7 @@ a polling watcher is enough here and needs nothing installed.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -19,10 +20,8 @@ def _snapshot(root: Path) -> dict[Path, float]:
     for pattern in WATCHED:
         for p in root.rglob(pattern):
             if ".venv" not in p.parts and ".nox" not in p.parts:
-                try:
+                with contextlib.suppress(OSError):  # deleted between listing and stat
                     out[p] = p.stat().st_mtime
-                except OSError:
-                    pass
     return out
 
 
@@ -43,8 +42,9 @@ def run_with_reload(root: Path, command: list[str], *, interval: float = 1.0) ->
         while child.poll() is None and not stopping and not changed:
             time.sleep(interval)
             now = _snapshot(root)
-            changed = sorted(str(p.relative_to(root)) for p in set(now) | set(seen)
-                             if now.get(p) != seen.get(p))
+            changed = sorted(
+                str(p.relative_to(root)) for p in set(now) | set(seen) if now.get(p) != seen.get(p)
+            )
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
             try:

@@ -131,7 +131,9 @@ def _number(where: str, value: Any, lo: float, hi: float, problems: list[str]) -
     return float(value)
 
 
-def _speech(where: str, raw: dict[str, Any], base: Path, problems: list[str]) -> tuple[str | None, Path | None]:
+def _speech(
+    where: str, raw: dict[str, Any], base: Path, problems: list[str]
+) -> tuple[str | None, Path | None]:
     say, wav = raw.get("say"), raw.get("wav")
     if (say is None) == (wav is None):
         problems.append(f"{where}: give exactly one of 'say' (text) or 'wav' (a file)")
@@ -148,7 +150,8 @@ def _speech(where: str, raw: dict[str, Any], base: Path, problems: list[str]) ->
 def load(path: Path) -> Scenario:
     if not path.is_file():
         raise ScenarioError(
-            path, [f"scenario not found; bundled scenarios: {', '.join(bundled_names())}, or give a .toml path"]
+            path,
+            [f"scenario not found; bundled scenarios: {', '.join(bundled_names())}, or give a .toml path"],
         )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -8,8 +8,19 @@ from typing import Any
 from handler.hookspecs import hookimpl
 
 DEFAULT_URL = "https://api.elevenlabs.io/v1"
-ENCODINGS = ("pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000", "pcm_44100", "mp3_22050_32",
-             "mp3_44100_32", "mp3_44100_64", "mp3_44100_96", "mp3_44100_128", "mp3_44100_192")
+ENCODINGS = (
+    "pcm_8000",
+    "pcm_16000",
+    "pcm_22050",
+    "pcm_24000",
+    "pcm_44100",
+    "mp3_22050_32",
+    "mp3_44100_32",
+    "mp3_44100_64",
+    "mp3_44100_96",
+    "mp3_44100_128",
+    "mp3_44100_192",
+)
 
 
 @hookimpl(trylast=True)

@@ -37,6 +37,4 @@ def _build(options: Mapping[str, Any], runtime: Any) -> Any:
 
     if problems := _validate(options):
         raise ValueError("stt.local: " + "; ".join(problems))
-    return LocalSTT(
-        phrases=tuple(options.get("phrases", ())), drop_fillers=options.get("drop_fillers", True)
-    )
+    return LocalSTT(phrases=tuple(options.get("phrases", ())), drop_fillers=options.get("drop_fillers", True))

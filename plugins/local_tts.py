@@ -34,9 +34,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
         problems.append("voice: must be a non-empty espeak-ng voice name or language code")
     rate = options.get("rate", DEFAULT_RATE)
     if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
-        problems.append(
-            f"rate: must be an integer from {MIN_RATE} to {MAX_RATE} (words per minute)"
-        )
+        problems.append(f"rate: must be an integer from {MIN_RATE} to {MAX_RATE} (words per minute)")
     return problems
 
 
@@ -45,6 +43,4 @@ def _build(options: Mapping[str, Any], runtime: Any) -> Any:
 
     if problems := _validate(options):
         raise ValueError("tts.local: " + "; ".join(problems))
-    return LocalTTS(
-        voice=options.get("voice", DEFAULT_VOICE), rate=options.get("rate", DEFAULT_RATE)
-    )
+    return LocalTTS(voice=options.get("voice", DEFAULT_VOICE), rate=options.get("rate", DEFAULT_RATE))

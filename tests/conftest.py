@@ -21,8 +21,16 @@ PLANTED = {
     "LIVEKIT_API_SECRET": "planted-lk-secret-0123456789abcdef",
 }
 SECRET_NAMES = tuple(PLANTED)
-FLAT = ("MIN_ENDPOINTING_DELAY", "INTERRUPTION_THRESHOLD", "ENABLE_INTERRUPTIONS", "HTTP_TIMEOUT",
-        "HTTP_MAX_CONNECTIONS", "MAX_RETRIES", "MAX_TOKENS", "LOG_LEVEL")
+FLAT = (
+    "MIN_ENDPOINTING_DELAY",
+    "INTERRUPTION_THRESHOLD",
+    "ENABLE_INTERRUPTIONS",
+    "HTTP_TIMEOUT",
+    "HTTP_MAX_CONNECTIONS",
+    "MAX_RETRIES",
+    "MAX_TOKENS",
+    "LOG_LEVEL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -51,13 +59,17 @@ def planted(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return dict(PLANTED)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`python -m handler ...` as a user runs it, with this test's environment."""
     return subprocess.run(
         [sys.executable, "-m", "handler", *args],
-        capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 

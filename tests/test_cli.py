@@ -14,11 +14,20 @@ from handler.session import configure_logging
 
 
 def test_config_check_names_every_problem_and_exits_2_without_traceback(root: Path, cli) -> None:
-    out = cli("config", "check", env={"ENV_FOR_DYNACONF": "production", "MAX_TOKENS": "lots",
-                                      "HANDLER_TURN__MIN_ENDPOINT_DELAY": "0.4"})
+    out = cli(
+        "config",
+        "check",
+        env={
+            "ENV_FOR_DYNACONF": "production",
+            "MAX_TOKENS": "lots",
+            "HANDLER_TURN__MIN_ENDPOINT_DELAY": "0.4",
+        },
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and out.stdout == ""
-    assert "llm.max_tokens = 'lots' (from environment variable MAX_TOKENS): must be a whole number" in out.stderr
+    assert (
+        "llm.max_tokens = 'lots' (from environment variable MAX_TOKENS): must be a whole number" in out.stderr
+    )
     assert "did you mean 'min_endpointing_delay'" in out.stderr
     assert "OPENAI_API_KEY" in out.stderr
 
@@ -29,7 +38,9 @@ def test_unknown_environment_exits_2(root: Path, cli) -> None:
 
 
 @pytest.mark.parametrize("env", ["dev", "fast", "stable", "production"])
-def test_config_check_passes_in_every_environment_with_keys(root: Path, planted: dict[str, str], cli, env: str) -> None:
+def test_config_check_passes_in_every_environment_with_keys(
+    root: Path, planted: dict[str, str], cli, env: str
+) -> None:
     out = cli("config", "check", "--env", env)
     assert out.returncode == 0, out.stderr
     assert f"environment {env}" in out.stdout
@@ -42,11 +53,18 @@ def test_config_show_json_says_where_each_value_came_from(root: Path, planted: d
     doc = json.loads(out.stdout)
     assert doc["env"] == "fast"
     s = doc["settings"]
-    assert s["turn.min_endpointing_delay"] == {"value": 0.35, "source": "environment variable MIN_ENDPOINTING_DELAY"}
+    assert s["turn.min_endpointing_delay"] == {
+        "value": 0.35,
+        "source": "environment variable MIN_ENDPOINTING_DELAY",
+    }
     assert s["llm.max_tokens"] == {"value": 250, "source": ".env (MAX_TOKENS)"}
     assert s["logging.level"] == {"value": "WARNING", "source": "environments/fast.toml"}
     assert s["llm.temperature"]["source"] == config.DEFAULT_SOURCE
-    assert doc["secrets"]["OPENAI_API_KEY"] == {"set": True, "value": "***", "source": "environment variable OPENAI_API_KEY"}
+    assert doc["secrets"]["OPENAI_API_KEY"] == {
+        "set": True,
+        "value": "***",
+        "source": "environment variable OPENAI_API_KEY",
+    }
 
 
 def test_plugins_list_json_is_machine_readable(root: Path, cli) -> None:
@@ -73,13 +91,17 @@ def test_a_planted_secret_never_appears_in_any_output(root: Path, planted: dict[
             assert s not in run.stdout and s not in run.stderr, run.args
 
 
-def test_log_lines_at_every_level_are_redacted(root: Path, planted: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_lines_at_every_level_are_redacted(
+    root: Path, planted: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     for fmt in ("text", "json"):
         settings = config.load("dev").with_overrides({"logging.format": fmt}, "test")
         configure_logging(settings, Registry.load())
         log = logging.getLogger("livekit.agents.some.plugin")
         log.debug("connecting with key %s", planted["OPENAI_API_KEY"])
-        logging.getLogger("handler").error("auth failed", extra={"header": f"Bearer {planted['SONIOX_API_KEY']}"})
+        logging.getLogger("handler").error(
+            "auth failed", extra={"header": f"Bearer {planted['SONIOX_API_KEY']}"}
+        )
         err = capsys.readouterr().err
         assert "connecting with key ***" in err and "auth failed" in err
         for s in planted.values():
@@ -88,7 +110,9 @@ def test_log_lines_at_every_level_are_redacted(root: Path, planted: dict[str, st
             assert s not in err
 
 
-def test_production_logs_are_json_lines_with_quiet_libraries(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_production_logs_are_json_lines_with_quiet_libraries(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     configure_logging(config.load("production"), Registry.load())
     logging.getLogger("livekit").info("noise")
     logging.getLogger("openai").info("noise")
@@ -96,7 +120,13 @@ def test_production_logs_are_json_lines_with_quiet_libraries(root: Path, capsys:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     doc = json.loads(lines[0])
-    assert (doc["level"], doc["logger"], doc["msg"], doc["n"], doc["ttfa_ms"]) == ("WARNING", "handler.metrics", "turn", 1, 900)
+    assert (doc["level"], doc["logger"], doc["msg"], doc["n"], doc["ttfa_ms"]) == (
+        "WARNING",
+        "handler.metrics",
+        "turn",
+        1,
+        900,
+    )
 
 
 def test_guide_levels_apply_under_info(root: Path) -> None:
@@ -112,7 +142,8 @@ def test_config_and_help_paths_import_no_heavy_modules(root: Path, cli) -> None:
     code = (
         "import sys; from handler.cli import app\n"
         "try:\n    app(['config', 'check'])\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('livekit', 'onnxruntime', 'pocketsphinx', 'numpy'))\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('livekit', 'onnxruntime', 'pocketsphinx', 'numpy'))\n"
         "print('HEAVY', heavy)\n"
     )
     import subprocess

@@ -129,7 +129,9 @@ def test_every_problem_is_reported_at_once(root: Path, monkeypatch: pytest.Monke
     assert typo.source == "environments/dev.toml"
     assert found["llm.max_tokens"].value == -5 and "from 1" in found["llm.max_tokens"].message
     assert found["vad.min_silence_duration"].message == "must be a number"
-    assert found["vad.min_silence_duration"].source == "environment variable HANDLER_VAD__MIN_SILENCE_DURATION"
+    assert (
+        found["vad.min_silence_duration"].source == "environment variable HANDLER_VAD__MIN_SILENCE_DURATION"
+    )
     assert "0.0 to 1.0" in found["turn.interruption_threshold"].message
     assert "available: elevenlabs" in found["tts.provider"].message
     # the cloud providers' keys are missing too, and said how to set
@@ -143,7 +145,9 @@ def test_min_endpointing_delay_above_max_is_refused(root: Path, monkeypatch: pyt
 
 
 @pytest.mark.parametrize("value", ["-1", "1e9", "true"])
-def test_absurd_numbers_and_wrong_types_are_refused(root: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_absurd_numbers_and_wrong_types_are_refused(
+    root: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv("HTTP_TIMEOUT", value)
     assert "http.timeout" in {p.key for p in problems()}
 
@@ -154,7 +158,9 @@ def test_unknown_provider_table_keys_get_a_suggestion(root: Path, monkeypatch: p
     assert "did you mean 'model'" in found["llm.openai.modle"].message
 
 
-def test_secrets_are_only_required_for_selected_providers(root: Path, planted: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_are_only_required_for_selected_providers(
+    root: Path, planted: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     keys = {p.key for p in problems("production")}
     assert "OPENAI_API_KEY" in keys and "ELEVEN_API_KEY" not in keys
@@ -168,7 +174,10 @@ def test_secrets_come_from_env_dotenv_or_secrets_file(root: Path, monkeypatch: p
     (root / ".secrets.toml").write_text('OPENAI_API_KEY = "from-secrets-file"\n')
     (root / ".env").write_text("ELEVEN_API_KEY=from-dotenv\n")
     s = load()
-    assert s.secret("OPENAI_API_KEY") == "from-secrets-file" and s.secret_source("OPENAI_API_KEY") == ".secrets.toml"
+    assert (
+        s.secret("OPENAI_API_KEY") == "from-secrets-file"
+        and s.secret_source("OPENAI_API_KEY") == ".secrets.toml"
+    )
     assert s.secret("ELEVEN_API_KEY") == "from-dotenv" and s.secret_source("ELEVEN_API_KEY") == ".env"
     monkeypatch.setenv("OPENAI_API_KEY", "from-env")
     assert load().secret("OPENAI_API_KEY") == "from-env"

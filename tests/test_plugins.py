@@ -58,8 +58,14 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_built_ins_come_through_the_entry_point_group() -> None:
     registry = Registry.load()
     builtins = {(p.stage, p.name) for p in registry.providers() if p.origin == "built-in"}
-    assert builtins >= {("vad", "silero"), ("stt", "soniox"), ("llm", "openai"),
-                        ("tts", "elevenlabs"), ("logging", "default"), ("retry", "default")}
+    assert builtins >= {
+        ("vad", "silero"),
+        ("stt", "soniox"),
+        ("llm", "openai"),
+        ("tts", "elevenlabs"),
+        ("logging", "default"),
+        ("retry", "default"),
+    }
 
 
 def test_built_in_provider_options_are_all_in_settings_toml(root: Path) -> None:
@@ -90,7 +96,9 @@ def test_plugins_list_shows_the_third_party_plugin_and_its_distribution(acme: Pa
     assert {"name": "soniox", "origin": "built-in", "selected": False} in stt["providers"]
 
 
-def test_the_allowlist_keeps_other_plugins_out(acme: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_allowlist_keeps_other_plugins_out(
+    acme: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert "acme" in Registry.load(allow="acme-voice").names("stt")
     assert "acme" not in Registry.load(allow="someone-else").names("stt")
     assert "acme" not in Registry.load(allow="").names("stt")
@@ -101,7 +109,9 @@ def test_the_allowlist_keeps_other_plugins_out(acme: Path, root: Path, monkeypat
     assert "unknown stt provider; available: soniox" in str(e.value)
 
 
-def test_a_third_party_option_of_the_wrong_type_is_refused(acme: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_third_party_option_of_the_wrong_type_is_refused(
+    acme: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HANDLER_STT__PROVIDER", "acme")
     monkeypatch.setenv("HANDLER_STT__ACME__GREETING", "42")
     with pytest.raises(config.ConfigError) as e:

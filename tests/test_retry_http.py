@@ -15,7 +15,9 @@ from handler.retry import RetryableStatus, RetryPolicy
 
 
 def policy(max_retries: int = 2, timeout: float = 1.0) -> RetryPolicy:
-    return RetryPolicy(max_retries=max_retries, backoff_initial=0.01, backoff_max=0.05, jitter=0.0, timeout=timeout)
+    return RetryPolicy(
+        max_retries=max_retries, backoff_initial=0.01, backoff_max=0.05, jitter=0.0, timeout=timeout
+    )
 
 
 class CountingServer:
@@ -126,7 +128,9 @@ def test_the_policy_maps_onto_livekit_connect_options() -> None:
 
 
 async def test_prewarm_opens_one_connection_that_later_requests_reuse(server, session) -> None:
-    warmed = await http.prewarm(session, policy(), [server.url + "/v1/chat", server.url.replace("http", "ws") + "/ws"])
+    warmed = await http.prewarm(
+        session, policy(), [server.url + "/v1/chat", server.url.replace("http", "ws") + "/ws"]
+    )
     assert warmed == 1 and server.connections == 1
     for _ in range(5):
         await http.request(session, policy(), "GET", server.url + "/ok")

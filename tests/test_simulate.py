@@ -29,9 +29,12 @@ async def run(sc_path: Path, env: str = "dev", **overrides: object) -> Report:
     return report
 
 
+@pytest.mark.realtime
 async def test_a_question_is_recognized_answered_and_timed(tmp_path: Path) -> None:
-    sc = write(tmp_path / "two.toml", '[[turns]]\nsay = "what is the weather like today"\n'
-               '[[turns]]\nsay = "where is my order"\n')
+    sc = write(
+        tmp_path / "two.toml",
+        '[[turns]]\nsay = "what is the weather like today"\n[[turns]]\nsay = "where is my order"\n',
+    )
     report = await run(sc)
     first, second = report.turns
     assert first.recognized == "what is the weather like today"
@@ -49,6 +52,7 @@ async def test_a_question_is_recognized_answered_and_timed(tmp_path: Path) -> No
     assert s["ttfa_p50"] <= s["ttfa_p95"]
 
 
+@pytest.mark.realtime
 async def test_a_genuine_barge_in_stops_the_agent_and_is_answered() -> None:
     report = await run(scenario.resolve("barge_in"))
     story, barge = report.turns
@@ -58,6 +62,7 @@ async def test_a_genuine_barge_in_stops_the_agent_and_is_answered() -> None:
     assert report.summary()["false_interruptions"] == 0
 
 
+@pytest.mark.realtime
 async def test_noise_and_coughs_are_ignored_and_a_backchannel_is_a_false_interruption() -> None:
     report = await run(scenario.resolve("noisy"))
     story, thanks = report.turns
@@ -67,6 +72,7 @@ async def test_noise_and_coughs_are_ignored_and_a_backchannel_is_a_false_interru
     assert report.summary()["false_interruptions_per_min"] > 0
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("threshold,stopped", [(0.3, True), (0.9, False)])
 async def test_interruption_threshold_decides_whether_a_short_burst_stops_the_agent(
     tmp_path: Path, threshold: float, stopped: bool
@@ -74,10 +80,19 @@ async def test_interruption_threshold_decides_whether_a_short_burst_stops_the_ag
     # 0.35 s of wordless speech-like sound early in the reply (livekit lets the VAD interrupt only
     # in a reply's first second): the VAD counts it with its trailing silence, past 0.5 s * 0.3/0.5
     # = 0.3 s but short of 0.5 s * 0.9/0.5 = 0.9 s. No echo here, so no AEC warm-up either.
-    sc = write(tmp_path / "burst.toml", '[[turns]]\nsay = "tell me a story"\n'
-               '[[turns.during_reply]]\nkind = "babble"\nat = 0.2\nduration = 0.35\n')
-    report = await run(sc, **{"turn.interruption_threshold": threshold, "turn.aec_warmup_duration": 0.0,
-                              "turn.false_interruption_timeout": 1.0})
+    sc = write(
+        tmp_path / "burst.toml",
+        '[[turns]]\nsay = "tell me a story"\n'
+        '[[turns.during_reply]]\nkind = "babble"\nat = 0.2\nduration = 0.35\n',
+    )
+    report = await run(
+        sc,
+        **{
+            "turn.interruption_threshold": threshold,
+            "turn.aec_warmup_duration": 0.0,
+            "turn.false_interruption_timeout": 1.0,
+        },
+    )
     (turn,) = report.turns
     assert (turn.false_interruptions + turn.interrupted > 0) is stopped
 
@@ -90,16 +105,38 @@ def test_word_errors_counts_edits() -> None:
 # ------------------------------------------------------------------------ the command line
 
 
+@pytest.mark.realtime
 def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Path, cli) -> None:
-    sc = write(tmp_path / "one.toml", 'name = "one"\n[[turns]]\nsay = "thank you very much"\n[expect]\ninterruptions = 0\n')
+    sc = write(
+        tmp_path / "one.toml",
+        'name = "one"\n[[turns]]\nsay = "thank you very much"\n[expect]\ninterruptions = 0\n',
+    )
     out = cli("simulate", str(sc), "--json", "--out", str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert set(doc) == {"scenario", "env", "providers", "settings", "turns", "summary", "expect", "errors"}
-    assert set(doc["summary"]) == {"turns", "duration_s", "ttfa_p50", "ttfa_p95", "interruptions",
-                                   "false_interruptions", "false_interruptions_per_min", "wer", "errors"}
+    assert set(doc["summary"]) == {
+        "turns",
+        "duration_s",
+        "ttfa_p50",
+        "ttfa_p95",
+        "interruptions",
+        "false_interruptions",
+        "false_interruptions_per_min",
+        "wer",
+        "errors",
+    }
     (turn,) = doc["turns"]
-    assert set(turn) >= {"n", "kind", "said", "recognized", "reply", *LATENCY_FIELDS, "interrupted", "false_interruptions"}
+    assert set(turn) >= {
+        "n",
+        "kind",
+        "said",
+        "recognized",
+        "reply",
+        *LATENCY_FIELDS,
+        "interrupted",
+        "false_interruptions",
+    }
     assert doc["providers"] == {"vad": "silero", "stt": "local", "llm": "local", "tts": "local"}
     assert "turn 1:" in out.stderr  # progress while it runs
     for name in ("user.wav", "agent.wav"):
@@ -122,8 +159,13 @@ def test_an_empty_scenario_is_refused(tmp_path: Path, cli) -> None:
 
 
 def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path, cli) -> None:
-    bad(tmp_path, cli, '[[turns]]\nsay = "hi"\npuase = 1\n[[turns.during_reply]]\nkind = "sneeze"\n',
-        "turns[1]: unknown key 'puase' (did you mean 'pause'?)", "kind = 'sneeze': must be one of")
+    bad(
+        tmp_path,
+        cli,
+        '[[turns]]\nsay = "hi"\npuase = 1\n[[turns.during_reply]]\nkind = "sneeze"\n',
+        "turns[1]: unknown key 'puase' (did you mean 'pause'?)",
+        "kind = 'sneeze': must be one of",
+    )
 
 
 def test_a_missing_scenario_lists_the_bundled_ones(cli) -> None:
@@ -140,7 +182,9 @@ def test_a_missing_scenario_lists_the_bundled_ones(cli) -> None:
         (b"this is text, not audio\n" * 10, "not a PCM WAV file"),
     ],
 )
-def test_bad_audio_files_are_refused_naming_the_file(tmp_path: Path, cli, content: bytes | None, expected: str) -> None:
+def test_bad_audio_files_are_refused_naming_the_file(
+    tmp_path: Path, cli, content: bytes | None, expected: str
+) -> None:
     if content is not None:
         (tmp_path / "turn.wav").write_bytes(content)
     bad(tmp_path, cli, '[[turns]]\nwav = "turn.wav"\n', "turn.wav", expected)

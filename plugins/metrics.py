@@ -1,0 +1,143 @@
+"""Observer `metrics`: one log line per turn and one summary per session, for `start` and `simulate`.
+
+Per turn (logger `handler.metrics`, message `turn`): time to first audio (livekit's e2e latency:
+end of user speech -> agent audio) and its parts, whether the reply was interrupted or paused by
+a false interruption, and the retries and errors seen since the previous turn. At session end,
+message `session summary`: turns, p50/p95 time to first audio, false interruptions per minute,
+retries, errors, LLM tokens and TTS characters. Per-turn numbers come from livekit 1.8's
+`ChatMessage.metrics` (the session-wide `metrics_collected` event is deprecated).
+
+These lines are the product's output, so `handler.metrics` logs at INFO even when the root level
+is WARNING (production): a production session logs its turns, its summary and what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from handler.hookspecs import hookimpl
+from handler.logcontext import fields
+
+logger = logging.getLogger("handler.metrics")
+logger.setLevel(logging.INFO)
+
+_SECONDS_TO_MS = {
+    "eou_ms": "end_of_turn_delay",
+    "transcription_ms": "transcription_delay",
+    "llm_ttft_ms": "llm_node_ttft",
+    "tts_ttfb_ms": "tts_node_ttfb",
+}
+
+
+def _ms(value: Any) -> int | None:
+    return None if value is None else round(value * 1000)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+@dataclass
+class SessionMetrics:
+    """Turn lines as the session's events arrive; the summary when it ends."""
+
+    started: float = field(default_factory=time.monotonic)
+    turns: int = 0
+    ttfa: list[float] = field(default_factory=list)
+    false_interruptions: int = 0
+    retries: int = 0
+    errors: int = 0
+    _user: Mapping[str, Any] | None = None
+    _pending_false: int = 0
+    _pending_retries: int = 0
+    _pending_errors: int = 0
+
+    def on_item(self, ev: Any) -> None:
+        msg = ev.item
+        if getattr(msg, "type", None) != "message":
+            return  # agent handoffs and other items carry no turn
+        if msg.role == "user":
+            self._user = dict(msg.metrics or {})
+        elif msg.role == "assistant" and self._user is not None:
+            self._turn(self._user, dict(msg.metrics or {}), msg.interrupted)
+            self._user = None
+
+    def on_false_interruption(self, ev: Any) -> None:
+        if ev.resumed:
+            self._pending_false += 1
+            self.false_interruptions += 1
+
+    def on_error(self, ev: Any) -> None:
+        # livekit reports each failed attempt; recoverable ones are retried
+        if getattr(ev.error, "recoverable", False):
+            self._pending_retries += 1
+            self.retries += 1
+        else:
+            self._pending_errors += 1
+            self.errors += 1
+
+    def _turn(self, user: Mapping[str, Any], reply: Mapping[str, Any], interrupted: bool) -> None:
+        self.turns += 1
+        ttfa = reply.get("e2e_latency")
+        if ttfa is not None:
+            self.ttfa.append(ttfa)
+        parts = {**user, **reply}
+        values: dict[str, Any] = {"n": self.turns, "ttfa_ms": _ms(ttfa)}
+        values |= {name: _ms(parts.get(key)) for name, key in _SECONDS_TO_MS.items()}
+        values |= {
+            "interrupted": interrupted,
+            "false_interruption": self._pending_false > 0,
+            "retries": self._pending_retries,
+            "errors": self._pending_errors,
+        }
+        self._pending_false = self._pending_retries = self._pending_errors = 0
+        logger.info("turn", extra=fields(**values))
+
+    def summary(self, usage: Any = None) -> dict[str, Any]:
+        minutes = (time.monotonic() - self.started) / 60
+        tokens = characters = 0
+        for u in getattr(usage, "model_usage", None) or []:
+            kind = getattr(u, "type", "")
+            if kind == "llm_usage":
+                tokens += u.input_tokens + u.output_tokens
+            elif kind == "tts_usage":
+                characters += u.characters_count
+        return {
+            "turns": self.turns,
+            "ttfa_p50_ms": _ms(_percentile(self.ttfa, 50)),
+            "ttfa_p95_ms": _ms(_percentile(self.ttfa, 95)),
+            "false_interruptions": self.false_interruptions,
+            "false_interruptions_per_min": round(self.false_interruptions / minutes, 2) if minutes else 0.0,
+            "retries": self.retries,
+            "errors": self.errors,
+            "llm_tokens": tokens,
+            "tts_characters": characters,
+            "minutes": round(minutes, 2),
+        }
+
+
+_sessions: dict[int, SessionMetrics] = {}
+
+
+@hookimpl(trylast=True)
+def session_started(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
+    metrics = SessionMetrics()
+    _sessions[id(session)] = metrics
+    session.on("conversation_item_added", metrics.on_item)
+    session.on("agent_false_interruption", metrics.on_false_interruption)
+    session.on("error", metrics.on_error)
+
+
+@hookimpl(trylast=True)
+def session_ended(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
+    metrics = _sessions.pop(id(session), None)
+    if metrics is not None:
+        logger.info("session summary", extra=fields(**metrics.summary(getattr(session, "usage", None))))

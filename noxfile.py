@@ -1,10 +1,13 @@
 """nox sessions: `tests` once per environment (dev, fast, stable, production), `lint`, `typecheck`.
 
-Sessions run in the environment nox itself runs in (README's set-up installs everything there);
-`nox --force-venv-backend venv` builds isolated virtualenvs instead and installs into them.
+Sessions run with the interpreter nox itself runs under (README's set-up installs everything
+there, and `.venv/bin/nox` works without activating the venv); `nox --force-venv-backend venv`
+builds isolated virtualenvs instead and installs into them.
 """
 
 from __future__ import annotations
+
+import sys
 
 import nox
 
@@ -19,6 +22,11 @@ def _install(session: nox.Session, *packages: str) -> None:
         session.install(*packages)
 
 
+def _python(session: nox.Session) -> str:
+    """The session's interpreter: its own virtualenv's, or the one running nox."""
+    return "python" if session.venv_backend != "none" else sys.executable
+
+
 @nox.session
 @nox.parametrize("env", ENVIRONMENTS)
 def tests(session: nox.Session, env: str) -> None:
@@ -26,16 +34,16 @@ def tests(session: nox.Session, env: str) -> None:
     environment, so they run once (under dev) instead of four times."""
     _install(session, "-e", ".[dev]")
     marks = [] if env == "dev" else ["-m", "not realtime"]
-    session.run("pytest", *marks, *session.posargs, env={"ENV_FOR_DYNACONF": env})
+    session.run(_python(session), "-m", "pytest", *marks, *session.posargs, env={"ENV_FOR_DYNACONF": env})
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     _install(session, "ruff")
-    session.run("ruff", "check", ".")
+    session.run(_python(session), "-m", "ruff", "check", ".")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     _install(session, "-e", ".[dev]")
-    session.run("mypy", "handler", "plugins")
+    session.run(_python(session), "-m", "mypy", "handler", "plugins")

@@ -109,6 +109,9 @@ def dev(
 # ------------------------------------------------------------------------------ simulate
 
 
+OFFLINE_STACK = {"stt.provider": "local", "llm.provider": "local", "tts.provider": "local"}
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
 
@@ -135,6 +138,13 @@ def render_report(report: Any) -> str:
         f"interruptions {s['interruptions']} | false interruptions {s['false_interruptions']} "
         f"({s['false_interruptions_per_min']}/min) | WER {s['wer']} | errors {s['errors']}",
     ]
+    b = s["breakdown_p50"]
+    if b["floor"] is not None:
+        lines.append(
+            f"where the time goes (p50): end of turn {_ms(b['end_of_turn_delay'])} + LLM first sentence "
+            f"{_ms(b['llm_ttfs'])} (first token {_ms(b['llm_ttft'])}) + TTS first byte {_ms(b['tts_ttfb'])} "
+            f"= floor {_ms(b['floor'])} ms; handler overhead {_ms(b['overhead'])} ms"
+        )
     for e in report.errors:
         lines.append(f"error: {e}")
     for k, want in report.expect.items():
@@ -150,13 +160,35 @@ def simulate(
     env: EnvOption = None,
     as_json: JsonOption = False,
     out: Annotated[str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use the local STT, LLM and TTS with this environment's other settings.")
+    ] = False,
+    cloud_fakes: Annotated[
+        bool,
+        typer.Option(
+            "--cloud-fakes",
+            help="Run the cloud STT, LLM and TTS (soniox, openai, elevenlabs) against local servers that "
+            "speak their wire protocols with typical cloud latencies, with this environment's other "
+            "settings; no keys or network needed.",
+        ),
+    ] = False,
 ) -> None:
     """Run a whole conversation from audio, with no LiveKit server, and report its latency."""
     from pathlib import Path
 
     from handler import scenario as scenarios
+    from handler.registry import load_checked
 
-    settings, registry = _load(env)
+    if offline and cloud_fakes:
+        raise UserError("--offline and --cloud-fakes exclude each other: pick the local or the cloud stack")
+    if cloud_fakes:
+        from handler import cloudsim
+
+        settings, registry = cloudsim.load_checked(env)
+    else:
+        settings, registry = load_checked(
+            env, overrides=OFFLINE_STACK if offline else None, overrides_source="--offline"
+        )
     try:
         sc = scenarios.load(scenarios.resolve(scenario))
     except scenarios.ScenarioError as e:
@@ -184,7 +216,8 @@ def simulate(
 
     configure_logging(settings, registry)
     progress = (lambda line: print(line, file=sys.stderr, flush=True))
-    report, clock = asyncio.run(sim.simulate(settings, registry, sc, progress))
+    run = cloudsim.simulate if cloud_fakes else sim.simulate
+    report, clock = asyncio.run(run(settings, registry, sc, progress))
     doc = report.to_dict()
     if out_dir is not None:
         (out_dir / "report.json").write_text(json.dumps(doc, indent=2))
@@ -277,8 +310,10 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
         for stage in STAGES
     }
     overridden = [{"stage": p.stage, "name": p.name, "origin": p.origin} for p in registry.overridden]
+    plugins = [{"name": n, "origin": o} for n, o in registry.plugins()]
     if as_json:
-        print(json.dumps({"env": settings.env, "stages": stages, "overridden": overridden}, indent=2))
+        doc = {"env": settings.env, "stages": stages, "overridden": overridden, "plugins": plugins}
+        print(json.dumps(doc, indent=2))
         return
     print(f"environment: {settings.env}")
     for stage, info in stages.items():
@@ -290,6 +325,7 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
             print(f"  ! selected provider {info['selected']!r} is not installed")
     for p in overridden:
         print(f"(overridden: {p['stage']}/{p['name']} from {p['origin']})")
+    print("plugins: " + ", ".join(f"{p['name']} ({p['origin']})" for p in plugins))
 
 
 # ------------------------------------------------------------------------------ logs

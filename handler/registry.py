@@ -145,11 +145,23 @@ class Registry:
     def get(self, stage: str, name: str) -> Provider:
         return self._providers[(stage, name)]
 
+    def plugins(self) -> list[tuple[str, str]]:
+        """(name, origin) of every registered plugin, providers and observers alike."""
+        return sorted(
+            (name, self._origins.get(id(plugin), "unknown"))
+            for name, plugin in self.pm.list_name_plugin()
+            if plugin is not None
+        )
+
     def providers(self) -> list[Provider]:
         return [self._providers[k] for k in sorted(self._providers)]
 
     def selected(self, settings: Settings, stage: str) -> list[str]:
-        """The provider names a stage uses (today one; fallback chains will add more)."""
+        """The provider names a stage uses, in order: its fallback chain (`<stage>.fallback`, the
+        whole chain, `provider` first), else its one provider."""
+        chain = settings.get(f"{stage}.fallback")
+        if isinstance(chain, list) and chain:
+            return [name for name in chain if isinstance(name, str)]
         name = settings.get(f"{stage}.provider")
         return [name] if isinstance(name, str) else []
 
@@ -159,6 +171,7 @@ class Registry:
         section = settings.section(stage)
         common = {k: v for k, v in section.items() if not isinstance(v, Mapping)}
         common.pop("provider", None)
+        common.pop("fallback", None)  # the registry's business, not the provider's
         own = section.get(name, {})
         return {**(provider.options or {}), **common, **(own if isinstance(own, Mapping) else {})}
 
@@ -198,18 +211,27 @@ class Registry:
                     )
                     continue
                 problems.extend(self._table_problems(settings, stage, key, table))
-            if chosen in names:
-                provider = self.get(stage, chosen)
+            chain = section.get("fallback")
+            if isinstance(chain, list) and chain:  # config.validate reports a non-list
+                for message in self._chain_problems(stage, chain, chosen):
+                    add(f"{stage}.fallback", chain, message)
+            # the provider and every fallback: their own checks and their secrets
+            used = [n for n in [chosen, *self.selected(settings, stage)] if isinstance(n, str)]
+            for name in dict.fromkeys(used):
+                if name not in names:
+                    continue
+                provider = self.get(stage, name)
                 if provider.validate and stage not in skip_checks:
-                    for message in provider.validate(self.options(settings, stage, chosen)):
+                    for message in provider.validate(self.options(settings, stage, name)):
                         key, _, text = message.partition(": ")
-                        path = f"{stage}.{chosen}.{key}"
+                        path = f"{stage}.{name}.{key}"
                         add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
+                role = "provider" if name == chosen else "fallback provider"
                 for secret in provider.secrets:
                     if not settings.secret(secret):
                         add_secret(
                             secret,
-                            f"required by {stage} provider {chosen!r}; set it in the environment, "
+                            f"required by {stage} {role} {name!r}; set it in the environment, "
                             f".env or .secrets.toml (export {secret}=...)",
                         )
         if for_start:
@@ -221,6 +243,22 @@ class Registry:
                         f"environment, .env or .secrets.toml (export {secret}=...)",
                     )
         return problems
+
+    def _chain_problems(self, stage: str, chain: list[Any], chosen: Any) -> list[str]:
+        names = self.names(stage)
+        out = []
+        for name in chain:
+            if name not in names:
+                available = ", ".join(names) or "none installed"
+                out.append(f"unknown {stage} provider {name!r}; available: {available}")
+            elif chain.count(name) > 1:
+                out.append(f"lists {name!r} more than once")
+        if chain[0] != chosen:
+            out.append(
+                f"must start with {stage}.provider ({chosen!r}): it lists the whole chain in order, "
+                "the provider first, then its backups"
+            )
+        return list(dict.fromkeys(out))  # a name listed twice is reported once
 
     def _table_problems(
         self, settings: Settings, stage: str, name: str, table: Mapping[str, Any]

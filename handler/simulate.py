@@ -24,8 +24,8 @@ from handler import audio, logcontext
 from handler.config import Settings
 from handler.http import close_shared_session
 from handler.registry import Registry
-from handler.scenario import Event, Scenario, Turn
-from handler.session import build_session, make_runtime, observed
+from handler.scenario import Event, Scenario
+from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
 
 logger = logging.getLogger("handler.simulate")
 
@@ -197,16 +197,37 @@ class TurnReport:
     end_of_turn_delay: float | None = None
     transcription_delay: float | None = None
     llm_ttft: float | None = None
+    llm_ttfs: float | None = None
+    """LLM start -> its first sentence handed to the TTS (livekit's llm_node_ttfs)."""
     tts_ttfb: float | None = None
     interrupted: bool = False
     false_interruptions: int = 0
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def floor(self) -> float | None:
+        """What the configuration and the providers cost in series: the end-of-turn wait (VAD
+        silence, endpointing delay, STT finalisation), the LLM's first sentence (time to first
+        token plus the rest of that sentence) and the TTS's first byte. The handler's overhead is
+        what time to first audio adds above it (negative when preemptive generation overlaps
+        the LLM with the endpointing wait)."""
+        parts = (self.end_of_turn_delay, self.llm_ttfs or self.llm_ttft, self.tts_ttfb)
+        return None if any(p is None for p in parts) else sum(parts)  # type: ignore[arg-type]
+
+    @property
+    def overhead(self) -> float | None:
+        floor = self.floor
+        return None if floor is None or self.ttfa is None else self.ttfa - floor
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "speech_end"}
-        for k in ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb"):
+        d["floor"], d["overhead"] = self.floor, self.overhead
+        for k in (*TIMINGS, "floor", "overhead"):
             d[k] = None if d[k] is None else round(d[k], 3)
         return d
+
+
+TIMINGS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "llm_ttfs", "tts_ttfb")
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -265,7 +286,17 @@ class Report:
             "false_interruptions_per_min": round(false / minutes, 2) if minutes else 0.0,
             "wer": round(edits / refs, 3) if refs else None,
             "errors": len(self.errors),
+            "breakdown_p50": self.breakdown(),
         }
+
+    def breakdown(self) -> dict[str, float | None]:
+        """Median of each part of time to first audio over the turns that have it."""
+        out: dict[str, float | None] = {}
+        for name in ("end_of_turn_delay", "llm_ttft", "llm_ttfs", "tts_ttfb", "floor", "ttfa", "overhead"):
+            values = [v for t in self.turns if (v := getattr(t, name)) is not None]
+            p = percentile(values, 50)
+            out[name] = None if p is None else round(p, 3)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -297,6 +328,8 @@ class Conversation:
         self.sink = RealtimeSink(self.clock)
         self.turns: list[TurnReport] = []
         self.errors: list[str] = []
+        self.failed_at = 0.0
+        """Wall time of the last error the session gave up on (a request that spent its retries)."""
         self._users: list[Any] = []
         session.input.audio = self.input
         session.output.audio = self.sink
@@ -334,6 +367,7 @@ class Conversation:
             turn.interrupted = msg.interrupted
             turn.e2e_latency = m.get("e2e_latency")
             turn.llm_ttft = m.get("llm_node_ttft")
+            turn.llm_ttfs = m.get("llm_node_ttfs")
             turn.tts_ttfb = m.get("tts_node_ttfb")
 
     def _on_false_interruption(self, ev: Any) -> None:
@@ -342,8 +376,12 @@ class Conversation:
             (replying[-1] if replying else self.turns[-1]).false_interruptions += 1
 
     def _on_error(self, ev: Any) -> None:
-        err = getattr(ev, "error", ev)
-        self.errors.append(f"{type(err).__name__}: {err}")
+        err = getattr(ev, "error", ev)  # livekit's LLMError / STTError / TTSError
+        if getattr(err, "recoverable", False):
+            return  # one failed attempt that is being retried, not an error of the session
+        self.failed_at = time.time()
+        cause = getattr(err, "error", err)
+        self.errors.append(f"{getattr(err, 'type', 'error')}: {type(cause).__name__}: {cause}")
 
     # timeline -------------------------------------------------------------
 
@@ -363,6 +401,8 @@ class Conversation:
             starts = [s for s in self.sink.play_starts if s > after]
             if starts:
                 return starts[0]
+            if self.failed_at > after and self.session.agent_state == "listening":
+                return None  # the reply failed for good (retries spent): the session goes on
             await asyncio.sleep(TICK)
         return None
 
@@ -395,8 +435,12 @@ class Conversation:
             index += 1
             start = await self._wait_reply_start(turn.speech_end)
             if start is None:
-                turn.notes.append("no reply")
-                self.progress(f"turn {turn.n}: no reply within {REPLY_START_TIMEOUT:.0f} s")
+                failed = self.failed_at > turn.speech_end
+                turn.notes.append("no reply: " + (self.errors[-1] if failed else "timed out"))
+                self.progress(
+                    f"turn {turn.n}: no reply "
+                    + (f"({self.errors[-1]})" if failed else f"within {REPLY_START_TIMEOUT:.0f} s")
+                )
                 index += len(t.during_reply)
                 continue
             turn.ttfa = start - turn.speech_end
@@ -458,17 +502,22 @@ async def simulate(settings: Settings, registry: Registry, scenario: Scenario,
     settings = settings.with_overrides(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )
-    clips = await _clips(scenario, registry, settings)
     runtime = make_runtime(settings, registry)
+    # as the worker does: connections open while the rest is set up (here: the user's audio)
+    warming = start_prewarm(settings, registry, runtime)
+    clips = await _clips(scenario, registry, settings)
     session, agent = build_session(settings, registry, runtime)
     info = {"simulation": scenario.name}
     with logcontext.bound(session=f"sim-{scenario.name}"):
         convo = Conversation(session, scenario, clips, progress)
+        await prewarm_settled(warming)
         async with observed(session, settings, registry, info):
             await session.start(agent=agent)
             await convo.run()
         await session.aclose()
         await convo.sink.aclose()
+        if warming is not None:
+            warming.cancel()
         await close_shared_session()
     report = Report(
         scenario=scenario.name,

@@ -125,6 +125,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "false_interruptions_per_min",
         "wer",
         "errors",
+        "breakdown_p50",
     }
     (turn,) = doc["turns"]
     assert set(turn) >= {

@@ -290,7 +290,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
             )
         )
 
-    from dynaconf import Dynaconf
+    from dynaconf import Dynaconf  # type: ignore[attr-defined]
 
     dyn = Dynaconf(
         root_path=str(root),

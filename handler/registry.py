@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from importlib import metadata
 from typing import Any
 
@@ -178,7 +179,7 @@ class Registry:
     # ------------------------------------------------------------------ validation
 
     def validate(
-        self, settings: Settings, *, for_start: bool = False, skip_checks: set[str] = frozenset()
+        self, settings: Settings, *, for_start: bool = False, skip_checks: AbstractSet[str] = frozenset()
     ) -> list[Problem]:
         """Provider names, provider tables, and the secrets of the selected providers."""
         problems: list[Problem] = []

@@ -173,22 +173,22 @@ def load(path: Path) -> Scenario:
         say, wav = _speech(where, t, base, problems)
         pause = _number(f"{where}.pause", t.get("pause", 0.5), 0.0, 60.0, problems)
         events = []
-        for j, e in enumerate(t.get("during_reply", []), 1):
+        for j, raw_event in enumerate(t.get("during_reply", []), 1):
             ew = f"{where}.during_reply[{j}]"
-            if not isinstance(e, dict):
+            if not isinstance(raw_event, dict):
                 problems.append(f"{ew}: must be a table")
                 continue
-            problems += _unknown(ew, set(e), _EVENT)
-            kind = e.get("kind")
+            problems += _unknown(ew, set(raw_event), _EVENT)
+            kind = raw_event.get("kind")
             if kind not in EVENT_KINDS:
                 problems.append(f"{ew}.kind = {kind!r}: must be one of {', '.join(EVENT_KINDS)}")
                 continue
-            at = _number(f"{ew}.at", e.get("at", 0.5), 0.0, 60.0, problems)
+            at = _number(f"{ew}.at", raw_event.get("at", 0.5), 0.0, 60.0, problems)
             if kind in ("backchannel", "barge_in"):
-                esay, ewav = _speech(ew, e, base, problems)
+                esay, ewav = _speech(ew, raw_event, base, problems)
                 events.append(Event(kind, at, say=esay, wav=ewav))
             else:
-                d = {**_EVENT_DEFAULTS[kind], **{k: e[k] for k in ("duration", "level") if k in e}}
+                d = {**_EVENT_DEFAULTS[kind], **{k: raw_event[k] for k in ("duration", "level") if k in raw_event}}
                 events.append(
                     Event(
                         kind,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 
 import aiohttp
 import pytest
@@ -12,6 +11,7 @@ from aiohttp import web
 
 from handler import http
 from handler.retry import RetryableStatus, RetryPolicy
+from handler.testing import ProviderServer
 
 
 def policy(max_retries: int = 2, timeout: float = 1.0) -> RetryPolicy:
@@ -20,45 +20,21 @@ def policy(max_retries: int = 2, timeout: float = 1.0) -> RetryPolicy:
     )
 
 
-class CountingServer:
-    """Loopback server: /fail/<n>/<status> fails n times then answers 200; /stall sleeps."""
+class CountingServer(ProviderServer):
+    """The shared local server base (it counts connections and attempts per path), answering
+    /fail/<n>/<status>[/<retry-after>] with that status n times and then 200; /stall/<s> slowly."""
 
-    def __init__(self) -> None:
-        self.attempts: Counter[str] = Counter()
-        self.connections = 0
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        self.attempts[path] += 1
-        parts = path.strip("/").split("/")
-        if parts[0] == "fail" and self.attempts[path] <= int(parts[1]):
+        parts = request.path.strip("/").split("/")
+        if parts[0] == "fail" and self.stats.paths[request.path] <= int(parts[1]):
             headers = {"Retry-After": parts[3]} if len(parts) > 3 else {}
             return web.Response(status=int(parts[2]), headers=headers)
         if parts[0] == "stall":
             await asyncio.sleep(float(parts[1]))
         return web.Response(text="ok")
-
-    async def __aenter__(self) -> CountingServer:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        original = self.runner.server.connection_made  # type: ignore[union-attr]
-
-        def counted(handler, transport):  # one call per TCP connection accepted
-            self.connections += 1
-            return original(handler, transport)
-
-        self.runner.server.connection_made = counted  # type: ignore[union-attr, method-assign]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
 
 
 @pytest.fixture
@@ -77,26 +53,26 @@ async def session():
 async def test_two_failures_then_success_succeeds_in_three_attempts(server, session) -> None:
     status, body = await http.request(session, policy(), "GET", server.url + "/fail/2/503")
     assert (status, body) == (200, b"ok")
-    assert server.attempts["/fail/2/503"] == 3
+    assert server.stats.paths["/fail/2/503"] == 3
 
 
 async def test_three_failures_surface_after_max_retries_plus_one(server, session) -> None:
     with pytest.raises(RetryableStatus) as e:
         await http.request(session, policy(), "GET", server.url + "/fail/3/500")
     assert e.value.status == 500
-    assert server.attempts["/fail/3/500"] == 3
+    assert server.stats.paths["/fail/3/500"] == 3
 
 
 @pytest.mark.parametrize("status", [400, 401, 404])
 async def test_client_errors_other_than_408_and_429_are_not_retried(server, session, status: int) -> None:
     got, _ = await http.request(session, policy(), "GET", f"{server.url}/fail/1/{status}")
-    assert got == status and server.attempts[f"/fail/1/{status}"] == 1
+    assert got == status and server.stats.paths[f"/fail/1/{status}"] == 1
 
 
 @pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
 async def test_retryable_statuses_are_retried(server, session, status: int) -> None:
     got, _ = await http.request(session, policy(), "GET", f"{server.url}/fail/1/{status}")
-    assert got == 200 and server.attempts[f"/fail/1/{status}"] == 2
+    assert got == 200 and server.stats.paths[f"/fail/1/{status}"] == 2
 
 
 async def test_retry_after_is_honoured(server, session) -> None:
@@ -131,10 +107,10 @@ async def test_prewarm_opens_one_connection_that_later_requests_reuse(server, se
     warmed = await http.prewarm(
         session, policy(), [server.url + "/v1/chat", server.url.replace("http", "ws") + "/ws"]
     )
-    assert warmed == 1 and server.connections == 1
+    assert warmed == 1 and server.stats.connections == 1
     for _ in range(5):
         await http.request(session, policy(), "GET", server.url + "/ok")
-    assert server.connections == 1
+    assert server.stats.connections == 1
 
 
 async def test_prewarm_failure_is_not_fatal(session) -> None:

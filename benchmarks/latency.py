@@ -19,7 +19,9 @@ import sys
 def run(scenario: str, env: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         sys.exit(f"simulate failed for {env}:\n{out.stderr[-3000:]}")
@@ -33,18 +35,24 @@ def main() -> None:
     args = ap.parse_args()
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
     print(f"scenario {args.scenario}, offline stack (local STT/LLM/TTS), milliseconds, p50 over turns")
-    print(f"{'env':<11} {'endpoint':>8} {'ttfa p50':>8} {'ttfa p95':>8} {'eot':>6} {'llm 1st':>7} "
-          f"{'tts 1st':>7} {'floor':>6} {'overhead':>8} {'WER':>5} {'false/min':>9}")
+    print(
+        f"{'env':<11} {'endpoint':>8} {'ttfa p50':>8} {'ttfa p95':>8} {'eot':>6} {'llm 1st':>7} "
+        f"{'tts 1st':>7} {'floor':>6} {'overhead':>8} {'WER':>5} {'false/min':>9}"
+    )
     for env in args.envs.split(","):
         doc = run(args.scenario, env)
         s, b = doc["summary"], doc["summary"]["breakdown_p50"]
-        print(f"{env:<11} {ms(doc['settings']['min_endpointing_delay']):>8} {ms(s['ttfa_p50']):>8} "
-              f"{ms(s['ttfa_p95']):>8} {ms(b['end_of_turn_delay']):>6} {ms(b['llm_ttfs']):>7} "
-              f"{ms(b['tts_ttfb']):>7} {ms(b['floor']):>6} {ms(b['overhead']):>8} {s['wer']:>5} "
-              f"{s['false_interruptions_per_min']:>9}")
-    print("eot = end of user speech -> turn committed (VAD silence + endpointing delay + STT final);"
-          " llm 1st = LLM start -> first sentence; floor = eot + llm 1st + tts 1st;"
-          " overhead = ttfa - floor")
+        print(
+            f"{env:<11} {ms(doc['settings']['min_endpointing_delay']):>8} {ms(s['ttfa_p50']):>8} "
+            f"{ms(s['ttfa_p95']):>8} {ms(b['end_of_turn_delay']):>6} {ms(b['llm_ttfs']):>7} "
+            f"{ms(b['tts_ttfb']):>7} {ms(b['floor']):>6} {ms(b['overhead']):>8} {s['wer']:>5} "
+            f"{s['false_interruptions_per_min']:>9}"
+        )
+    print(
+        "eot = end of user speech -> turn committed (VAD silence + endpointing delay + STT final);"
+        " llm 1st = LLM start -> first sentence; floor = eot + llm 1st + tts 1st;"
+        " overhead = ttfa - floor"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ LOG_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|\{)")
 def measure(scenario: str, env: str) -> tuple[int, float, dict[str, int]]:
     out = subprocess.run(
         [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         sys.exit(f"simulate failed for {env}:\n{out.stderr[-3000:]}")

@@ -32,7 +32,9 @@ app.add_typer(logs_app, name="logs")
 
 EnvOption = Annotated[
     str | None,
-    typer.Option("--env", help="Environment (dev, fast, stable, production); default: $ENV_FOR_DYNACONF or dev."),
+    typer.Option(
+        "--env", help="Environment (dev, fast, stable, production); default: $ENV_FOR_DYNACONF or dev."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -61,8 +63,10 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except ConfigError as e:
             n = len(e.problems)
-            fail([f"voice-handler: {n} configuration problem{'s' if n > 1 else ''}:"]
-                 + [f"  - {p}" for p in e.problems])
+            fail(
+                [f"voice-handler: {n} configuration problem{'s' if n > 1 else ''}:"]
+                + [f"  - {p}" for p in e.problems]
+            )
         except (PluginLoadError, UserError) as e:
             fail([f"voice-handler: {e}"])
         raise AssertionError("unreachable")
@@ -102,7 +106,12 @@ def dev(
     if reload:
         from handler.reload import run_with_reload
 
-        raise typer.Exit(run_with_reload(settings.root, [sys.executable, "-m", "handler", "dev", "--no-reload", *(["--env", env] if env else [])]))
+        raise typer.Exit(
+            run_with_reload(
+                settings.root,
+                [sys.executable, "-m", "handler", "dev", "--no-reload", *(["--env", env] if env else [])],
+            )
+        )
     worker.run(settings, registry, devmode=True)
 
 
@@ -122,12 +131,14 @@ def render_report(report: Any) -> str:
         f"scenario {report.scenario} | env {report.env} | "
         + " ".join(f"{k}={v}" for k, v in report.providers.items()),
         "",
-        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  false  said -> recognized -> reply",
+        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  false  "
+        "said -> recognized -> reply",
     ]
     for t in report.turns:
         lines.append(
-            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.end_of_turn_delay):>6} {_ms(t.transcription_delay):>6} "
-            f"{_ms(t.llm_ttft):>6} {_ms(t.tts_ttfb):>6}  {'yes' if t.interrupted else 'no':<4} {t.false_interruptions:>5}  "
+            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.end_of_turn_delay):>6} "
+            f"{_ms(t.transcription_delay):>6} {_ms(t.llm_ttft):>6} {_ms(t.tts_ttfb):>6}  "
+            f"{'yes' if t.interrupted else 'no':<4} {t.false_interruptions:>5}  "
             f"{t.said!r} -> {t.recognized!r} -> {t.reply[:60]!r}"
         )
     lines += [
@@ -156,12 +167,20 @@ def render_report(report: Any) -> str:
 @app.command()
 @user_errors
 def simulate(
-    scenario: Annotated[str | None, typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa.")] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa."),
+    ] = None,
     env: EnvOption = None,
     as_json: JsonOption = False,
-    out: Annotated[str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")
+    ] = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Use the local STT, LLM and TTS with this environment's other settings.")
+        bool,
+        typer.Option(
+            "--offline", help="Use the local STT, LLM and TTS with this environment's other settings."
+        ),
     ] = False,
     cloud_fakes: Annotated[
         bool,
@@ -192,7 +211,10 @@ def simulate(
     try:
         sc = scenarios.load(scenarios.resolve(scenario))
     except scenarios.ScenarioError as e:
-        fail([f"voice-handler: scenario {e.path}: {len(e.problems)} problem(s):"] + [f"  - {p}" for p in e.problems])
+        fail(
+            [f"voice-handler: scenario {e.path}: {len(e.problems)} problem(s):"]
+            + [f"  - {p}" for p in e.problems]
+        )
     if "local" not in registry.names("tts"):
         raise UserError("simulate speaks text turns with the `local` TTS plugin, which is not installed")
     out_dir = Path(out) if out else None
@@ -215,7 +237,10 @@ def simulate(
     from handler.session import configure_logging
 
     configure_logging(settings, registry)
-    progress = (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, progress))
     doc = report.to_dict()
@@ -233,8 +258,7 @@ def simulate(
 
 def _flatten(settings: config.Settings) -> dict[str, dict[str, Any]]:
     return {
-        path: {"value": value, "source": settings.source(path)}
-        for path, value in config._walk(settings.data)
+        path: {"value": value, "source": settings.source(path)} for path, value in config._walk(settings.data)
     }
 
 
@@ -253,8 +277,12 @@ def config_show(env: EnvOption = None, as_json: JsonOption = False) -> None:
         for name in config.SECRETS
     }
     if as_json:
-        print(json.dumps({"env": settings.env, "root": str(settings.root), "settings": values,
-                          "secrets": secrets}, indent=2))
+        print(
+            json.dumps(
+                {"env": settings.env, "root": str(settings.root), "settings": values, "secrets": secrets},
+                indent=2,
+            )
+        )
         return
     print(f"environment: {settings.env}    (root: {settings.root})")
     width = max(len(k) for k in values)
@@ -274,7 +302,9 @@ def _load_unchecked(env: str | None) -> tuple[config.Settings, None]:
 @user_errors
 def config_check(
     env: EnvOption = None,
-    for_start: Annotated[bool, typer.Option("--start", help="Also require the LiveKit credentials `start` needs.")] = False,
+    for_start: Annotated[
+        bool, typer.Option("--start", help="Also require the LiveKit credentials `start` needs.")
+    ] = False,
 ) -> None:
     """Validate the configuration: every problem at once, exit status 2 if any."""
     settings, registry = _load(env, for_start=for_start)
@@ -338,7 +368,9 @@ def logs_analyze(
     as_json: JsonOption = False,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG timeline here.")] = None,
     slow_llm_ms: Annotated[float, typer.Option(help="LLM responses slower than this are slow.")] = 1000.0,
-    false_per_minute_target: Annotated[float, typer.Option(help="Acceptable false interruptions per minute.")] = 1.0,
+    false_per_minute_target: Annotated[
+        float, typer.Option(help="Acceptable false interruptions per minute.")
+    ] = 1.0,
 ) -> None:
     """The guide's grep recipes in one report: false interruptions, slow LLM, VAD warnings,
     errors and retries, log volume and time-to-first-audio percentiles, each with advice."""

@@ -57,9 +57,7 @@ _TS = re.compile(
 _KV = re.compile(r"(\w+)=(\S*)")
 # openai's HTTP debug log prints headers as a dict ('openai-processing-ms': '1234'); raw HTTP
 # dumps use "openai-processing-ms: 1234"; inside a JSON line the quotes are backslash-escaped.
-_OPENAI_MS = re.compile(
-    r"openai-processing-ms(?:\\?['\"])?\s*[:=]\s*(?:\\?['\"])?([^\s'\"\\,;})\]]*)", re.I
-)
+_OPENAI_MS = re.compile(r"openai-processing-ms(?:\\?['\"])?\s*[:=]\s*(?:\\?['\"])?([^\s'\"\\,;})\]]*)", re.I)
 # livekit-agents retry messages: "..., retrying in {n}s" (llm/stt/tts/worker/...) and
 # "all LLMs are unavailable, retrying.." / "failed to call x, retrying..." (fallback adapters);
 # "skip retrying." and "before retrying" are deliberately not matched.
@@ -69,8 +67,7 @@ SEGMENT_SYNC = "_SegmentSynchronizerImpl"
 TRACEBACK = "Traceback (most recent call last)"
 
 ADVICE = {
-    "false_interruptions": "raise MIN_ENDPOINTING_DELAY to 0.6-0.8 "
-    "(and/or INTERRUPTION_THRESHOLD to 0.9)",
+    "false_interruptions": "raise MIN_ENDPOINTING_DELAY to 0.6-0.8 (and/or INTERRUPTION_THRESHOLD to 0.9)",
     "slow_llm": "lower MAX_TOKENS (e.g. 300), keep instructions concise, check the provider",
     "segment_sync": "session lifecycle: make sure sessions are closed once; "
     "usually harmless after an interruption",
@@ -403,9 +400,7 @@ class Report:
             except ValueError:  # truncated or invalid JSON: grep only
                 return None, None, None, {}, True
             if isinstance(obj, dict):
-                raw_ts = next(
-                    (obj[k] for k in ("ts", "timestamp", "time", "asctime") if k in obj), None
-                )
+                raw_ts = next((obj[k] for k in ("ts", "timestamp", "time", "asctime") if k in obj), None)
                 ts = self._ts(raw_ts) if isinstance(raw_ts, str) else None
                 if raw_ts is not None and ts is None:
                     self.bad_values += 1
@@ -546,8 +541,7 @@ def render_text(report: Report) -> str:
         f"files: {', '.join(r.files)}",
         f"lines: {r.lines} ({r.timed_lines} timed, {r.malformed_lines} malformed lines, "
         f"{r.bad_values} bad values)",
-        f"time span: {d['first_ts'] or 'n/a'} .. {d['last_ts'] or 'n/a'} "
-        f"({_fmt(d['span_minutes'], ' min')})",
+        f"time span: {d['first_ts'] or 'n/a'} .. {d['last_ts'] or 'n/a'} ({_fmt(d['span_minutes'], ' min')})",
         f"turns: {r.turns}, session summaries: {r.session_summaries}",
         "",
         f"false interruptions: {fi['count']} from {fi['rate_source']} "
@@ -661,9 +655,7 @@ def plot(report: Report, png_path: str, width: int = 720, height: int = 360) -> 
     first plotted event. Uses the same false-interruption source as the rate."""
     points = sorted(report.ttfa_points.items)
     falses = sorted(
-        (
-            report.false_turn_times if report.turns_with_false_field else report.false_livekit_times
-        ).items
+        (report.false_turn_times if report.turns_with_false_field else report.false_livekit_times).items
     )
     img = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 60, width - 24, 26, height - 36

@@ -64,8 +64,10 @@ class Registry:
             dist = ep.dist.name if ep.dist else "unknown distribution"
             built_in = _normalize(dist) == OWN_DISTRIBUTION
             own_found |= built_in
-            if not built_in and allowed is not None and not (
-                {_normalize(ep.name), _normalize(dist)} & allowed
+            if (
+                not built_in
+                and allowed is not None
+                and not ({_normalize(ep.name), _normalize(dist)} & allowed)
             ):
                 continue
             try:
@@ -289,10 +291,11 @@ class Registry:
         return provider.factory(self.options(settings, stage, name), runtime)
 
     def endpoints(self, settings: Settings) -> list[str]:
-        """URLs of the selected providers, for connection pre-warming."""
+        """URLs of the selected providers, for connection pre-warming. Primaries only, as livekit's
+        fallback adapters warm only theirs: backups serve only when the primary fails."""
         urls: list[str] = []
         for stage in STAGES:
-            for name in self.selected(settings, stage):
+            for name in self.selected(settings, stage)[:1]:
                 provider = self._providers.get((stage, name))
                 if provider and provider.endpoints:
                     urls.extend(provider.endpoints(self.options(settings, stage, name)))

@@ -188,7 +188,10 @@ def load(path: Path) -> Scenario:
                 esay, ewav = _speech(ew, raw_event, base, problems)
                 events.append(Event(kind, at, say=esay, wav=ewav))
             else:
-                d = {**_EVENT_DEFAULTS[kind], **{k: raw_event[k] for k in ("duration", "level") if k in raw_event}}
+                d = {
+                    **_EVENT_DEFAULTS[kind],
+                    **{k: raw_event[k] for k in ("duration", "level") if k in raw_event},
+                }
                 events.append(
                     Event(
                         kind,

@@ -5,12 +5,14 @@ The one code path that builds a session, used by the worker's job entrypoint and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from handler.http import shared_session
+from handler import fallback
+from handler.http import prewarm, shared_session
 from handler.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("handler.session")
 
+PREWARM_WAIT = 1.0
+"""Seconds a session's start waits at most for the pre-warm (a healthy host answers well within)."""
 NEUTRAL_THRESHOLD = 0.5
 """The interruption threshold at which `min_interruption_duration` applies unscaled."""
 
@@ -72,6 +76,30 @@ def make_runtime(settings: Settings, registry: Registry, http_session: Any = Non
     )
 
 
+def start_prewarm(settings: Settings, registry: Registry, runtime: Runtime) -> asyncio.Task[int] | None:
+    """When `http.prewarm` is on, open a pooled connection to each aiohttp provider's host in the
+    background, so it overlaps the job's other setup (the room connection, in the worker). The
+    providers then warm their own channel when the session starts (livekit calls each component's
+    prewarm(): the ElevenLabs websocket reuses that connection; OpenAI lists models on its own pool),
+    and Soniox's stream opens when the session starts."""
+    if not settings.get("http.prewarm") or runtime.http_session is None:
+        return None
+    urls = registry.endpoints(settings)
+    return asyncio.create_task(prewarm(runtime.http_session, retry_policy(settings, registry), urls))
+
+
+async def prewarm_settled(warming: asyncio.Task[int] | None) -> None:
+    """Before the session starts: give the pre-warm up to PREWARM_WAIT seconds more, so the
+    providers' channels reuse its connections instead of racing them with second ones. A slow or
+    unreachable host does not hold the session longer (the pre-warm carries on in the background)."""
+    if warming is not None and not warming.done():
+        await asyncio.wait({warming}, timeout=PREWARM_WAIT)
+
+
+def _no_prewarm(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 def configure_logging(settings: Settings, registry: Registry) -> None:
     registry.build("logging", settings, Runtime(settings, None, None))
 
@@ -83,17 +111,23 @@ def build_session(
     from livekit.agents import Agent, AgentSession
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
-    stages = {s: registry.build(s, settings, runtime) for s in ("stt", "llm", "tts")}
-    conn = runtime.conn_options
-    session = AgentSession(
-        vad=vad if vad is not None else registry.build("vad", settings, runtime),
+    vad = vad if vad is not None else registry.build("vad", settings, runtime)
+    stages = {s: fallback.build_stage(s, settings, registry, runtime, vad=vad) for s in fallback.STAGES}
+    if not settings.get("http.prewarm"):
+        # off means off: livekit's own per-component prewarm() (OpenAI lists models on its pool,
+        # ElevenLabs opens its websocket) would otherwise still open connections before they're needed
+        for stage in stages.values():
+            stage.prewarm = _no_prewarm
+    conn = {s: fallback.session_conn_options(stages[s], runtime) for s in stages}
+    session: Any = AgentSession(
+        vad=vad,
         stt=stages["stt"],
         llm=stages["llm"],
         tts=stages["tts"],
-        turn_handling=turn_handling(settings),
+        turn_handling=cast(Any, turn_handling(settings)),  # a plain dict of TurnHandlingOptions' keys
         aec_warmup_duration=settings.get("turn.aec_warmup_duration") or None,
         conn_options=SessionConnectOptions(
-            stt_conn_options=conn, llm_conn_options=conn, tts_conn_options=conn
+            stt_conn_options=conn["stt"], llm_conn_options=conn["llm"], tts_conn_options=conn["tts"]
         ),
     )
     agent = Agent(instructions=settings.get("llm.instructions"))

@@ -227,7 +227,15 @@ class TurnReport:
         return d
 
 
-TIMINGS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "llm_ttfs", "tts_ttfb")
+TIMINGS = (
+    "ttfa",
+    "e2e_latency",
+    "end_of_turn_delay",
+    "transcription_delay",
+    "llm_ttft",
+    "llm_ttfs",
+    "tts_ttfb",
+)
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -317,8 +325,9 @@ class Report:
 class Conversation:
     """Plays a scenario into a started session and gathers what happened, turn by turn."""
 
-    def __init__(self, session: Any, scenario: Scenario, clips: dict[int, np.ndarray],
-                 progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, session: Any, scenario: Scenario, clips: dict[int, np.ndarray], progress: Callable[[str], None]
+    ) -> None:
         self.session = session
         self.scenario = scenario
         self.clips = clips
@@ -457,8 +466,10 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
     from handler.runtime import Runtime
 
     user_tts = registry.build(
-        "tts", settings.with_overrides({"tts.local.voice": scenario.user_voice}, "scenario"),
-        Runtime(settings, None, None), name="local",
+        "tts",
+        settings.with_overrides({"tts.local.voice": scenario.user_voice}, "scenario"),
+        Runtime(settings, None, None),
+        name="local",
     )
 
     async def speak(text: str) -> np.ndarray:
@@ -497,8 +508,12 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
     return out
 
 
-async def simulate(settings: Settings, registry: Registry, scenario: Scenario,
-                   progress: Callable[[str], None] = lambda s: None) -> tuple[Report, Clock]:
+async def simulate(
+    settings: Settings,
+    registry: Registry,
+    scenario: Scenario,
+    progress: Callable[[str], None] = lambda s: None,
+) -> tuple[Report, Clock]:
     settings = settings.with_overrides(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )

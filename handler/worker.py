@@ -3,16 +3,21 @@ session, pre-warm provider connections, and build each job's session through the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
 
 from handler import config, logcontext
-from handler.http import close_shared_session, prewarm
+from handler.http import close_shared_session
 from handler.registry import Registry, load_checked
 from handler.runtime import Runtime
-from handler.session import build_session, configure_logging, make_runtime, retry_policy
+from handler.session import (
+    build_session,
+    configure_logging,
+    make_runtime,
+    prewarm_settled,
+    start_prewarm,
+)
 
 logger = logging.getLogger("handler.worker")
 
@@ -33,12 +38,8 @@ async def entrypoint(ctx: Any) -> None:
     logcontext.bind(job=ctx.job.id, room=ctx.job.room.name)
 
     runtime = make_runtime(settings, registry)
-    warming = None
-    if settings.get("http.prewarm"):
-        # opens provider connections while the room connects, so turn one pays for neither
-        warming = asyncio.create_task(
-            prewarm(runtime.http_session, retry_policy(settings, registry), registry.endpoints(settings))
-        )
+    # opens provider connections while the room connects, so turn one pays for neither
+    warming = start_prewarm(settings, registry, runtime)
     session, agent = build_session(settings, registry, runtime, vad=ctx.proc.userdata["vad"])
     info = {"job": ctx.job.id, "room": ctx.job.room.name}
 
@@ -51,6 +52,7 @@ async def entrypoint(ctx: Any) -> None:
 
     ctx.add_shutdown_callback(shutdown)
     await ctx.connect()
+    await prewarm_settled(warming)
     registry.pm.hook.session_started(session=session, settings=settings, info=info)
     await session.start(agent=agent, room=ctx.room)
 

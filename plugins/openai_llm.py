@@ -6,6 +6,7 @@ flavour, not aiohttp: that pool is the one HTTP_MAX_CONNECTIONS sizes for OpenAI
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,18 +14,16 @@ from handler.hookspecs import hookimpl
 
 DEFAULT_URL = "https://api.openai.com/v1"
 
-_clients: dict[tuple[int, str], Any] = {}
+# per event loop (a client's pool belongs to the loop it was made on); a closed loop's entry goes
+# with it, so a new loop that reuses its id never gets a dead client
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 @hookimpl(trylast=True)
 def register_providers(register):
-    register(
-        "llm",
-        "openai",
-        build,
-        secrets=("OPENAI_API_KEY",),
-        endpoints=lambda o: [o["base_url"] or DEFAULT_URL],
-    )
+    # No `endpoints`: a HEAD on the aiohttp pool would open a connection the SDK never uses. Its
+    # own pool is warmed by livekit's LLM.prewarm() (GET /models), which AgentSession calls.
+    register("llm", "openai", build, secrets=("OPENAI_API_KEY",))
 
 
 def _client(base_url: str, api_key: str | None, settings: Any) -> Any:
@@ -33,10 +32,10 @@ def _client(base_url: str, api_key: str | None, settings: Any) -> Any:
 
     # the Limits class of whichever httpx flavour this SDK release is built on
     limits_type = type(DEFAULT_CONNECTION_LIMITS)
-    key = (id(asyncio.get_running_loop()), base_url)
-    if key not in _clients:
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    if base_url not in per_loop:
         limit = settings.get("http.max_connections")
-        _clients[key] = openai.AsyncClient(
+        per_loop[base_url] = openai.AsyncClient(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
@@ -49,7 +48,7 @@ def _client(base_url: str, api_key: str | None, settings: Any) -> Any:
                 ),
             ),
         )
-    return _clients[key]
+    return per_loop[base_url]
 
 
 def build(options: Mapping[str, Any], runtime: Any) -> Any:

@@ -55,9 +55,7 @@ def rms(pcm: np.ndarray) -> float:
 
 def registered(module) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
-    module.register_providers(
-        register=lambda stage, name, factory, **kw: calls.append((stage, name))
-    )
+    module.register_providers(register=lambda stage, name, factory, **kw: calls.append((stage, name)))
     return calls
 
 
@@ -165,9 +163,7 @@ async def test_stt_behind_the_vad_stream_adapter_a_session_uses():
         stream.push_frame(to_frame(pcm[i : i + 320], 16000))
     stream.end_input()
     finals = [
-        ev.alternatives[0].text
-        async for ev in stream
-        if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+        ev.alternatives[0].text async for ev in stream if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
     ]
     await stream.aclose()
     assert finals == ["hello can you hear me", "what is the weather like in paris tomorrow"]

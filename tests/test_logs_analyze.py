@@ -279,12 +279,9 @@ def calm_log() -> list[str]:
 
 def noisy_log() -> list[str]:
     lines = [
-        turn(f"2026-11-23T21:00:{s:02d}.000Z", s, 1100, ttft=1400, false=1)
-        for s in range(0, 60, 20)
+        turn(f"2026-11-23T21:00:{s:02d}.000Z", s, 1100, ttft=1400, false=1) for s in range(0, 60, 20)
     ]  # 3 false interruptions in one minute
-    lines += [
-        f"2026-11-23T21:00:{s % 60:02d}.000Z DEBUG livekit.agents chatter" for s in range(200)
-    ]
+    lines += [f"2026-11-23T21:00:{s % 60:02d}.000Z DEBUG livekit.agents chatter" for s in range(200)]
     lines += [SEGSYNC, LLM_RETRY, "2026-11-23T21:01:00.000Z INFO x end"]
     return lines
 

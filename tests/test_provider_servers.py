@@ -85,9 +85,7 @@ async def test_openai_streams_reply_usage_and_reuses_connection() -> None:
 
 async def test_openai_pluggable_responder_pacing_and_models() -> None:
     profile = LatencyProfile(first_byte=0.1, tokens_per_second=50)
-    async with OpenAIServer(
-        responder=lambda msgs: "one two three four five", profile=profile
-    ) as srv:
+    async with OpenAIServer(responder=lambda msgs: "one two three four five", profile=profile) as srv:
         model = openai.LLM(base_url=srv.base_url, api_key="x")
         t0 = time.perf_counter()
         text, _ = await complete(model)
@@ -164,12 +162,8 @@ async def test_openai_wrong_key_and_exhausted_retries() -> None:
 
 
 # -- ElevenLabs --------------------------------------------------------------------------------
-def make_tts(
-    srv: ElevenLabsServer, session: aiohttp.ClientSession, key: str = "k"
-) -> elevenlabs.TTS:
-    return elevenlabs.TTS(
-        base_url=srv.base_url, api_key=key, http_session=session, encoding="pcm_22050"
-    )
+def make_tts(srv: ElevenLabsServer, session: aiohttp.ClientSession, key: str = "k") -> elevenlabs.TTS:
+    return elevenlabs.TTS(base_url=srv.base_url, api_key=key, http_session=session, encoding="pcm_22050")
 
 
 async def stream_tts(
@@ -347,9 +341,7 @@ async def test_soniox_connect_fault_retried(session: aiohttp.ClientSession, faul
         push_utterance(stream)
         events = await events_until_final(stream)
         await stream.aclose()
-    finals = [
-        e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT
-    ]
+    finals = [e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
     assert finals == ["hello"]
     assert srv.stats.attempts("/transcribe-websocket") == 2 and srv.stats.ws_sessions == 1
 
@@ -359,9 +351,7 @@ async def test_soniox_connect_fault_retried(session: aiohttp.ClientSession, faul
     [Fault.error(503, after=0), Fault.disconnect(after=0)],
     ids=["in-band-503", "disconnect"],
 )
-async def test_soniox_session_fault_reconnects(
-    session: aiohttp.ClientSession, fault: Fault
-) -> None:
+async def test_soniox_session_fault_reconnects(session: aiohttp.ClientSession, fault: Fault) -> None:
     # audio already sent on the failed session is lost, so speak again once reconnected
     async with SonioxServer(faults=[fault]) as srv:
         stream = make_stt(srv, session).stream(conn_options=FAST)

@@ -134,9 +134,7 @@ class Worker:
 
 @pytest.fixture
 def livekit() -> Iterator[FakeLiveKitServer]:
-    with FakeLiveKitServer(
-        api_key=API_KEY, api_secret=PLANTED["LIVEKIT_API_SECRET"]
-    ).in_thread() as server:
+    with FakeLiveKitServer(api_key=API_KEY, api_secret=PLANTED["LIVEKIT_API_SECRET"]).in_thread() as server:
         yield server
 
 
@@ -225,9 +223,7 @@ def test_agent_name_override_and_prewarm(
     assert "Traceback" not in worker.stderr
 
 
-def test_wrong_api_secret_is_refused(
-    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
-) -> None:
+def test_wrong_api_secret_is_refused(livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]) -> None:
     wrong = "lk-secret-WRONG-" + secrets.token_hex(16)
     worker = start_worker(LIVEKIT_URL=livekit.url, LIVEKIT_API_SECRET=wrong)
     refused = livekit.wait_for_sync(lambda: livekit.rejected_auth, REGISTER_TIMEOUT)[0]
@@ -285,9 +281,7 @@ def test_start_without_livekit_url_exits_2(start_worker: Callable[..., Worker]) 
 # ------------------------------------------------------------------------------ the fake itself
 
 
-def token(
-    secret: str = PLANTED["LIVEKIT_API_SECRET"], key: str = API_KEY, agent_grant: bool = True
-) -> str:
+def token(secret: str = PLANTED["LIVEKIT_API_SECRET"], key: str = API_KEY, agent_grant: bool = True) -> str:
     return api.AccessToken(key, secret).with_grants(api.VideoGrants(agent=agent_grant)).to_jwt()
 
 
@@ -325,9 +319,7 @@ async def test_fake_registers_answers_ping_and_dispatches() -> None:
             assert reply.register.worker_id.startswith("AW_")
             assert reply.register.server_info.region == "local"
 
-            await ws.send_bytes(
-                agent.WorkerMessage(ping=agent.WorkerPing(timestamp=42)).SerializeToString()
-            )
+            await ws.send_bytes(agent.WorkerMessage(ping=agent.WorkerPing(timestamp=42)).SerializeToString())
             pong = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
             assert pong.pong.last_timestamp == 42
 

@@ -68,9 +68,7 @@ class Fault:
     path: str | None = None
 
     @classmethod
-    def http(
-        cls, status: int, *, retry_after: float | None = None, path: str | None = None
-    ) -> Fault:
+    def http(cls, status: int, *, retry_after: float | None = None, path: str | None = None) -> Fault:
         """Reject the request (or websocket handshake) with this HTTP status."""
         return cls("status", status=status, retry_after=retry_after, path=path)
 
@@ -232,9 +230,7 @@ class ProviderServer:
         self._add_routes(app)
         # handler_cancellation: a handler whose client went away stops (no pacing into the
         # void); short shutdown_timeout: handlers are bounded anyway, don't hang a test on exit
-        self._runner = web.AppRunner(
-            app, shutdown_timeout=0.2, access_log=None, handler_cancellation=True
-        )
+        self._runner = web.AppRunner(app, shutdown_timeout=0.2, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         self._track_connections(self._runner.server)
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -303,9 +299,7 @@ class ProviderServer:
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutdown")
 
-    def _take_fault(
-        self, request: web.Request, kinds: Collection[FaultKind], *, main: bool
-    ) -> Fault | None:
+    def _take_fault(self, request: web.Request, kinds: Collection[FaultKind], *, main: bool) -> Fault | None:
         fault = self.faults.take(request.path, kinds, main=main)
         if fault is not None:
             self.stats.events[f"fault:{fault.kind}"] += 1
@@ -327,9 +321,7 @@ class ProviderServer:
     ) -> web.Response | None:
         return await self._connect_fault(self._take_fault(request, kinds, main=main))
 
-    def status_response(
-        self, status: int, message: str, *, retry_after: float | None = None
-    ) -> web.Response:
+    def status_response(self, status: int, message: str, *, retry_after: float | None = None) -> web.Response:
         headers = {}
         if retry_after is not None:
             headers["Retry-After"] = f"{retry_after:g}"

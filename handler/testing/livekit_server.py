@@ -179,9 +179,7 @@ class FakeLiveKitServer:
         app.router.add_get("/{prefix:.+}/agent", self._agent_ws)  # LIVEKIT_URL with a path
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         app.on_shutdown.append(self._close_websockets)
-        self._runner = web.AppRunner(
-            app, shutdown_timeout=1.0, access_log=None, handler_cancellation=True
-        )
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
@@ -325,9 +323,7 @@ class FakeLiveKitServer:
             with self._cond:
                 self._cond.wait_for(changed, left)
 
-    def _registered(
-        self, agent_name: str | None
-    ) -> Callable[[], agent.RegisterWorkerRequest | None]:
+    def _registered(self, agent_name: str | None) -> Callable[[], agent.RegisterWorkerRequest | None]:
         def find() -> agent.RegisterWorkerRequest | None:
             for reg in self.registrations:
                 if agent_name is None or reg.agent_name == agent_name:
@@ -457,9 +453,7 @@ class FakeLiveKitServer:
                 f"type={agent.JobType.Name(reg.type)} version={reg.version}"
             )
         elif kind == "ping":
-            pong = agent.WorkerPong(
-                last_timestamp=wm.ping.timestamp, timestamp=int(time.time() * 1000)
-            )
+            pong = agent.WorkerPong(last_timestamp=wm.ping.timestamp, timestamp=int(time.time() * 1000))
             await ws.send_bytes(agent.ServerMessage(pong=pong).SerializeToString())
         elif kind == "update_worker":
             u = wm.update_worker
@@ -469,9 +463,7 @@ class FakeLiveKitServer:
             fut = self._waiting_availability.pop(wm.availability.job_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(wm.availability)
-            self._event(
-                f"#{conn.index}: job {wm.availability.job_id} available={wm.availability.available}"
-            )
+            self._event(f"#{conn.index}: job {wm.availability.job_id} available={wm.availability.available}")
         else:
             self._event(f"#{conn.index}: {kind}")
 
@@ -525,9 +517,7 @@ class FakeLiveKitServer:
         self._waiting_availability[job.id] = fut
         try:
             await conn.ws.send_bytes(
-                agent.ServerMessage(
-                    availability=agent.AvailabilityRequest(job=job)
-                ).SerializeToString()
+                agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)).SerializeToString()
             )
             response = await asyncio.wait_for(fut, timeout)
         finally:

@@ -100,9 +100,7 @@ class OpenAIServer(ProviderServer):
         fault = await self._take_connect_fault(request, main=False)
         if fault is not None:
             return fault
-        data = [
-            {"id": m, "object": "model", "created": 0, "owned_by": "local"} for m in self.models
-        ]
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "local"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -137,9 +135,7 @@ class OpenAIServer(ProviderServer):
         include_usage: bool,
         fault: Fault | None,
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 

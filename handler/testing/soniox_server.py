@@ -136,9 +136,7 @@ class EnergySegmenter:
                 out.append(self._utterance("interim"))
         return out
 
-    def _utterance(
-        self, kind: str, *, first: bool = False, end_token: str | None = "<end>"
-    ) -> _Utterance:
+    def _utterance(self, kind: str, *, first: bool = False, end_token: str | None = "<end>") -> _Utterance:
         assert self.speech is not None
         keep = len(self.speech) - (self.windows - self.last_voiced)
         keep += round(TAIL_SECONDS / WINDOW_SECONDS)
@@ -254,9 +252,7 @@ class SonioxServer(ProviderServer):
                 interim_interval=self.interim_interval,
             )
             endpointing = config.get("enable_endpoint_detection", False)
-            sender = self._spawn(
-                self._send_results(request, ws, outbox, StreamFault(fault), rate, channels)
-            )
+            sender = self._spawn(self._send_results(request, ws, outbox, StreamFault(fault), rate, channels))
 
             while not ws.closed and not sender.done() and loop.time() < deadline:
                 try:

@@ -23,9 +23,7 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _PARAM_RATE = 1
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
 class _VoiceSpec(ctypes.Structure):  # espeak_VOICE
@@ -57,9 +55,7 @@ class _Espeak:
         ]  # fmt: skip
         # the path is the directory that contains `espeak-ng-data`
         data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, _INITIALIZE_DONT_EXIT
-        )
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, _INITIALIZE_DONT_EXIT)
         if rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialize (data in {data_parent!r})")
         self.sample_rate: int = rate
@@ -93,9 +89,7 @@ class _Espeak:
             self._set_voice(voice)
             self._lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
             self._chunks = []
-            err = self._lib.espeak_Synth(
-                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
+            err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             pcm, self._chunks = b"".join(self._chunks), []
         if err != 0:
             raise RuntimeError(f"espeak_Synth failed with error {err}")

@@ -298,6 +298,9 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         secrets=str(secrets_path) if secrets_path.is_file() else None,
         environments=True,
         env=env,
+        # we chose `env` above (from --env or ENV_FOR_DYNACONF, checked against environments/);
+        # Dynaconf would otherwise read ENV_FOR_DYNACONF itself and override an explicit --env
+        env_switcher="VOICE_HANDLER_INTERNAL_ENV",
         envvar_prefix=PREFIX,
         load_dotenv=True,
         dotenv_path=str(root / ".env"),

@@ -138,7 +138,7 @@ def test_guide_levels_apply_under_info(root: Path) -> None:
     assert logging.getLogger().level == logging.INFO
 
 
-def test_config_and_help_paths_import_no_heavy_modules(root: Path, cli) -> None:
+def test_config_and_help_paths_import_no_heavy_modules(root: Path, planted: dict[str, str], cli) -> None:
     code = (
         "import sys; from handler.cli import app\n"
         "try:\n    app(['config', 'check'])\nexcept SystemExit:\n    pass\n"

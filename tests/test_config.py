@@ -42,19 +42,24 @@ def test_environments_carry_the_guides_values(root: Path, env_index: int, env: s
         assert s.get(key) == values[env_index], key
 
 
-def test_unset_env_means_dev(root: Path) -> None:
+def test_an_explicit_env_wins_over_env_for_dynaconf(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENV_FOR_DYNACONF", "dev")
+    s = load("fast")
+    assert (s.env, s.get("turn.min_endpointing_delay"), s.get("logging.level")) == ("fast", 0.3, "WARNING")
+
+
+def test_unset_env_means_dev(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENV_FOR_DYNACONF", raising=False)
     assert config.load().env == "dev"
 
 
 def test_every_default_key_has_a_comment() -> None:
+    import re
+
     from conftest import REPO
 
-    in_table = False
     for line in (REPO / "settings.toml").read_text().splitlines():
-        if line.startswith("["):
-            in_table = True
-            continue
-        if in_table and "=" in line and not line.lstrip().startswith("#"):
+        if re.match(r"^[a-z_]+ = ", line):  # a key (continuation lines of an array are not)
             assert "#" in line.split("=", 1)[1], f"no comment: {line}"
 
 

@@ -106,7 +106,7 @@ def test_the_allowlist_keeps_other_plugins_out(
     monkeypatch.setenv(ALLOW_VAR, "someone-else")
     with pytest.raises(config.ConfigError) as e:
         load_checked()
-    assert "unknown stt provider; available: soniox" in str(e.value)
+    assert "unknown stt provider; available: local, soniox" in str(e.value)
 
 
 def test_a_third_party_option_of_the_wrong_type_is_refused(

@@ -111,7 +111,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         tmp_path / "one.toml",
         'name = "one"\n[[turns]]\nsay = "thank you very much"\n[expect]\ninterruptions = 0\n',
     )
-    out = cli("simulate", str(sc), "--json", "--out", str(tmp_path / "out"))
+    out = cli("simulate", str(sc), "--env", "dev", "--json", "--out", str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert set(doc) == {"scenario", "env", "providers", "settings", "turns", "summary", "expect", "errors"}
@@ -148,7 +148,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
 
 def bad(tmp_path: Path, cli, text: str, *expected: str) -> None:
     sc = write(tmp_path / "bad.toml", text)
-    out = cli("simulate", str(sc))
+    out = cli("simulate", str(sc), "--env", "dev")  # the offline stack: no keys needed
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
     for e in expected:
@@ -170,7 +170,7 @@ def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path, cli) -> None
 
 
 def test_a_missing_scenario_lists_the_bundled_ones(cli) -> None:
-    out = cli("simulate", "nosuch")
+    out = cli("simulate", "nosuch", "--env", "dev")
     assert out.returncode == 2 and "bundled scenarios: barge_in, noisy, qa" in out.stderr
 
 

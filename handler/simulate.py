@@ -523,14 +523,16 @@ async def simulate(
     clips = await _clips(scenario, registry, settings)
     session, agent = build_session(settings, registry, runtime)
     info = {"simulation": scenario.name}
-    with logcontext.bound(session=f"sim-{scenario.name}"):
-        convo = Conversation(session, scenario, clips, progress)
-        await prewarm_settled(warming)
-        async with observed(session, settings, registry, info):
-            await session.start(agent=agent)
-            await convo.run()
-        await session.aclose()
-        await convo.sink.aclose()
+    try:
+        with logcontext.bound(session=f"sim-{scenario.name}"):
+            convo = Conversation(session, scenario, clips, progress)
+            await prewarm_settled(warming)
+            async with observed(session, settings, registry, info):
+                await session.start(agent=agent)
+                await convo.run()
+            await session.aclose()
+            await convo.sink.aclose()
+    finally:  # the process's pool and the pre-warm go with the run, whatever happened
         if warming is not None:
             warming.cancel()
         await close_shared_session()

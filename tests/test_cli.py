@@ -152,3 +152,28 @@ def test_config_and_help_paths_import_no_heavy_modules(root: Path, planted: dict
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert "configuration OK" in out.stdout, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+def test_logs_analyze_reads_stdin_and_files_and_refuses_a_missing_one(tmp_path: Path, cli) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "session.log"
+    log.write_text(
+        '{"ts": "2026-11-23T21:00:00.000Z", "level": "INFO", "logger": "handler.metrics", "msg": "turn",'
+        ' "n": 1, "ttfa_ms": 900, "llm_ttft_ms": 2500, "false_interruption": true}\n'
+        "2026-11-23T21:00:30.000Z DEBUG livekit.agents resumed false interrupted speech\n"
+        "\x00\x01 garbage \xff\n"
+    )
+    out = cli("logs", "analyze", str(log), "--json", "--plot", str(tmp_path / "t.png"))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["turns"] == 1 and doc["lines"] == 3
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    piped = subprocess.run(
+        [sys.executable, "-m", "handler", "logs", "analyze", "-"],
+        input=log.read_bytes(), capture_output=True, check=False,
+    )
+    assert piped.returncode == 0 and b"MAX_TOKENS" in piped.stdout  # the slow LLM's advice
+    missing = cli("logs", "analyze", str(tmp_path / "nope.log"))
+    assert missing.returncode == 2 and "nope.log" in missing.stderr and "Traceback" not in missing.stderr

@@ -172,7 +172,9 @@ def test_logs_analyze_reads_stdin_and_files_and_refuses_a_missing_one(tmp_path: 
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     piped = subprocess.run(
         [sys.executable, "-m", "handler", "logs", "analyze", "-"],
-        input=log.read_bytes(), capture_output=True, check=False,
+        input=log.read_bytes(),
+        capture_output=True,
+        check=False,
     )
     assert piped.returncode == 0 and b"MAX_TOKENS" in piped.stdout  # the slow LLM's advice
     missing = cli("logs", "analyze", str(tmp_path / "nope.log"))

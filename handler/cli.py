@@ -15,7 +15,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from handler import config
-from handler.config import ConfigError, Problem
+from handler.config import ConfigError
+from handler.registry import load_checked
 
 app = typer.Typer(
     help="voice-handler: a LiveKit voice-agent worker whose every stage is a configured plugin.",
@@ -65,19 +66,13 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
             n = len(e.problems)
             fail(
                 [f"voice-handler: {n} configuration problem{'s' if n > 1 else ''}:"]
-                + [f"  - {p}" for p in e.problems]
+                + [f"  - {line}" for line in e.lines()]
             )
         except (PluginLoadError, UserError) as e:
             fail([f"voice-handler: {e}"])
         raise AssertionError("unreachable")
 
     return wrapper
-
-
-def _load(env: str | None, *, for_start: bool = False) -> tuple[config.Settings, Any]:
-    from handler.registry import load_checked
-
-    return load_checked(env, for_start=for_start)
 
 
 # ------------------------------------------------------------------------------ worker
@@ -89,7 +84,7 @@ def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
     from handler import worker
 
-    settings, registry = _load(env, for_start=True)
+    settings, registry = load_checked(env, for_start=True)
     worker.run(settings, registry, devmode=False)
 
 
@@ -97,12 +92,14 @@ def start(env: EnvOption = None) -> None:
 @user_errors
 def dev(
     env: EnvOption = None,
-    reload: Annotated[bool, typer.Option(help="Restart the worker when a .py or .toml file changes.")] = True,
+    reload: Annotated[
+        bool, typer.Option(help="Restart the worker when a .py, .toml or .env file changes.")
+    ] = True,
 ) -> None:
-    """Run the worker in livekit's development mode: verbose, no load limit, reload on change."""
+    """Run the worker in livekit's development mode: no load limit, reload on change."""
     from handler import worker
 
-    settings, registry = _load(env, for_start=True)
+    settings, registry = load_checked(env, for_start=True)
     if reload:
         from handler.reload import run_with_reload
 
@@ -196,7 +193,6 @@ def simulate(
     from pathlib import Path
 
     from handler import scenario as scenarios
-    from handler.registry import load_checked
 
     if offline and cloud_fakes:
         raise UserError("--offline and --cloud-fakes exclude each other: pick the local or the cloud stack")
@@ -219,10 +215,12 @@ def simulate(
         raise UserError("simulate speaks text turns with the `local` TTS plugin, which is not installed")
     out_dir = Path(out) if out else None
     if out_dir is not None:
-        try:
+        try:  # before a run of many seconds, not after it
             out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("report.json", "user.wav", "agent.wav"):
+                (out_dir / name).touch()
         except OSError as e:
-            raise UserError(f"--out {out}: cannot create directory: {e.strerror}") from None
+            raise UserError(f"--out {out}: cannot write {e.filename or out}: {e.strerror}") from None
 
     from handler import audio
 
@@ -244,13 +242,16 @@ def simulate(
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, progress))
     doc = report.to_dict()
+    print(json.dumps(doc, indent=2) if as_json else render_report(report))
     if out_dir is not None:
-        (out_dir / "report.json").write_text(json.dumps(doc, indent=2))
         import numpy as np
 
-        audio.write_wav(out_dir / "user.wav", np.frombuffer(bytes(clock.user), np.int16))
-        audio.write_wav(out_dir / "agent.wav", np.frombuffer(bytes(clock.agent), np.int16))
-    print(json.dumps(doc, indent=2) if as_json else render_report(report))
+        try:
+            (out_dir / "report.json").write_text(json.dumps(doc, indent=2))
+            audio.write_wav(out_dir / "user.wav", np.frombuffer(bytes(clock.user), np.int16))
+            audio.write_wav(out_dir / "agent.wav", np.frombuffer(bytes(clock.agent), np.int16))
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot write {e.filename}: {e.strerror}") from None
 
 
 # ------------------------------------------------------------------------------ config
@@ -266,36 +267,30 @@ def _flatten(settings: config.Settings) -> dict[str, dict[str, Any]]:
 @user_errors
 def config_show(env: EnvOption = None, as_json: JsonOption = False) -> None:
     """The effective settings and where each value came from (secrets redacted)."""
-    settings, _ = _load_unchecked(env)
+    # shows what is there even when it would not pass `config check`
+    settings = config.load(env)
     values = _flatten(settings)
     secrets = {
         name: {
             "set": settings.secret(name) is not None,
-            "value": "***" if settings.secret(name) else None,
+            "value": config.REDACTED if settings.secret(name) else None,
             "source": settings.secret_source(name),
         }
         for name in config.SECRETS
     }
     if as_json:
-        print(
-            json.dumps(
-                {"env": settings.env, "root": str(settings.root), "settings": values, "secrets": secrets},
-                indent=2,
-            )
-        )
+        doc = {"env": settings.env, "root": str(settings.root), "settings": values, "secrets": secrets}
+        # a secret pasted into a setting is redacted here as everywhere
+        print(config.redact(json.dumps(doc, indent=2), settings.secret_values()))
         return
-    print(f"environment: {settings.env}    (root: {settings.root})")
+    lines = [f"environment: {settings.env}    (root: {settings.root})"]
     width = max(len(k) for k in values)
     for key, v in values.items():
-        print(f"  {key:<{width}}  {json.dumps(v['value']):<28}  {v['source']}")
-    print("secrets:")
+        lines.append(f"  {key:<{width}}  {json.dumps(v['value']):<28}  {v['source']}")
+    lines.append("secrets:")
     for name, s in secrets.items():
-        print(f"  {name:<{width}}  {(s['value'] or 'not set'):<28}  {s['source'] or ''}")
-
-
-def _load_unchecked(env: str | None) -> tuple[config.Settings, None]:
-    """`config show` shows what is there even when it would not pass `config check`."""
-    return config.load(env), None
+        lines.append(f"  {name:<{width}}  {(s['value'] or 'not set'):<28}  {s['source'] or ''}")
+    print(config.redact("\n".join(lines), settings.secret_values()))
 
 
 @config_app.command("check")
@@ -307,7 +302,7 @@ def config_check(
     ] = False,
 ) -> None:
     """Validate the configuration: every problem at once, exit status 2 if any."""
-    settings, registry = _load(env, for_start=for_start)
+    settings, registry = load_checked(env, for_start=for_start)
     chosen = ", ".join(f"{s}={settings.get(s + '.provider')}" for s in ("vad", "stt", "llm", "tts"))
     print(f"configuration OK (environment {settings.env}: {chosen})")
 
@@ -391,6 +386,3 @@ def logs_analyze(
 def main() -> None:
     app()
 
-
-# keep Problem importable from here for callers that report problems themselves
-__all__ = ["app", "main", "Problem", "UserError"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,11 +73,26 @@ MISSING: Any = _Missing()
 
 
 class ConfigError(Exception):
-    """A user's configuration mistake: every problem found, reported at once (exit status 2)."""
+    """A user's configuration mistake: every problem found, reported at once (exit status 2).
+    `secrets` are values to keep out of the report (a key pasted into a setting, say)."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], secrets: Iterable[str] = ()):
         self.problems = problems
+        self.secrets = list(secrets)
         super().__init__("\n".join(str(p) for p in problems))
+
+    def lines(self) -> list[str]:
+        return [redact(str(p), self.secrets) for p in self.problems]
+
+
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value in it replaced (longest first, so none shows in part)."""
+    for value in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
 
 
 def find_root() -> Path:
@@ -122,6 +137,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([Problem(str(path), MISSING, "", f"is not valid TOML: {e}")]) from None
     except OSError as e:
         raise ConfigError([Problem(str(path), MISSING, "", f"cannot be read: {e}")]) from None
+
+
+def _read_layer(path: Path, envs: list[str]) -> dict[str, Any]:
+    """A TOML layer whose environment sections ([default], [<env>]) must be tables: Dynaconf
+    would crash on anything else."""
+    raw = _read_toml(path)
+    bad = [
+        Problem(f"{path.name} [{k}]", v, str(path), "must be a table of settings")
+        for k, v in raw.items()
+        if k.lower() in {"default", "global", *envs} and not isinstance(v, Mapping)
+    ]
+    if bad:
+        raise ConfigError(bad)
+    return raw
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -266,12 +295,12 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
     secrets_path = root / ".secrets.toml"
 
     layers: list[tuple[str, dict[str, Any]]] = [
-        (DEFAULT_SOURCE, _lower_keys(_read_toml(settings_path).get("default", {}))),
-        (f"environments/{env}.toml", _lower_keys(_read_toml(env_path).get(env, {}))),
+        (DEFAULT_SOURCE, _lower_keys(_read_layer(settings_path, envs).get("default", {}))),
+        (f"environments/{env}.toml", _lower_keys(_read_layer(env_path, envs).get(env, {}))),
     ]
     raw_secrets: dict[str, Any] = {}
     if secrets_path.is_file():
-        raw = _read_toml(secrets_path)
+        raw = _read_layer(secrets_path, envs)
         # .secrets.toml may hold secrets at top level or in [default]/[<env>] sections.
         for section in (raw, raw.get("default", {}), raw.get(env, {})):
             if isinstance(section, Mapping):
@@ -283,6 +312,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
                     {
                         k: v
                         for sec in (raw.get("default", {}), raw.get(env, {}))
+                        if isinstance(sec, Mapping)
                         for k, v in sec.items()
                         if k.upper() not in SECRETS
                     }
@@ -306,20 +336,35 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         dotenv_path=str(root / ".env"),
         merge_enabled=True,
     )
-    merged = {
-        k.lower(): v
-        for k, v in _lower_keys(dyn.as_dict()).items()
-        if k.upper() not in SECRETS and k.upper() != "LOAD_DOTENV"
-    }
+    try:
+        merged = {
+            k.lower(): v
+            for k, v in _lower_keys(dyn.as_dict()).items()
+            if k.upper() not in SECRETS and k.upper() != "LOAD_DOTENV"
+        }
+    finally:
+        # Dynaconf's load_dotenv copied .env into os.environ: undo it, so a second load (dev's
+        # reloaded worker, a test) still tells .env from the environment, and .env secrets do
+        # not leak into child processes' environments
+        for name in set(os.environ) - set(real_env):
+            del os.environ[name]
 
+    # where each value came from, and each layer's own value (lists are replaced by a higher
+    # layer, not appended to as Dynaconf's merge does)
     sources: dict[str, str] = {}
+    own: dict[str, Any] = {}
     for label, layer in layers:
-        for path, _ in _walk(layer):
-            sources[path] = label
-    for name in sorted(set(real_env) | set(dotenv)):
-        if name.startswith(PREFIX + "_") and "__" in name:
+        for path, value in _walk(layer):
+            sources[path], own[path] = label, value
+    for name in sorted(set(dotenv) | set(real_env), key=lambda n: n in real_env):
+        if name.startswith(PREFIX + "_") and name != PREFIX + "_ENV":
             path = name[len(PREFIX) + 1 :].lower().replace("__", ".")
+            text = real_env.get(name, dotenv.get(name, ""))
             sources[path] = f"environment variable {name}" if name in real_env else f".env ({name})"
+            own[path] = _parse_env_value(text)
+    for path, value in own.items():
+        if isinstance(value, list):
+            _set_path(merged, path, value)
 
     problems: list[Problem] = []
     for name, path in FLAT_KEYS.items():

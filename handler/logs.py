@@ -17,7 +17,7 @@ but their totals are not added (the turn lines already carry the same data).
 
 Rates are per minute of log time: count / max(last ts - first ts, 1 minute) over every
 timestamped line of all inputs (None when no line has a time). A false interruption shows up both
-as livekit's DEBUG line and as this project's turn line with false_interruption=1, and the two
+as livekit's DEBUG line and as this project's turn line with false_interruptions=N, and the two
 cannot always be paired, so both are counted separately; the rate uses the turn lines when any
 turn line carries the field, otherwise the livekit lines.
 
@@ -328,14 +328,18 @@ class Report:
                 self.ttfa_points.add((ts, v))
         if "llm_ttft_ms" in fields and self._latency(self.llm_ttft, fields["llm_ttft_ms"]):
             self.slow_ttft += 1
-        if "false_interruption" in fields:
+        # our turn lines count them (false_interruptions=N); older ones carried a flag
+        count: float | None = None
+        if "false_interruptions" in fields:
+            count = self._num(fields["false_interruptions"])
+        elif "false_interruption" in fields:
             flag = self._flag(fields["false_interruption"])
-            if flag is not None:
-                self.turns_with_false_field += 1
-            if flag:
-                self.false_turn += 1
-                if ts is not None:
-                    self.false_turn_times.add(ts)
+            count = None if flag is None else float(flag)
+        if count is not None:
+            self.turns_with_false_field += 1
+            self.false_turn += int(count)
+            if count and ts is not None:
+                self.false_turn_times.add(ts)
         for key in ("retries", "errors"):
             if key in fields and (v := self._num(fields[key])) is not None:
                 if key == "retries":

@@ -320,5 +320,5 @@ def load_checked(
     broken = {p.key.split(".")[0] for p in problems}
     problems += registry.validate(settings, for_start=for_start, skip_checks=broken)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, secrets=settings.secret_values())
     return settings, registry

@@ -173,7 +173,11 @@ def load(path: Path) -> Scenario:
         say, wav = _speech(where, t, base, problems)
         pause = _number(f"{where}.pause", t.get("pause", 0.5), 0.0, 60.0, problems)
         events = []
-        for j, raw_event in enumerate(t.get("during_reply", []), 1):
+        during = t.get("during_reply", [])
+        if not isinstance(during, list):
+            problems.append(f"{where}.during_reply: must be a list of [[turns.during_reply]] tables")
+            during = []
+        for j, raw_event in enumerate(during, 1):
             ew = f"{where}.during_reply[{j}]"
             if not isinstance(raw_event, dict):
                 problems.append(f"{ew}: must be a table")
@@ -202,8 +206,13 @@ def load(path: Path) -> Scenario:
                 )
         turns.append(Turn(say, wav, pause, tuple(sorted(events, key=lambda ev: ev.at))))
     expect = raw.get("expect", {})
-    if isinstance(expect, dict):
-        problems += _unknown("expect", set(expect), _EXPECT)
+    if not isinstance(expect, dict):
+        problems.append("expect: must be a table")
+        expect = {}
+    problems += _unknown("expect", set(expect), _EXPECT)
+    for k, v in expect.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            problems.append(f"expect.{k} = {v!r}: must be a whole number 0 or above")
     phrases = raw.get("phrases", [])
     if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
         problems.append(f"phrases = {phrases!r}: must be a list of strings")
@@ -217,7 +226,7 @@ def load(path: Path) -> Scenario:
         turns=tuple(turns),
         phrases=tuple(phrases),
         user_voice=str(raw.get("user_voice", "en-us")),
-        expect={k: int(v) for k, v in expect.items()} if isinstance(expect, dict) else {},
+        expect=dict(expect),
     )
 
 

@@ -10,6 +10,7 @@ on that shared timeline, so the WAVs line up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -177,6 +178,8 @@ class RealtimeSink(io.AudioOutput):
 
     async def aclose(self) -> None:
         self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 # ----------------------------------------------------------------------------- report
@@ -349,9 +352,11 @@ class Conversation:
     # events ---------------------------------------------------------------
 
     def _turn_at(self, t: float) -> TurnReport | None:
-        """The utterance a user message belongs to: the last one that ended before `t` + slack."""
+        """The utterance a user message belongs to: the latest one without a transcript that ended
+        by `t` (+1 s of slack for the recognizer's clock), so a turn heard as nothing (fillers
+        only) does not shift every later transcript onto the turn before it."""
         candidates = [r for r in self.turns if r.speech_end and r.speech_end <= t + 1.0 and not r.recognized]
-        return candidates[0] if candidates else None
+        return candidates[-1] if candidates else None
 
     def _on_item(self, ev: Any) -> None:
         msg = ev.item
@@ -401,9 +406,6 @@ class Conversation:
         report.speech_end = ended - audio.trailing_silence(pcm)
         return report
 
-    async def _silence(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
     async def _wait_reply_start(self, after: float) -> float | None:
         deadline = time.monotonic() + REPLY_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -439,7 +441,7 @@ class Conversation:
     async def run(self) -> None:
         index = 0
         for t in self.scenario.turns:
-            await self._silence(t.pause)
+            await asyncio.sleep(t.pause)
             turn = await self._say("turn", t.say or str(t.wav), self.clips[index])
             index += 1
             start = await self._wait_reply_start(turn.speech_end)
@@ -472,39 +474,41 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
         name="local",
     )
 
-    async def speak(text: str) -> np.ndarray:
-        frames = [ev.frame async for ev in user_tts.synthesize(text)]
-        frame = rtc.combine_audio_frames(frames)
-        pcm = np.frombuffer(frame.data, np.int16)
-        return audio.resample(pcm, frame.sample_rate, audio.RATE)
+    try:
+        async def speak(text: str) -> np.ndarray:
+            frames = [ev.frame async for ev in user_tts.synthesize(text)]
+            frame = rtc.combine_audio_frames(frames)
+            pcm = np.frombuffer(frame.data, np.int16)
+            return audio.resample(pcm, frame.sample_rate, audio.RATE)
 
-    async def babble(duration: float, level: float) -> np.ndarray:
-        # speech played backwards: speech's spectrum and rhythm, no words in it
-        pcm = (await speak(BABBLE_TEXT))[::-1]
-        return audio.at_level(np.resize(pcm, int(duration * audio.RATE)), level)
+        async def babble(duration: float, level: float) -> np.ndarray:
+            # speech played backwards: speech's spectrum and rhythm, no words in it
+            pcm = (await speak(BABBLE_TEXT))[::-1]
+            return audio.at_level(np.resize(pcm, int(duration * audio.RATE)), level)
 
-    async def clip(say: str | None, wav: Any, kind: str = "", ev: Event | None = None) -> np.ndarray:
-        if wav is not None:
-            pcm, _ = audio.read_wav(wav)
-            return pcm
-        if say is not None:
-            return await speak(say)
-        assert ev is not None
-        if kind == "noise":
-            return audio.noise_burst(ev.duration, ev.level)
-        if kind == "babble":
-            return await babble(ev.duration, ev.level)
-        return audio.click(ev.duration, ev.level)
+        async def clip(say: str | None, wav: Any, kind: str = "", ev: Event | None = None) -> np.ndarray:
+            if wav is not None:
+                pcm, _ = audio.read_wav(wav)
+                return pcm
+            if say is not None:
+                return await speak(say)
+            assert ev is not None
+            if kind == "noise":
+                return audio.noise_burst(ev.duration, ev.level)
+            if kind == "babble":
+                return await babble(ev.duration, ev.level)
+            return audio.click(ev.duration, ev.level)
 
-    out: dict[int, np.ndarray] = {}
-    i = 0
-    for t in scenario.turns:
-        out[i] = await clip(t.say, t.wav)
-        i += 1
-        for ev in t.during_reply:
-            out[i] = await clip(ev.say, ev.wav, ev.kind, ev)
+        out: dict[int, np.ndarray] = {}
+        i = 0
+        for t in scenario.turns:
+            out[i] = await clip(t.say, t.wav)
             i += 1
-    await user_tts.aclose()
+            for ev in t.during_reply:
+                out[i] = await clip(ev.say, ev.wav, ev.kind, ev)
+                i += 1
+    finally:
+        await user_tts.aclose()
     return out
 
 
@@ -518,21 +522,26 @@ async def simulate(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )
     runtime = make_runtime(settings, registry)
-    # as the worker does: connections open while the rest is set up (here: the user's audio)
-    warming = start_prewarm(settings, registry, runtime)
-    clips = await _clips(scenario, registry, settings)
-    session, agent = build_session(settings, registry, runtime)
-    info = {"simulation": scenario.name}
+    warming = None
+    session = sink = None
     try:
+        # as the worker does: connections open while the rest is set up (here: the user's audio)
+        warming = start_prewarm(settings, registry, runtime)
+        clips = await _clips(scenario, registry, settings)
+        session, agent = build_session(settings, registry, runtime)
+        info = {"simulation": scenario.name}
         with logcontext.bound(session=f"sim-{scenario.name}"):
             convo = Conversation(session, scenario, clips, progress)
+            sink = convo.sink
             await prewarm_settled(warming)
             async with observed(session, settings, registry, info):
                 await session.start(agent=agent)
                 await convo.run()
+    finally:  # the session, the sink, the pre-warm and the process's pool go with the run
+        if session is not None:
             await session.aclose()
-            await convo.sink.aclose()
-    finally:  # the process's pool and the pre-warm go with the run, whatever happened
+        if sink is not None:
+            await sink.aclose()
         if warming is not None:
             warming.cancel()
         await close_shared_session()

@@ -4,6 +4,7 @@ session, pre-warm provider connections, and build each job's session through the
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -43,17 +44,23 @@ async def entrypoint(ctx: Any) -> None:
     session, agent = build_session(settings, registry, runtime, vad=ctx.proc.userdata["vad"])
     info = {"job": ctx.job.id, "room": ctx.job.room.name}
 
+    started = False
+
     async def shutdown() -> None:
-        registry.pm.hook.session_ended(session=session, settings=settings, info=info)
-        if warming and not warming.done():
-            warming.cancel()
-        await session.aclose()
-        await close_shared_session()
+        try:
+            if started:  # observers hear of an end only for a session they saw start
+                registry.pm.hook.session_ended(session=session, settings=settings, info=info)
+        finally:  # a failing observer must not keep the session or the pool open
+            if warming and not warming.done():
+                warming.cancel()
+            await session.aclose()
+            await close_shared_session()
 
     ctx.add_shutdown_callback(shutdown)
     await ctx.connect()
     await prewarm_settled(warming)
     registry.pm.hook.session_started(session=session, settings=settings, info=info)
+    started = True
     await session.start(agent=agent, room=ctx.room)
 
 
@@ -65,10 +72,12 @@ def _livekit_log_level(settings: config.Settings) -> str:
 
 def make_server(settings: config.Settings) -> Any:
     from livekit.agents import AgentServer
+    from livekit.agents.worker import ServerEnvOption
 
     w = settings.section("worker")
     server = AgentServer(
-        load_threshold=w["load_threshold"],
+        # `dev` (livekit's devmode) takes any load, as livekit's own dev mode does
+        load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=w["load_threshold"]),
         num_idle_processes=w["num_idle_processes"],
         drain_timeout=w["drain_timeout"],
         port=w["port"],

@@ -104,11 +104,14 @@ class RedactingHandler(logging.StreamHandler):
 def configure(options: Mapping[str, Any], runtime: Any) -> None:
     level = str(options["level"]).upper()
     root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler = RedactingHandler(sys.stderr, runtime.settings.secret_values())
-    handler.setFormatter(JsonFormatter() if options["format"] == "json" else TextFormatter())
-    root.addHandler(handler)
+    # In a livekit job process the root handler forwards records to the worker process, which
+    # formats and redacts them with our handler: keep it, set only the levels.
+    if not any(type(h).__name__ == "LogQueueHandler" for h in root.handlers):
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        handler = RedactingHandler(sys.stderr, runtime.settings.secret_values())
+        handler.setFormatter(JsonFormatter() if options["format"] == "json" else TextFormatter())
+        root.addHandler(handler)
     root.setLevel(level)
     for name, quiet in QUIET_LEVELS.items():
         logging.getLogger(name).setLevel(

@@ -94,7 +94,7 @@ class SessionMetrics:
         values |= {name: _ms(parts.get(key)) for name, key in _SECONDS_TO_MS.items()}
         values |= {
             "interrupted": interrupted,
-            "false_interruption": self._pending_false > 0,
+            "false_interruptions": self._pending_false,
             "retries": self._pending_retries,
             "errors": self._pending_errors,
         }

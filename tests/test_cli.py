@@ -161,7 +161,7 @@ def test_logs_analyze_reads_stdin_and_files_and_refuses_a_missing_one(tmp_path: 
     log = tmp_path / "session.log"
     log.write_text(
         '{"ts": "2026-11-23T21:00:00.000Z", "level": "INFO", "logger": "handler.metrics", "msg": "turn",'
-        ' "n": 1, "ttfa_ms": 900, "llm_ttft_ms": 2500, "false_interruption": true}\n'
+        ' "n": 1, "ttfa_ms": 900, "llm_ttft_ms": 2500, "false_interruptions": 2}\n'
         "2026-11-23T21:00:30.000Z DEBUG livekit.agents resumed false interrupted speech\n"
         "\x00\x01 garbage \xff\n"
     )
@@ -169,6 +169,7 @@ def test_logs_analyze_reads_stdin_and_files_and_refuses_a_missing_one(tmp_path: 
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["turns"] == 1 and doc["lines"] == 3
+    assert doc["false_interruptions"]["turn_lines"] == 2  # our lines count them per turn
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     piped = subprocess.run(
         [sys.executable, "-m", "handler", "logs", "analyze", "-"],
@@ -179,3 +180,19 @@ def test_logs_analyze_reads_stdin_and_files_and_refuses_a_missing_one(tmp_path: 
     assert piped.returncode == 0 and b"MAX_TOKENS" in piped.stdout  # the slow LLM's advice
     missing = cli("logs", "analyze", str(tmp_path / "nope.log"))
     assert missing.returncode == 2 and "nope.log" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_secret_pasted_into_a_setting_is_redacted_everywhere(
+    root: Path, planted: dict[str, str], cli
+) -> None:
+    key = planted["OPENAI_API_KEY"]
+    env = {"HANDLER_LLM__OPENAI__API_KEY": key}
+    for args in (
+        ("config", "check", "--env", "production"),
+        ("config", "show"),
+        ("config", "show", "--json"),
+    ):
+        out = cli(*args, env=env)
+        assert key not in out.stdout + out.stderr, args
+    check = cli("config", "check", "--env", "production", env=env)
+    assert check.returncode == 2 and "llm.openai.api_key = '***'" in check.stderr

@@ -200,3 +200,32 @@ def test_bad_toml_names_the_file(root: Path) -> None:
     with pytest.raises(config.ConfigError) as e:
         load()
     assert "dev.toml" in str(e.value) and "not valid TOML" in str(e.value)
+
+
+def test_a_higher_layer_replaces_a_list_instead_of_appending_to_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (root / "environments" / "fast.toml").write_text('[fast.stt]\nlanguage_hints = ["en"]\n')
+    s = load("fast")
+    assert (s.get("stt.language_hints"), s.source("stt.language_hints")) == (["en"], "environments/fast.toml")
+    monkeypatch.setenv("HANDLER_STT__LANGUAGE_HINTS", '["de"]')
+    assert load("fast").get("stt.language_hints") == ["de"]
+
+
+def test_loading_twice_still_tells_dotenv_from_the_environment(root: Path) -> None:
+    import os
+
+    (root / ".env").write_text("MAX_TOKENS=123\nOPENAI_API_KEY=from-dotenv-0123456789\n")
+    load()
+    s = load()
+    assert (s.get("llm.max_tokens"), s.source("llm.max_tokens")) == (123, ".env (MAX_TOKENS)")
+    assert s.secret_source("OPENAI_API_KEY") == ".env"
+    # .env is read, not copied into the process environment (child processes would inherit it)
+    assert "MAX_TOKENS" not in os.environ and "OPENAI_API_KEY" not in os.environ
+
+
+def test_an_environment_section_that_is_not_a_table_is_refused(root: Path) -> None:
+    (root / ".secrets.toml").write_text("default = 5\n")
+    with pytest.raises(config.ConfigError) as e:
+        load()
+    assert ".secrets.toml [default]" in str(e.value) and "must be a table" in str(e.value)

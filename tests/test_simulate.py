@@ -169,6 +169,16 @@ def test_unknown_keys_are_refused_with_a_suggestion(tmp_path: Path, cli) -> None
     )
 
 
+def test_values_of_the_wrong_type_are_refused(tmp_path: Path, cli) -> None:
+    bad(
+        tmp_path,
+        cli,
+        '[[turns]]\nsay = "hi"\nduring_reply = 5\n[expect]\ninterruptions = "one"\n',
+        "turns[1].during_reply: must be a list",
+        "expect.interruptions = 'one': must be a whole number",
+    )
+
+
 def test_a_missing_scenario_lists_the_bundled_ones(cli) -> None:
     out = cli("simulate", "nosuch", "--env", "dev")
     assert out.returncode == 2 and "bundled scenarios: barge_in, noisy, qa" in out.stderr

@@ -11,21 +11,8 @@ and its parts: the end-of-turn wait, the LLM's first sentence, the TTS's first b
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 
-
-def run(scenario: str, env: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        sys.exit(f"simulate failed for {env}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout)
+from offline_run import simulate_offline
 
 
 def main() -> None:
@@ -40,7 +27,7 @@ def main() -> None:
         f"{'tts 1st':>7} {'floor':>6} {'overhead':>8} {'WER':>5} {'false/min':>9}"
     )
     for env in args.envs.split(","):
-        doc = run(args.scenario, env)
+        doc, _ = simulate_offline(args.scenario, env)
         s, b = doc["summary"], doc["summary"]["breakdown_p50"]
         print(
             f"{env:<11} {ms(doc['settings']['min_endpointing_delay']):>8} {ms(s['ttfa_p50']):>8} "

@@ -12,25 +12,17 @@ target is at most 20.
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import subprocess
-import sys
+
+from offline_run import simulate_offline
 
 LOG_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|\{)")
 
 
 def measure(scenario: str, env: str) -> tuple[int, float, dict[str, int]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        sys.exit(f"simulate failed for {env}:\n{out.stderr[-3000:]}")
-    minutes = json.loads(out.stdout)["summary"]["duration_s"] / 60
-    lines = [line for line in out.stderr.splitlines() if LOG_LINE.match(line)]
+    doc, stderr = simulate_offline(scenario, env)
+    minutes = doc["summary"]["duration_s"] / 60
+    lines = [line for line in stderr.splitlines() if LOG_LINE.match(line)]
     levels: dict[str, int] = {}
     for line in lines:
         m = re.search(r'"level": "(\w+)"|^\S+ (\w+) ', line)

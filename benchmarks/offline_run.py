@@ -1,0 +1,22 @@
+"""One `python -m handler simulate SCENARIO --env ENV --offline --json` run, as the benchmarks use it:
+the same offline STT, LLM and TTS under each environment's own settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+
+def simulate_offline(scenario: str, env: str) -> tuple[dict[str, Any], str]:
+    """The JSON report and everything written to stderr (logs and progress); exits on failure."""
+    out = subprocess.run(
+        [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        sys.exit(f"simulate failed for {env}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout), out.stderr

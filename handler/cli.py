@@ -385,4 +385,3 @@ def logs_analyze(
 
 def main() -> None:
     app()
-

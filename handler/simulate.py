@@ -474,31 +474,31 @@ async def _clips(scenario: Scenario, registry: Registry, settings: Settings) -> 
         name="local",
     )
 
-    try:
-        async def speak(text: str) -> np.ndarray:
-            frames = [ev.frame async for ev in user_tts.synthesize(text)]
-            frame = rtc.combine_audio_frames(frames)
-            pcm = np.frombuffer(frame.data, np.int16)
-            return audio.resample(pcm, frame.sample_rate, audio.RATE)
+    async def speak(text: str) -> np.ndarray:
+        frames = [ev.frame async for ev in user_tts.synthesize(text)]
+        frame = rtc.combine_audio_frames(frames)
+        pcm = np.frombuffer(frame.data, np.int16)
+        return audio.resample(pcm, frame.sample_rate, audio.RATE)
 
-        async def babble(duration: float, level: float) -> np.ndarray:
-            # speech played backwards: speech's spectrum and rhythm, no words in it
-            pcm = (await speak(BABBLE_TEXT))[::-1]
-            return audio.at_level(np.resize(pcm, int(duration * audio.RATE)), level)
+    async def babble(duration: float, level: float) -> np.ndarray:
+        # speech played backwards: speech's spectrum and rhythm, no words in it
+        pcm = (await speak(BABBLE_TEXT))[::-1]
+        return audio.at_level(np.resize(pcm, int(duration * audio.RATE)), level)
 
-        async def clip(say: str | None, wav: Any, kind: str = "", ev: Event | None = None) -> np.ndarray:
-            if wav is not None:
-                pcm, _ = audio.read_wav(wav)
-                return pcm
-            if say is not None:
-                return await speak(say)
-            assert ev is not None
-            if kind == "noise":
-                return audio.noise_burst(ev.duration, ev.level)
-            if kind == "babble":
-                return await babble(ev.duration, ev.level)
-            return audio.click(ev.duration, ev.level)
+    async def clip(say: str | None, wav: Any, kind: str = "", ev: Event | None = None) -> np.ndarray:
+        if wav is not None:
+            pcm, _ = audio.read_wav(wav)
+            return pcm
+        if say is not None:
+            return await speak(say)
+        assert ev is not None
+        if kind == "noise":
+            return audio.noise_burst(ev.duration, ev.level)
+        if kind == "babble":
+            return await babble(ev.duration, ev.level)
+        return audio.click(ev.duration, ev.level)
 
+    try:  # the TTS is closed whatever a clip does
         out: dict[int, np.ndarray] = {}
         i = 0
         for t in scenario.turns:

@@ -65,9 +65,10 @@ async def test_a_genuine_barge_in_stops_the_agent_and_is_answered() -> None:
 @pytest.mark.realtime
 async def test_noise_and_coughs_are_ignored_and_a_backchannel_is_a_false_interruption() -> None:
     report = await run(scenario.resolve("noisy"))
+    heard = [(t.kind, t.recognized, t.notes) for t in report.turns], report.errors
     story, thanks = report.turns
-    assert story.false_interruptions == 1  # the "uh-huh" paused the agent, which resumed
-    assert not story.interrupted  # the reply played to its end
+    assert story.false_interruptions == 1, heard  # the "uh-huh" paused the agent, which resumed
+    assert not story.interrupted, heard  # the reply played to its end
     assert thanks.recognized == "thank you very much" and not report.errors
     assert report.summary()["false_interruptions_per_min"] > 0
 

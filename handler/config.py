@@ -458,6 +458,7 @@ CHECKS: dict[str, Check] = {
     "worker.num_idle_processes": _between(0, 64),
     "worker.drain_timeout": _NON_NEGATIVE,
     "worker.port": _between(0, 65535),
+    "worker.prometheus_port": _between(0, 65535),
     "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),
 }
 

@@ -3,9 +3,12 @@ session, pre-warm provider connections, and build each job's session through the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from handler import config, logcontext
@@ -86,9 +89,32 @@ def make_server(settings: config.Settings) -> Any:
         api_key=settings.secret("LIVEKIT_API_KEY"),
         api_secret=settings.secret("LIVEKIT_API_SECRET"),
         log_level=_livekit_log_level(settings),
+        prometheus_port=w["prometheus_port"] or None,
     )
     server.rtc_session(entrypoint, agent_name=w["agent_name"])
     return server
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: config.Settings) -> Iterator[None]:
+    """Where job processes write their Prometheus samples while /metrics is served.
+
+    Turns happen in job processes, and the main process serves /metrics: prometheus_client's
+    multi-process mode joins them through files in PROMETHEUS_MULTIPROC_DIR, which a process must
+    have in its environment before it imports prometheus_client. Job processes start after this
+    point, so they do. This process imported it long ago (livekit does at import), so its own
+    gauges (worker load, child processes) are exported only when the operator sets the variable
+    before `start`; we then use that directory and leave it in place.
+    """
+    if not settings.get("worker.prometheus_port") or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="voice-handler-metrics-") as path:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None:
@@ -103,9 +129,10 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # format, levels and secret redaction are ours
     lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
     server = make_server(settings)
-    lk_cli._run_worker(
-        server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
-    )
+    with _metrics_dir(settings):
+        lk_cli._run_worker(
+            server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
+        )
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
     if getattr(server, "_connection_failed", False):

@@ -9,6 +9,9 @@ retries, errors, LLM tokens and TTS characters. Per-turn numbers come from livek
 
 These lines are the product's output, so `handler.metrics` logs at INFO even when the root level
 is WARNING (production): a production session logs its turns, its summary and what went wrong.
+
+The same numbers feed Prometheus histograms and counters (`voice_handler_*`), which the worker
+serves on `worker.prometheus_port` (see handler/worker.py for the multi-process collection).
 """
 
 from __future__ import annotations
@@ -20,18 +23,46 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from handler.hookspecs import hookimpl
 from handler.logcontext import fields
 
 logger = logging.getLogger("handler.metrics")
 logger.setLevel(logging.INFO)
 
-_SECONDS_TO_MS = {
-    "eou_ms": "end_of_turn_delay",
-    "transcription_ms": "transcription_delay",
-    "llm_ttft_ms": "llm_node_ttft",
-    "tts_ttfb_ms": "tts_node_ttfb",
+# the parts of time to first audio: turn-line field `<stage>_ms`, Prometheus label `stage`,
+# and the key in livekit's ChatMessage.metrics
+STAGES = {
+    "eou": "end_of_turn_delay",
+    "transcription": "transcription_delay",
+    "llm_ttft": "llm_node_ttft",
+    "tts_ttfb": "tts_node_ttfb",
 }
+
+
+# voice latencies: the guide's targets sit between 0.5 and 1.5 s; 3-5 s is the "before"
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+TTFA = Histogram(
+    "voice_handler_time_to_first_audio_seconds",
+    "End of user speech to first agent audio, per turn",
+    buckets=_BUCKETS,
+)
+STAGE = Histogram(
+    "voice_handler_stage_seconds",
+    "Per-turn time of a pipeline stage (the parts of time to first audio)",
+    ["stage"],
+    buckets=_BUCKETS,
+)
+for _stage in STAGES:
+    STAGE.labels(_stage)  # every series exists, at zero, before the first turn
+TURNS = Counter("voice_handler_turns", "Turns answered")
+INTERRUPTIONS = Counter("voice_handler_interruptions", "Replies cut short by the user")
+FALSE_INTERRUPTIONS = Counter(
+    "voice_handler_false_interruptions", "Replies paused by user sound, then resumed"
+)
+RETRIES = Counter("voice_handler_retries", "Failed provider attempts that were retried")
+ERRORS = Counter("voice_handler_errors", "Provider failures that were not recovered")
 
 
 def _ms(value: Any) -> int | None:
@@ -74,15 +105,18 @@ class SessionMetrics:
         if ev.resumed:
             self._pending_false += 1
             self.false_interruptions += 1
+            FALSE_INTERRUPTIONS.inc()
 
     def on_error(self, ev: Any) -> None:
         # livekit reports each failed attempt; recoverable ones are retried
         if getattr(ev.error, "recoverable", False):
             self._pending_retries += 1
             self.retries += 1
+            RETRIES.inc()
         else:
             self._pending_errors += 1
             self.errors += 1
+            ERRORS.inc()
 
     def _turn(self, user: Mapping[str, Any], reply: Mapping[str, Any], interrupted: bool) -> None:
         self.turns += 1
@@ -91,7 +125,7 @@ class SessionMetrics:
             self.ttfa.append(ttfa)
         parts = {**user, **reply}
         values: dict[str, Any] = {"n": self.turns, "ttfa_ms": _ms(ttfa)}
-        values |= {name: _ms(parts.get(key)) for name, key in _SECONDS_TO_MS.items()}
+        values |= {f"{stage}_ms": _ms(parts.get(key)) for stage, key in STAGES.items()}
         values |= {
             "interrupted": interrupted,
             "false_interruptions": self._pending_false,
@@ -100,6 +134,13 @@ class SessionMetrics:
         }
         self._pending_false = self._pending_retries = self._pending_errors = 0
         logger.info("turn", extra=fields(**values))
+        TURNS.inc()
+        INTERRUPTIONS.inc(interrupted)
+        if ttfa is not None:
+            TTFA.observe(ttfa)
+        for stage, key in STAGES.items():
+            if (seconds := parts.get(key)) is not None:
+                STAGE.labels(stage).observe(seconds)
 
     def summary(self, usage: Any = None) -> dict[str, Any]:
         minutes = (time.monotonic() - self.started) / 60

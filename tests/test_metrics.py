@@ -1,10 +1,17 @@
-"""The metrics plugin's turn lines and summary, as a production session writes them."""
+"""The metrics plugin's turn lines and summary, as a production session writes them, and its
+Prometheus series."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
+
+from handler import scenario
+from handler.registry import load_checked
+from handler.simulate import simulate
 
 
 def ms(seconds: float | None) -> int | None:
@@ -36,3 +43,35 @@ def test_a_production_session_logs_one_line_per_turn_and_a_summary_with_the_righ
     assert summary["llm_tokens"] > 0 and summary["tts_characters"] > 0
     # a regression guard only; benchmarks/log_volume.py measures the real figure for README
     assert len(logs) / (report["summary"]["duration_s"] / 60) < 40
+
+
+@pytest.mark.realtime
+async def test_prometheus_series_take_each_turns_numbers(tmp_path: Path) -> None:
+    # in-process, so the default registry is the one the plugin observes into
+    sc = tmp_path / "one.toml"
+    sc.write_text('[[turns]]\nsay = "what is the weather like today"\n')
+    names = {
+        "turns": ("voice_handler_turns_total", {}),
+        "ttfa_n": ("voice_handler_time_to_first_audio_seconds_count", {}),
+        "ttfa_sum": ("voice_handler_time_to_first_audio_seconds_sum", {}),
+        **{
+            f"{stage}_sum": ("voice_handler_stage_seconds_sum", {"stage": stage})
+            for stage in ("eou", "transcription", "llm_ttft", "tts_ttfb")
+        },
+    }
+
+    def sample() -> dict[str, float]:
+        return {k: REGISTRY.get_sample_value(name, labels) or 0.0 for k, (name, labels) in names.items()}
+
+    before = sample()
+    settings, registry = load_checked("dev")
+    report, _ = await simulate(settings, registry, scenario.load(sc))
+    delta = {k: v - before[k] for k, v in sample().items()}
+
+    (turn,) = report.turns
+    assert delta["turns"] == delta["ttfa_n"] == 1
+    assert delta["ttfa_sum"] == pytest.approx(turn.e2e_latency)
+    assert delta["eou_sum"] == pytest.approx(turn.end_of_turn_delay)
+    assert delta["transcription_sum"] == pytest.approx(turn.transcription_delay)
+    assert delta["llm_ttft_sum"] == pytest.approx(turn.llm_ttft)
+    assert delta["tts_ttfb_sum"] == pytest.approx(turn.tts_ttfb)

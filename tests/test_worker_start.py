@@ -10,10 +10,13 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -264,6 +267,50 @@ def test_dispatched_job_builds_its_session_and_joins_the_room(
     assert_no_secrets(worker, livekit)
     job_errors = [line for line in worker.stderr.splitlines() if "job task" in line]
     assert result == "joined", job_errors[-1][-1500:] if job_errors else worker.stderr[-3000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_prometheus_port_serves_the_job_processes_stage_histograms(
+    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
+) -> None:
+    port = free_port()
+    before = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*"))
+    worker = start_worker(
+        LIVEKIT_URL=livekit.url,
+        HANDLER_WORKER__PROMETHEUS_PORT=str(port),
+        HANDLER_WORKER__NUM_IDLE_PROCESSES="1",  # its prewarm loads the metrics plugin
+    )
+    livekit.wait_registered_sync(REGISTER_TIMEOUT)
+
+    # the series come from the idle job process, through the multi-process directory: seeing
+    # them on the main process's port proves the collection path that real turns take
+    def stage_series() -> str | None:
+        text = scrape(port)
+        return text if 'voice_handler_stage_seconds_count{stage="llm_ttft"} 0.0' in text else None
+
+    text = livekit.wait_for_sync(stage_series, REGISTER_TIMEOUT)
+    for stage in ("eou", "transcription", "llm_ttft", "tts_ttfb"):
+        assert f'voice_handler_stage_seconds_bucket{{le="1.0",stage="{stage}"}} 0.0' in text
+    for name in ("time_to_first_audio_seconds_count", "turns_total", "false_interruptions_total"):
+        assert f"voice_handler_{name} 0.0" in text
+    [metrics_dir] = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*")) - before
+    assert list(metrics_dir.glob("*.db"))  # the job process's samples
+
+    rc, _ = worker.terminate()
+    assert rc == 0, worker.stderr[-3000:]
+    assert not metrics_dir.exists()  # the worker's own temporary directory goes with it
+    assert_no_secrets(worker, livekit)
+    assert "Traceback" not in worker.stderr
 
 
 def test_start_without_livekit_url_exits_2(start_worker: Callable[..., Worker]) -> None:

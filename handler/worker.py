@@ -73,7 +73,7 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-def make_server(settings: config.Settings) -> Any:
+def make_server(settings: config.Settings, metrics_dir: str | None = None) -> Any:
     from livekit.agents import AgentServer
     from livekit.agents.worker import ServerEnvOption
 
@@ -90,31 +90,28 @@ def make_server(settings: config.Settings) -> Any:
         api_secret=settings.secret("LIVEKIT_API_SECRET"),
         log_level=_livekit_log_level(settings),
         prometheus_port=w["prometheus_port"] or None,
+        prometheus_multiproc_dir=metrics_dir,
     )
     server.rtc_session(entrypoint, agent_name=w["agent_name"])
     return server
 
 
 @contextlib.contextmanager
-def _metrics_dir(settings: config.Settings) -> Iterator[None]:
-    """Where job processes write their Prometheus samples while /metrics is served.
+def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
+    """A temporary directory for prometheus_client's multi-process mode while /metrics is served.
 
-    Turns happen in job processes, and the main process serves /metrics: prometheus_client's
-    multi-process mode joins them through files in PROMETHEUS_MULTIPROC_DIR, which a process must
-    have in its environment before it imports prometheus_client. Job processes start after this
-    point, so they do. This process imported it long ago (livekit does at import), so its own
-    gauges (worker load, child processes) are exported only when the operator sets the variable
-    before `start`; we then use that directory and leave it in place.
+    Turns happen in job processes and the main process serves /metrics; the two meet through
+    files in PROMETHEUS_MULTIPROC_DIR, which a process must have in its environment before it
+    imports prometheus_client. livekit sets it when the worker starts, before its forkserver
+    starts, so every job process has it. This process imported prometheus_client long before
+    (livekit does at import), so its own samples (livekit's gauges) are not exported
+    unless the operator sets the variable before `start`; we then leave that directory to them.
     """
     if not settings.get("worker.prometheus_port") or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        yield
+        yield None
         return
     with tempfile.TemporaryDirectory(prefix="voice-handler-metrics-") as path:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-        try:
-            yield
-        finally:
-            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        yield path
 
 
 def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None:
@@ -128,8 +125,8 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
     lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
-    server = make_server(settings)
-    with _metrics_dir(settings):
+    with _metrics_dir(settings) as metrics_dir:
+        server = make_server(settings, metrics_dir)
         lk_cli._run_worker(
             server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,12 @@ STAGES = {
     "tts_ttfb": "tts_node_ttfb",
 }
 
+
+# In multi-process mode (the worker with a Prometheus port) prometheus_client opens a file in
+# this directory as each series below is created; livekit creates it only when the worker
+# starts, after plugins are loaded, and an operator's directory may not exist yet.
+if _multiproc_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(_multiproc_dir, exist_ok=True)
 
 # voice latencies: the guide's targets sit between 0.5 and 1.5 s; 3-5 s is the "before"
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)

@@ -280,35 +280,45 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
+@pytest.mark.parametrize("operator_dir", [False, True], ids=["own-temp-dir", "operator-dir"])
 def test_prometheus_port_serves_the_job_processes_stage_histograms(
-    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
+    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker], tmp_path: Path, operator_dir: bool
 ) -> None:
     port = free_port()
     before = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*"))
+    chosen = tmp_path / "not" / "yet" / "there"  # the plugin and livekit create it
     worker = start_worker(
         LIVEKIT_URL=livekit.url,
         HANDLER_WORKER__PROMETHEUS_PORT=str(port),
         HANDLER_WORKER__NUM_IDLE_PROCESSES="1",  # its prewarm loads the metrics plugin
+        PROMETHEUS_MULTIPROC_DIR=str(chosen) if operator_dir else None,
     )
     livekit.wait_registered_sync(REGISTER_TIMEOUT)
+    # the idle job process's zero series, and with the operator's directory also livekit's
+    # main-process gauges
+    wanted = ['voice_handler_stage_seconds_count{stage="llm_ttft"} 0.0']
+    if operator_dir:
+        wanted.append("lk_agents_worker_load{")
 
-    # the series come from the idle job process, through the multi-process directory: seeing
-    # them on the main process's port proves the collection path that real turns take
-    def stage_series() -> str | None:
+    def scraped() -> str | None:
         text = scrape(port)
-        return text if 'voice_handler_stage_seconds_count{stage="llm_ttft"} 0.0' in text else None
+        return text if all(w in text for w in wanted) else None
 
-    text = livekit.wait_for_sync(stage_series, REGISTER_TIMEOUT)
+    text = livekit.wait_for_sync(scraped, REGISTER_TIMEOUT)
     for stage in ("eou", "transcription", "llm_ttft", "tts_ttfb"):
         assert f'voice_handler_stage_seconds_bucket{{le="1.0",stage="{stage}"}} 0.0' in text
     for name in ("time_to_first_audio_seconds_count", "turns_total", "false_interruptions_total"):
         assert f"voice_handler_{name} 0.0" in text
-    [metrics_dir] = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*")) - before
-    assert list(metrics_dir.glob("*.db"))  # the job process's samples
+    # multi-process collection: sample files, and no in-process `_created` samples
+    assert "voice_handler_turns_created" not in text
+    ours = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*")) - before
+    metrics_dir = chosen if operator_dir else ours.pop()
+    assert not ours and list(metrics_dir.glob("*.db"))
 
     rc, _ = worker.terminate()
     assert rc == 0, worker.stderr[-3000:]
-    assert not metrics_dir.exists()  # the worker's own temporary directory goes with it
+    # the worker removes its own temporary directory and leaves the operator's
+    assert metrics_dir.exists() is operator_dir
     assert_no_secrets(worker, livekit)
     assert "Traceback" not in worker.stderr
 

@@ -26,12 +26,12 @@ SAMPLE_RATE = 16000  # the bundled acoustic model's rate
 _EDGE_PAD_S = 0.2
 FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "hmm", "mm", "mhm", "huh", "uh-huh", "mm-hmm"})
 _NOISE_RMS = 16.0
-# Every domain model also knows the fillers, each a quarter as likely as a phrase. With only the
-# phrases to choose from, a filler-like sound is forced onto the nearest phrase word: an espeak
-# "uh huh" came out as "tell" on about 1 alignment in 4 (the VAD cuts the segment a little
-# differently each run), which the session takes for a turn. With the fillers it decodes as "uh"
-# on every alignment tried; at 4:1 the phrases' own recognition is unchanged (measured on the
-# bundled scenarios, with the fillers at 1:1 "time" turned into "do" more often).
+# Every domain model also has each filler as a sentence of its own, each a quarter as frequent
+# as a phrase. Without them, a filler-like sound must start one of the phrases: an espeak
+# "uh huh" (though "uh huh" itself was a phrase) came out as "tell" on about 1 VAD alignment in
+# 4, which the session takes for a turn. With them it decodes as "uh" on every alignment tried,
+# and at 4:1 the bundled scenarios' recognition is unchanged (at 1:1, "time" became "do" more
+# often). Measured on espeak voices with 2 to 4 phrases.
 _PHRASE_WEIGHT = 4
 
 

@@ -536,4 +536,15 @@ def validate(settings: Settings) -> list[Problem]:
             f"must not exceed turn.max_endpointing_delay ({hi!r}, "
             f"from {settings.source('turn.max_endpointing_delay')})",
         )
+    health, metrics = settings.get("worker.port"), settings.get("worker.prometheus_port")
+    if (
+        metrics
+        and metrics == health
+        and not {p.key for p in problems} & {"worker.port", "worker.prometheus_port"}
+    ):
+        add(
+            "worker.prometheus_port",
+            metrics,
+            f"must differ from worker.port, the health-check port (from {settings.source('worker.port')})",
+        )
     return problems

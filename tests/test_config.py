@@ -149,6 +149,15 @@ def test_min_endpointing_delay_above_max_is_refused(root: Path, monkeypatch: pyt
     assert "must not exceed turn.max_endpointing_delay" in found["turn.min_endpointing_delay"].message
 
 
+def test_prometheus_port_on_the_health_port_is_refused(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANDLER_WORKER__PORT", "9100")
+    monkeypatch.setenv("HANDLER_WORKER__PROMETHEUS_PORT", "9100")
+    problem = {p.key: p for p in problems()}["worker.prometheus_port"]
+    assert problem.value == 9100
+    assert "must differ from worker.port" in problem.message
+    assert problem.source == "environment variable HANDLER_WORKER__PROMETHEUS_PORT"
+
+
 @pytest.mark.parametrize("value", ["-1", "1e9", "true"])
 def test_absurd_numbers_and_wrong_types_are_refused(
     root: Path, monkeypatch: pytest.MonkeyPatch, value: str

@@ -78,13 +78,14 @@ async def test_noise_and_coughs_are_ignored_and_a_backchannel_is_a_false_interru
 async def test_interruption_threshold_decides_whether_a_short_burst_stops_the_agent(
     tmp_path: Path, threshold: float, stopped: bool
 ) -> None:
-    # 0.35 s of wordless speech-like sound early in the reply. Silero keeps counting a burst's
-    # speech duration through the trailing min_silence (0.5 s), so it reports up to ~0.85 s of
-    # speech for it. With min_interruption_duration 1.0 the thresholds ask for 1.0 * 0.3/0.5 = 0.6 s
-    # and 1.0 * 0.9/0.5 = 1.8 s. The burst is short so that the STT does not hear a word in it (a
-    # transcript interrupts whatever the threshold); min_speech_duration 0.1 makes the VAD register
-    # it on every run (at the default 0.25 s it depends on the VAD window's phase). No echo here,
-    # so no AEC warm-up either.
+    # 0.35 s of wordless speech-like sound early in the reply (livekit may stop VAD interruptions
+    # once its 1 s backchannel boundary at a reply's start has passed). Silero keeps counting a
+    # burst's speech duration through the trailing min_silence (0.5 s), so it reports up to ~0.85 s
+    # of speech for it. With min_interruption_duration 0.8 the thresholds ask for 0.8 * 0.3/0.5 =
+    # 0.48 s (reached ~0.7 s into the reply) and 0.8 * 0.9/0.5 = 1.44 s (never reached). The burst
+    # is short so that the STT does not hear a word in it (a transcript interrupts whatever the
+    # threshold); min_speech_duration 0.1 makes the VAD register it on every run (at the default
+    # 0.25 s it depends on the VAD window's phase). No echo here, so no AEC warm-up either.
     sc = write(
         tmp_path / "burst.toml",
         '[[turns]]\nsay = "tell me a story"\n'
@@ -94,7 +95,7 @@ async def test_interruption_threshold_decides_whether_a_short_burst_stops_the_ag
         sc,
         **{
             "turn.interruption_threshold": threshold,
-            "turn.min_interruption_duration": 1.0,
+            "turn.min_interruption_duration": 0.8,
             "vad.min_speech_duration": 0.1,
             "turn.aec_warmup_duration": 0.0,
             "turn.false_interruption_timeout": 1.0,

@@ -1,4 +1,4 @@
-"""`python -m handler ...`: start, dev, simulate, config show|check, plugins list, logs analyze.
+"""`python -m handler ...`: start, dev, simulate, call, config show|check, plugins list, logs analyze.
 
 User mistakes (configuration, input files, missing keys) end in one clear message and exit status
 2; bugs keep their traceback. Heavy imports (livekit, onnxruntime, pocketsphinx) happen only in
@@ -190,10 +190,6 @@ def simulate(
     ] = False,
 ) -> None:
     """Run a whole conversation from audio, with no LiveKit server, and report its latency."""
-    from pathlib import Path
-
-    from handler import scenario as scenarios
-
     if offline and cloud_fakes:
         raise UserError("--offline and --cloud-fakes exclude each other: pick the local or the cloud stack")
     if cloud_fakes:
@@ -204,6 +200,33 @@ def simulate(
         settings, registry = load_checked(
             env, overrides=OFFLINE_STACK if offline else None, overrides_source="--offline"
         )
+    sc, out_dir = _conversation_input(scenario, out, registry, "simulate")
+
+    import asyncio
+
+    from handler import simulate as sim
+    from handler.session import configure_logging
+
+    configure_logging(settings, registry)
+    run = cloudsim.simulate if cloud_fakes else sim.simulate
+    report, clock = asyncio.run(run(settings, registry, sc, _progress))
+    _write_report(report, clock, as_json, out_dir)
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _conversation_input(
+    scenario: str | None, out: str | None, registry: Any, command: str
+) -> tuple[Any, Any]:
+    """The scenario (checked, its audio files too) and the --out directory (writable), before a
+    run of many seconds, not after it."""
+    from pathlib import Path
+
+    from handler import audio
+    from handler import scenario as scenarios
+
     try:
         sc = scenarios.load(scenarios.resolve(scenario))
     except scenarios.ScenarioError as e:
@@ -212,35 +235,26 @@ def simulate(
             + [f"  - {p}" for p in e.problems]
         )
     if "local" not in registry.names("tts"):
-        raise UserError("simulate speaks text turns with the `local` TTS plugin, which is not installed")
+        raise UserError(f"{command} speaks text turns with the `local` TTS plugin, which is not installed")
     out_dir = Path(out) if out else None
     if out_dir is not None:
-        try:  # before a run of many seconds, not after it
+        try:
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in ("report.json", "user.wav", "agent.wav"):
                 (out_dir / name).touch()
         except OSError as e:
             raise UserError(f"--out {out}: cannot write {e.filename or out}: {e.strerror}") from None
-
-    from handler import audio
-
     try:
         scenarios.check_audio_files(sc)
     except audio.AudioFileError as e:
         raise UserError(f"scenario {sc.path}: {e}") from None
+    return sc, out_dir
 
-    import asyncio
 
-    from handler import simulate as sim
-    from handler.session import configure_logging
+def _write_report(report: Any, clock: Any, as_json: bool, out_dir: Any) -> None:
+    """The table (or JSON) on stdout; with --out, report.json and the two tracks on one timeline."""
+    from handler import audio
 
-    configure_logging(settings, registry)
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    run = cloudsim.simulate if cloud_fakes else sim.simulate
-    report, clock = asyncio.run(run(settings, registry, sc, progress))
     doc = report.to_dict()
     print(json.dumps(doc, indent=2) if as_json else render_report(report))
     if out_dir is not None:
@@ -251,7 +265,75 @@ def simulate(
             audio.write_wav(out_dir / "user.wav", np.frombuffer(bytes(clock.user), np.int16))
             audio.write_wav(out_dir / "agent.wav", np.frombuffer(bytes(clock.agent), np.int16))
         except OSError as e:
-            raise UserError(f"--out {out}: cannot write {e.filename}: {e.strerror}") from None
+            raise UserError(f"--out {out_dir}: cannot write {e.filename}: {e.strerror}") from None
+
+
+@app.command()
+@user_errors
+def call(
+    scenario: Annotated[
+        str | None,
+        typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa."),
+    ] = None,
+    room: Annotated[
+        str | None, typer.Option("--room", help="Room to create and call in; default: a new random name.")
+    ] = None,
+    env: EnvOption = None,
+    as_json: JsonOption = False,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")
+    ] = None,
+    agent_timeout: Annotated[
+        float, typer.Option("--agent-timeout", help="Seconds to wait for a worker to take the call.")
+    ] = 30.0,
+) -> None:
+    """Call the agent in a real LiveKit room (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET) and
+    report client-side latency per turn: a regression test for a deployed agent."""
+    from handler.registry import Registry
+
+    settings = config.load(env)
+    problems = config.validate(settings) + [
+        config.Problem(
+            name,
+            config.MISSING,
+            "",
+            f"required by `call` to join a room; set it in the environment, .env or .secrets.toml "
+            f"(export {name}=...)",
+        )
+        for name in config.LIVEKIT_SECRETS
+        if not settings.secret(name)
+    ]
+    if problems:
+        raise ConfigError(problems, secrets=settings.secret_values())
+    registry = Registry.load()
+    sc, out_dir = _conversation_input(scenario, out, registry, "call")
+
+    import asyncio
+
+    from handler.room import caller
+    from handler.session import configure_logging
+
+    target = caller.Target(
+        url=settings.secret("LIVEKIT_URL") or "",
+        api_key=settings.secret("LIVEKIT_API_KEY") or "",
+        api_secret=settings.secret("LIVEKIT_API_SECRET") or "",
+        agent_name=settings.get("worker.agent_name"),
+        room=room or "",
+    )
+    # the environment's logging policy is the agent's; a caller shows only what went wrong
+    configure_logging(settings.with_overrides({"logging.level": "WARNING"}, "call"), registry)
+    try:
+        caller.check_url(target.url)
+        report, clock, failure = asyncio.run(
+            caller.call(settings, registry, sc, target, _progress, agent_timeout=agent_timeout)
+        )
+    except caller.CallError as e:
+        print(f"voice-handler: {e}", file=sys.stderr)
+        raise typer.Exit(e.exit_code) from None
+    _write_report(report, clock, as_json, out_dir)
+    if failure is not None:
+        print(f"voice-handler: {failure}", file=sys.stderr)
+        raise typer.Exit(failure.exit_code)
 
 
 # ------------------------------------------------------------------------------ config

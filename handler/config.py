@@ -454,6 +454,11 @@ CHECKS: dict[str, Check] = {
     "retry.jitter": _between(0.0, 60.0),
     "logging.level": (lambda v: str(v).upper() in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)),
     "logging.format": _one_of("text", "json"),
+    "room.input_sample_rate": (
+        lambda v: v in (8000, 16000, 24000, 48000),
+        "one of 8000, 16000, 24000, 48000 (Hz)",
+    ),
+    "room.input_frame_ms": (lambda v: v in (10, 20, 50, 100), "one of 10, 20, 50, 100"),
     "worker.load_threshold": (lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
     "worker.num_idle_processes": _between(0, 64),
     "worker.drain_timeout": _NON_NEGATIVE,

@@ -58,13 +58,41 @@ async def entrypoint(ctx: Any) -> None:
                 warming.cancel()
             await session.aclose()
             await close_shared_session()
+            logger.info("job ended: session and HTTP pool closed")
 
     ctx.add_shutdown_callback(shutdown)
+    # one caller, one session: when it closes (the caller hung up, or a stage failed for good) the
+    # job ends and the agent leaves, instead of staying until the server closes the room under it
+    session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    # livekit keeps the session when the caller's connection dropped (they might resume); once the
+    # server has given up on them too, nobody is left to talk to
+    ctx.room.on("participant_disconnected", lambda p: _end_when_alone(ctx))
     await ctx.connect()
     await prewarm_settled(warming)
     registry.pm.hook.session_started(session=session, settings=settings, info=info)
     started = True
-    await session.start(agent=agent, room=ctx.room)
+    await session.start(agent=agent, room=ctx.room, room_options=room_options(settings))
+
+
+def room_options(settings: config.Settings) -> Any:
+    """How the session hears the caller: at the rate and frame size the VAD works in, so an end
+    of speech is not held back by a 50 ms frame or resampled twice."""
+    from livekit.agents.voice import room_io
+
+    r = settings.section("room")
+    return room_io.RoomOptions(
+        audio_input=room_io.AudioInputOptions(
+            sample_rate=r["input_sample_rate"], frame_size_ms=r["input_frame_ms"]
+        )
+    )
+
+
+def _end_when_alone(ctx: Any) -> None:
+    from livekit import rtc
+
+    agent = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    if not [p for p in ctx.room.remote_participants.values() if p.kind != agent]:
+        ctx.shutdown(reason="every caller left the room")
 
 
 def _livekit_log_level(settings: config.Settings) -> str:

@@ -7,9 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from handler.testing import livekit_server
+from handler.testing.livekit_server import LiveKitServer
 
 REPO = Path(__file__).resolve().parent.parent
 PLANTED = {
@@ -76,3 +80,40 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ------------------------------------------------------------------------------ livekit-server
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Each phase's report on the test item, so a fixture's teardown knows whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def livekit_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKitServer]:
+    """One real livekit-server for the test session (about 0.2 s to start, but its rooms are
+    independent, so tests share it)."""
+    binary = livekit_server.find()
+    if binary is None:
+        message = f"livekit-server is not installed: run `{livekit_server.INSTALL_COMMAND}` (needs Go)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: its absence is a broken set-up, not a skip
+        pytest.skip(message)
+    with LiveKitServer(binary, tmp_path_factory.mktemp("livekit-server")) as server:
+        yield server
+
+
+@pytest.fixture
+def real_livekit(
+    livekit_server_session: LiveKitServer, request: pytest.FixtureRequest
+) -> Iterator[LiveKitServer]:
+    """The real server; a failing test shows what the server logged while it ran."""
+    offset = livekit_server_session.log_size()
+    yield livekit_server_session
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- livekit-server log during this test ---\n{livekit_server_session.log(offset)[-6000:]}")

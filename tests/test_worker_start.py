@@ -26,7 +26,7 @@ from livekit import api
 from livekit.protocol import agent
 
 from handler import config
-from handler.testing.livekit_server import FakeLiveKitServer
+from handler.testing.fake_livekit import FakeLiveKitServer
 
 REPO = Path(config.__file__).resolve().parent.parent
 REGISTER_TIMEOUT = 30.0

@@ -27,12 +27,20 @@ def _python(session: nox.Session) -> str:
     return "python" if session.venv_backend != "none" else sys.executable
 
 
+def _livekit_server(session: nox.Session) -> None:
+    """The real-room tests' livekit-server: found, or built from its Go module into .cache (once;
+    later runs find it). Without Go that fails; the tests that need the server then skip, or fail
+    under CI=true, each saying how to install it."""
+    session.run(_python(session), "-m", "handler.testing.livekit_server", "install", success_codes=[0, 1])
+
+
 @nox.session
 @nox.parametrize("env", ENVIRONMENTS)
 def tests(session: nox.Session, env: str) -> None:
     """The suite with ENV_FOR_DYNACONF=<env>. The real-time conversation tests pin their own
     environment, so they run once (under dev) instead of four times."""
     _install(session, "-e", ".[dev]")
+    _livekit_server(session)
     marks = [] if env == "dev" else ["-m", "not realtime"]
     session.run(_python(session), "-m", "pytest", *marks, *session.posargs, env={"ENV_FOR_DYNACONF": env})
 

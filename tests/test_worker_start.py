@@ -6,13 +6,10 @@ Plus fast in-process checks of the fake server's own protocol handling."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -27,6 +24,8 @@ from livekit.protocol import agent
 
 from handler import config
 from handler.testing.fake_livekit import FakeLiveKitServer
+from handler.testing.livekit_server import LiveKitServer
+from handler.testing.worker_process import WorkerProcess, clean_env
 
 REPO = Path(config.__file__).resolve().parent.parent
 REGISTER_TIMEOUT = 30.0
@@ -64,75 +63,18 @@ def configured_agent_name(root: Path, env: str = "production") -> str:
 
 
 def worker_env(root: Path, **overrides: str | None) -> dict[str, str]:
-    """The test runner's environment minus anything that configures voice-handler or livekit,
-    plus production settings, the planted secrets and a light worker."""
-    drop = set(config.SECRETS) | set(config.FLAT_KEYS) | {config.ENV_VAR}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in drop and not k.startswith(("HANDLER_", "LIVEKIT_", "VOICE_HANDLER_"))
-    }
-    env.update(
-        {
+    """Production settings, the planted secrets and a light worker; nothing from the machine."""
+    return clean_env(
+        **{
             config.ENV_VAR: "production",
             config.ROOT_VAR: str(root),
             "LIVEKIT_API_KEY": API_KEY,
             **PLANTED,
             "HANDLER_WORKER__PORT": "0",
             "HANDLER_WORKER__NUM_IDLE_PROCESSES": "0",
-            "PYTHONUNBUFFERED": "1",
+            **overrides,
         }
     )
-    for k, v in overrides.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return env
-
-
-class Worker:
-    """`python -m handler start` with stdout/stderr in files (no pipe to fill up)."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.out_path, self.err_path = cwd / "worker.out", cwd / "worker.err"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "handler", "start"], env=env, cwd=cwd, stdout=out, stderr=err
-            )
-        self.started = time.monotonic()
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.stderr:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker never logged {text!r}:\n{self.stderr[-3000:]}")
-            time.sleep(0.1)
-
-    def terminate(self, timeout: float = EXIT_TIMEOUT) -> tuple[int, float]:
-        """SIGTERM, then (exit status, seconds until it exited)."""
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"worker still running {timeout} s after SIGTERM:\n{self.stderr[-3000:]}"
-            ) from None
-        return rc, time.monotonic() - t0
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -142,11 +84,11 @@ def livekit() -> Iterator[FakeLiveKitServer]:
 
 
 @pytest.fixture
-def start_worker(root: Path) -> Iterator[Callable[..., Worker]]:
-    workers: list[Worker] = []
+def start_worker(root: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    workers: list[WorkerProcess] = []
 
-    def start(**env: str | None) -> Worker:
-        w = Worker(worker_env(root, **env), root)
+    def start(**env: str | None) -> WorkerProcess:
+        w = WorkerProcess(worker_env(root, **env), root)
         workers.append(w)
         return w
 
@@ -155,7 +97,7 @@ def start_worker(root: Path) -> Iterator[Callable[..., Worker]]:
         w.kill()
 
 
-def assert_no_secrets(worker: Worker, server: FakeLiveKitServer | None = None) -> None:
+def assert_no_secrets(worker: WorkerProcess, server: FakeLiveKitServer | None = None) -> None:
     output = worker.stdout + worker.stderr
     for name, value in PLANTED.items():
         assert value not in output, f"{name}'s value appears in the worker's output"
@@ -163,7 +105,7 @@ def assert_no_secrets(worker: Worker, server: FakeLiveKitServer | None = None) -
         assert attempt.token and attempt.token not in output, "a bearer token was printed"
 
 
-def warning_lines(worker: Worker) -> list[str]:
+def warning_lines(worker: WorkerProcess) -> list[str]:
     return [line for line in worker.stderr.splitlines() if line.strip()]
 
 
@@ -171,7 +113,7 @@ def warning_lines(worker: Worker) -> list[str]:
 
 
 def test_start_registers_drains_and_exits_0_on_sigterm(
-    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker], root: Path
+    livekit: FakeLiveKitServer, start_worker: Callable[..., WorkerProcess], root: Path
 ) -> None:
     worker = start_worker(LIVEKIT_URL=livekit.url)
     reg = livekit.wait_registered_sync(REGISTER_TIMEOUT)
@@ -203,30 +145,30 @@ def test_start_registers_drains_and_exits_0_on_sigterm(
 
 
 def test_agent_name_override_and_prewarm(
-    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
+    real_livekit: LiveKitServer, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     worker = start_worker(
-        LIVEKIT_URL=livekit.url,
+        **real_livekit.env(),
         HANDLER_WORKER__AGENT_NAME="support-line-7",
         HANDLER_WORKER__NUM_IDLE_PROCESSES="1",  # one pre-started process: runs the prewarm
-        HANDLER_LOGGING__LEVEL="INFO",  # to see livekit's process lifecycle lines
+        HANDLER_LOGGING__LEVEL="INFO",  # to see livekit's registration and process lifecycle lines
+        HANDLER_LOGGING__FORMAT="text",
     )
-    reg = livekit.wait_registered_sync(REGISTER_TIMEOUT)
-    assert reg.agent_name == "support-line-7"
-    assert [r.agent_name for r in livekit.registrations] == ["support-line-7"]
-
+    worker.wait_for_log("registered worker agent_name=support-line-7", REGISTER_TIMEOUT)
     # the idle process ran prewarm_process (config + silero VAD) without an error
     worker.wait_for_log("process initialized", REGISTER_TIMEOUT)
-    worker.wait_for_log("registered worker", 10)
     assert "initialization failed" not in worker.stderr
 
     rc, _ = worker.terminate()
     assert rc == 0, worker.stderr[-3000:]
-    assert_no_secrets(worker, livekit)
+    assert real_livekit.api_secret not in worker.stdout + worker.stderr
+    assert_no_secrets(worker)
     assert "Traceback" not in worker.stderr
 
 
-def test_wrong_api_secret_is_refused(livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]) -> None:
+def test_wrong_api_secret_is_refused(
+    livekit: FakeLiveKitServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
     wrong = "lk-secret-WRONG-" + secrets.token_hex(16)
     worker = start_worker(LIVEKIT_URL=livekit.url, LIVEKIT_API_SECRET=wrong)
     refused = livekit.wait_for_sync(lambda: livekit.rejected_auth, REGISTER_TIMEOUT)[0]
@@ -243,36 +185,18 @@ def test_wrong_api_secret_is_refused(livekit: FakeLiveKitServer, start_worker: C
     assert_no_secrets(worker, livekit)
 
 
-def test_dispatched_job_builds_its_session_and_joins_the_room(
-    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker]
-) -> None:
-    worker = start_worker(LIVEKIT_URL=livekit.url, HANDLER_WORKER__NUM_IDLE_PROCESSES="1")
-    livekit.wait_registered_sync(REGISTER_TIMEOUT)
-    dispatch = livekit.call(livekit.dispatch_job("room-1", timeout=10))
-    assert dispatch.response.available and dispatch.assigned
-    assert dispatch.response.participant_attributes["lk.agent.name"] == "voice-handler"
-
-    # the fake serves no rooms: the job's furthest point is its room join (GET /rtc...), which
-    # comes after the session was built; a crash before it shows as a job error in the log
-    def outcome() -> str | None:
-        if any(p.startswith("GET /rtc") for p in livekit.unhandled_paths):
-            return "joined"
-        if "unhandled exception while running the job task" in worker.stderr:
-            return "crashed before joining"
-        return None
-
-    result = livekit.wait_for_sync(outcome, REGISTER_TIMEOUT)
-    rc, _ = worker.terminate()
-    assert rc == 0
-    assert_no_secrets(worker, livekit)
-    job_errors = [line for line in worker.stderr.splitlines() if "job task" in line]
-    assert result == "joined", job_errors[-1][-1500:] if job_errors else worker.stderr[-3000:]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], str | None], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while (value := predicate()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+    return value
 
 
 def scrape(port: int) -> str:
@@ -282,18 +206,22 @@ def scrape(port: int) -> str:
 
 @pytest.mark.parametrize("operator_dir", [False, True], ids=["own-temp-dir", "operator-dir"])
 def test_prometheus_port_serves_the_job_processes_stage_histograms(
-    livekit: FakeLiveKitServer, start_worker: Callable[..., Worker], tmp_path: Path, operator_dir: bool
+    real_livekit: LiveKitServer,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+    operator_dir: bool,
 ) -> None:
     port = free_port()
     before = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*"))
     chosen = tmp_path / "not" / "yet" / "there"  # the plugin and livekit create it
     worker = start_worker(
-        LIVEKIT_URL=livekit.url,
+        **real_livekit.env(),
+        HANDLER_LOGGING__LEVEL="INFO",
         HANDLER_WORKER__PROMETHEUS_PORT=str(port),
         HANDLER_WORKER__NUM_IDLE_PROCESSES="1",  # its prewarm loads the metrics plugin
         PROMETHEUS_MULTIPROC_DIR=str(chosen) if operator_dir else None,
     )
-    livekit.wait_registered_sync(REGISTER_TIMEOUT)
+    worker.wait_for_log("registered worker", REGISTER_TIMEOUT)
     # the idle job process's zero series, and with the operator's directory also livekit's
     # main-process gauges
     wanted = ['voice_handler_stage_seconds_count{stage="llm_ttft"} 0.0']
@@ -304,7 +232,7 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
         text = scrape(port)
         return text if all(w in text for w in wanted) else None
 
-    text = livekit.wait_for_sync(scraped, REGISTER_TIMEOUT)
+    text = wait_for(scraped, REGISTER_TIMEOUT)
     for stage in ("eou", "transcription", "llm_ttft", "tts_ttfb"):
         assert f'voice_handler_stage_seconds_bucket{{le="1.0",stage="{stage}"}} 0.0' in text
     for name in ("time_to_first_audio_seconds_count", "turns_total", "false_interruptions_total"):
@@ -319,11 +247,11 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
     assert rc == 0, worker.stderr[-3000:]
     # the worker removes its own temporary directory and leaves the operator's
     assert metrics_dir.exists() is operator_dir
-    assert_no_secrets(worker, livekit)
+    assert_no_secrets(worker)
     assert "Traceback" not in worker.stderr
 
 
-def test_start_without_livekit_url_exits_2(start_worker: Callable[..., Worker]) -> None:
+def test_start_without_livekit_url_exits_2(start_worker: Callable[..., WorkerProcess]) -> None:
     worker = start_worker(LIVEKIT_URL=None)
     try:
         rc = worker.proc.wait(30)
@@ -362,7 +290,7 @@ async def test_fake_refuses_bad_tokens(headers: dict[str, str], status: int, rea
         assert attempt.status == status and reason in attempt.reason
 
 
-async def test_fake_registers_answers_ping_and_dispatches() -> None:
+async def test_fake_registers_and_answers_ping() -> None:
     async with FakeLiveKitServer(api_key=API_KEY, api_secret=PLANTED["LIVEKIT_API_SECRET"]) as lk:
         async with aiohttp.ClientSession() as http:
             ws = await http.ws_connect(
@@ -380,23 +308,6 @@ async def test_fake_registers_answers_ping_and_dispatches() -> None:
             pong = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
             assert pong.pong.last_timestamp == 42
 
-            dispatch = lk._loop.create_task(lk.dispatch_job("room-1", timeout=5))  # type: ignore[union-attr]
-            offer = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
-            assert offer.availability.job.room.name == "room-1"
-            assert offer.availability.job.agent_name == "probe"
-            answer = agent.WorkerMessage()
-            answer.availability.job_id = offer.availability.job.id
-            answer.availability.available = True
-            answer.availability.participant_identity = "agent-x"
-            await ws.send_bytes(answer.SerializeToString())
-            assignment = agent.ServerMessage.FromString(await ws.receive_bytes(timeout=5))
-            result = await dispatch
-            assert result.assigned and result.response.participant_identity == "agent-x"
-            assert assignment.assignment.job.id == offer.availability.job.id
-            grants = api.TokenVerifier(API_KEY, PLANTED["LIVEKIT_API_SECRET"]).verify(
-                assignment.assignment.token
-            )
-            assert grants.identity == "agent-x" and grants.video and grants.video.room == "room-1"
             await ws.close()
         await lk.wait_for(lambda: not lk.connections[0].open, 5)
-        assert [m.kind for m in lk.messages] == ["register", "ping", "availability"]
+        assert [m.kind for m in lk.messages] == ["register", "ping"]

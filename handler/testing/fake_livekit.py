@@ -1,4 +1,10 @@
-"""A local stand-in for a LiveKit server's agent-worker endpoint, far enough to see `start` work.
+"""A stand-in for a LiveKit server's agent-worker endpoint, for what the real server does not show.
+
+The real livekit-server (`handler.testing.livekit_server`) carries the end-to-end tests: rooms,
+dispatch, calls, draining. This fake stays for what only the protocol shows, in a fraction of a
+second: why a registration was refused (the token's exact fault), the status a draining worker
+reports (WS_FULL) and how it closes its socket, and every token the worker sent, so a test can
+check none was printed.
 
 The worker (livekit-agents 1.8, `AgentServer._connection_task`) opens a websocket to
 `<LIVEKIT_URL path>/agent` (an `http(s)` scheme becomes `ws(s)`; query `worker_token=` only on
@@ -9,12 +15,9 @@ API key, grant `video.agent`. Then, all binary protobuf:
     server -> ServerMessage(register=RegisterWorkerResponse(worker_id, server_info))
     worker -> WorkerMessage(update_worker=...) every 2.5 s; status WS_FULL once it drains
     worker -> update_job / migrate_job / availability / ping (answered with pong)
-    server -> availability (offer a job) -> worker availability -> server assignment
-    server -> termination (end a job)
 
-What is not served: the room itself (`/rtc` signalling, media), so a dispatched job's process
-cannot join its room; the twirp API (`/twirp/...`) answers 404. Every request is recorded
-(`auth_attempts`, `messages`, `connections`) for assertions.
+Nothing else is served (no jobs, no rooms). Every request is recorded (`auth_attempts`,
+`messages`, `connections`) for assertions.
 
 In-process:
 
@@ -27,19 +30,13 @@ event loop in a background thread:
 
     with FakeLiveKitServer(api_key="k", api_secret="s").in_thread() as lk:
         reg = lk.wait_registered_sync(timeout=30)
-
-By hand: `python -m handler.testing.fake_livekit --port 7880 --api-key k --api-secret s`
-prints its URL and one line per event until Ctrl+C (or `--seconds N`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import secrets
-import signal
-import sys
 import threading
 import time
 import warnings
@@ -109,15 +106,6 @@ class ReceivedMessage:
     message: agent.WorkerMessage
 
 
-@dataclass(frozen=True)
-class Dispatch:
-    """The outcome of `dispatch_job`: the job offered and the worker's answer."""
-
-    job: agent.Job
-    response: agent.AvailabilityResponse
-    assigned: bool
-
-
 class FakeLiveKitServer:
     """aiohttp server on 127.0.0.1:<ephemeral> that accepts LiveKit agent workers.
 
@@ -154,7 +142,6 @@ class FakeLiveKitServer:
         self._connections: list[WorkerConnection] = []
         self._messages: list[ReceivedMessage] = []
         self._unhandled: list[str] = []
-        self._waiting_availability: dict[str, asyncio.Future[agent.AvailabilityResponse]] = {}
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -189,8 +176,6 @@ class FakeLiveKitServer:
     async def aclose(self) -> None:
         if self._runner is None:
             return
-        for fut in self._waiting_availability.values():
-            fut.cancel()
         await self._runner.cleanup()  # on_shutdown closes the websockets first
         self._runner = None
 
@@ -459,11 +444,6 @@ class FakeLiveKitServer:
             u = wm.update_worker
             status = agent.WorkerStatus.Name(u.status) if u.HasField("status") else "-"
             self._event(f"#{conn.index}: status {status} load={u.load:.2f} jobs={u.job_count}")
-        elif kind == "availability":
-            fut = self._waiting_availability.pop(wm.availability.job_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(wm.availability)
-            self._event(f"#{conn.index}: job {wm.availability.job_id} available={wm.availability.available}")
         else:
             self._event(f"#{conn.index}: {kind}")
 
@@ -476,126 +456,3 @@ class FakeLiveKitServer:
             if conn.ws is not None and not conn.ws.closed:
                 with contextlib.suppress(Exception):
                     await conn.ws.close(code=1001, message=b"server shutdown")
-
-    # -- dispatch ----------------------------------------------------------------------------
-    def _worker_for(self, agent_name: str | None) -> WorkerConnection:
-        for conn in reversed(self.connections):
-            if (
-                conn.open
-                and conn.register is not None
-                and conn.ws is not None
-                and (agent_name is None or conn.register.agent_name == agent_name)
-            ):
-                return conn
-        raise LookupError(f"no registered worker for agent_name={agent_name!r}")
-
-    async def dispatch_job(
-        self,
-        room: str = "fake-room",
-        *,
-        agent_name: str | None = None,
-        metadata: str = "",
-        assign: bool = True,
-        timeout: float = 10.0,
-    ) -> Dispatch:
-        """Offer a room job to a registered worker (availability request) and, if it accepts
-        and `assign`, send the assignment with a room token. The job's process will then try to
-        join `room` at this server, which does not serve rooms: expect that to fail."""
-        from livekit.api import AccessToken, VideoGrants
-
-        conn = self._worker_for(agent_name)
-        assert conn.ws is not None and conn.register is not None
-        job = agent.Job(
-            id="AJ_" + secrets.token_hex(6),
-            dispatch_id="AD_" + secrets.token_hex(6),
-            type=conn.register.type,
-            room=models.Room(sid="RM_" + secrets.token_hex(6), name=room),
-            agent_name=conn.register.agent_name,
-            metadata=metadata,
-        )
-        fut: asyncio.Future[agent.AvailabilityResponse] = asyncio.get_running_loop().create_future()
-        self._waiting_availability[job.id] = fut
-        try:
-            await conn.ws.send_bytes(
-                agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)).SerializeToString()
-            )
-            response = await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiting_availability.pop(job.id, None)
-        assigned = False
-        if response.available and assign:
-            with _short_keys_allowed():
-                token = (
-                    AccessToken(self.api_key, self._api_secret)
-                    .with_identity(response.participant_identity or f"agent-{job.id}")
-                    .with_name(response.participant_name)
-                    .with_grants(VideoGrants(room_join=True, room=room, agent=True))
-                    .to_jwt()
-                )
-            await conn.ws.send_bytes(
-                agent.ServerMessage(
-                    assignment=agent.JobAssignment(job=job, url=self.url, token=token)
-                ).SerializeToString()
-            )
-            assigned = True
-        return Dispatch(job=job, response=response, assigned=assigned)
-
-    async def terminate_job(self, job_id: str, *, agent_name: str | None = None) -> None:
-        conn = self._worker_for(agent_name)
-        assert conn.ws is not None
-        msg = agent.ServerMessage(termination=agent.JobTermination(job_id=job_id))
-        await conn.ws.send_bytes(msg.SerializeToString())
-
-
-# ------------------------------------------------------------------------------ script
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m handler.testing.fake_livekit",
-        description="A fake LiveKit server that accepts agent-worker registrations (no rooms).",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7880, help="port (0 = any free port)")
-    parser.add_argument("--api-key", default="devkey", help="API key workers must use")
-    parser.add_argument("--api-secret", default="secret", help="API secret tokens are signed with")
-    parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
-    args = parser.parse_args(argv)
-
-    def say(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        server = FakeLiveKitServer(
-            api_key=args.api_key,
-            api_secret=args.api_secret,
-            host=args.host,
-            port=args.port,
-            on_event=say,
-        )
-        async with server:
-            print(f"LIVEKIT_URL={server.url} LIVEKIT_API_KEY={args.api_key}", flush=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.seconds)
-        regs = server.registrations
-        refused = len(server.rejected_auth)
-        say(f"stopped: {len(regs)} registration(s), {refused} refused handshake(s)")
-
-    try:
-        asyncio.run(run())
-    except OSError as e:
-        print(
-            f"livekit_server: cannot listen on {args.host}:{args.port}: {e.strerror}",
-            file=sys.stderr,
-        )
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -322,6 +322,11 @@ def call(
     )
     # the environment's logging policy is the agent's; a caller shows only what went wrong
     configure_logging(settings.with_overrides({"logging.level": "WARNING"}, "call"), registry)
+    import logging
+
+    # livekit's rtc core logs each failed connection attempt and its teardown; the one message
+    # below says what went wrong and what to check
+    logging.getLogger("livekit").setLevel(logging.CRITICAL)
     try:
         caller.check_url(target.url)
         report, clock, failure = asyncio.run(

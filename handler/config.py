@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -88,11 +89,17 @@ class ConfigError(Exception):
 REDACTED = "***"
 
 
+JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
+"""A signed token (LiveKit access tokens are JWTs): a bearer credential, as secret as the key
+that signed it. livekit's rtc core puts a refused token in its error messages."""
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value in it replaced (longest first, so none shows in part)."""
+    """`text` with every secret value and every token in it replaced (longest first, so none
+    shows in part)."""
     for value in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
         text = text.replace(value, REDACTED)
-    return text
+    return JWT.sub(REDACTED, text)
 
 
 def find_root() -> Path:

@@ -361,3 +361,36 @@ def test_a_caller_who_leaves_mid_reply_ends_the_job_cleanly(
     worker.wait_for_log("job ended: session and HTTP pool closed", 30)
     assert "session summary turns=" in worker.stderr
     assert error_lines(worker.stderr) == []
+
+
+# ------------------------------------------------------------------------------ a caller's mistakes
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"LIVEKIT_API_SECRET": "wrong-" + "x" * 40}, 2, "check LIVEKIT_API_KEY and LIVEKIT_API_SECRET"),
+        ({"LIVEKIT_URL": "ws://127.0.0.1:9"}, 2, "check LIVEKIT_URL"),
+        ({"LIVEKIT_URL": "127.0.0.1:7880"}, 2, "LIVEKIT_URL must start with ws://"),
+        ({"LIVEKIT_API_KEY": None}, 2, "LIVEKIT_API_KEY"),
+        ({}, 1, "no agent 'voice-handler' joined"),  # no worker registered
+    ],
+    ids=["wrong-secret", "nothing-there", "not-a-url", "no-key", "no-worker"],
+)
+def test_call_refuses_with_one_message(
+    real_livekit: LiveKitServer, root: Path, change: dict[str, str | None], code: int, message: str
+) -> None:
+    env = clean_env(**{config.ENV_VAR: "dev", config.ROOT_VAR: str(root), **real_livekit.env(), **change})
+    out = subprocess.run(
+        [sys.executable, "-m", "handler", "call", "short.toml", "--agent-timeout", "3"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert real_livekit.api_secret not in out.stderr
+    assert "eyJ" not in out.stderr  # no token either

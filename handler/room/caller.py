@@ -28,6 +28,7 @@ import numpy as np
 from livekit import api, rtc
 
 from handler import audio
+from handler.config import redact
 from handler.scenario import Scenario
 from handler.simulate import SAMPLES, SETTLE, TICK, Clock, Report, ScriptedInput, TurnReport
 
@@ -249,9 +250,8 @@ class Call:
                     "check LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
                     2,
                 ) from None
-            raise CallError(
-                f"cannot join a room at LIVEKIT_URL ({e.message}): check LIVEKIT_URL", 2
-            ) from None
+            cause = redact(str(e.message), [self.target.api_secret])
+            raise CallError(f"cannot join a room at LIVEKIT_URL ({cause}): check LIVEKIT_URL", 2) from None
         except TimeoutError:
             raise CallError(
                 f"no answer from LIVEKIT_URL within {JOIN_TIMEOUT:.0f} s: check LIVEKIT_URL", 2

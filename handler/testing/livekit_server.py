@@ -97,14 +97,22 @@ class LiveKitServer:
         lk.url, lk.api_key, lk.api_secret
     """
 
-    def __init__(self, binary: Path, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        workdir: Path | None = None,
+        *,
+        port: int = 0,
+        api_key: str = "",
+        api_secret: str = "",
+    ) -> None:
         self.binary = binary
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="livekit-server-")
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
-        self.port = free_port()
+        self.port = port or free_port()
         self.udp_port = free_port(socket.SOCK_DGRAM)
-        self.api_key = "test-" + secrets.token_hex(4)
-        self.api_secret = secrets.token_urlsafe(32)
+        self.api_key = api_key or "test-" + secrets.token_hex(4)
+        self.api_secret = api_secret or secrets.token_urlsafe(32)
         self.log_path = self.workdir / "livekit-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -199,20 +207,61 @@ room:
         self.stop()
 
 
+USAGE = f"""usage:
+  {INSTALL_COMMAND}        find or build the binary; prints its path
+  python -m handler.testing.livekit_server path           the binary's path, if installed
+  python -m handler.testing.livekit_server run [PORT]     a loopback-only server (default port 7880)
+      with the credentials in LIVEKIT_API_KEY and LIVEKIT_API_SECRET, until Ctrl+C"""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args not in (["install"], ["path"]):
-        print(f"usage: {INSTALL_COMMAND} | python -m handler.testing.livekit_server path", file=sys.stderr)
-        return 2
-    if args == ["path"]:
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    if command == "path" and not rest:
         found = find()
         print(found or f"not installed; run `{INSTALL_COMMAND}`")
         return 0 if found else 1
-    try:
-        print(install())
-    except ServerNotFound as e:
-        print(f"livekit-server: {e}", file=sys.stderr)
+    if command == "install" and not rest:
+        try:
+            print(install())
+        except ServerNotFound as e:
+            print(f"livekit-server: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if command == "run" and len(rest) <= 1 and all(r.isdigit() for r in rest):
+        return _run(int(rest[0]) if rest else 7880)
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+def _run(port: int) -> int:
+    key, secret = os.environ.get("LIVEKIT_API_KEY", ""), os.environ.get("LIVEKIT_API_SECRET", "")
+    if not key or len(secret) < 32:
+        print(
+            "livekit-server: set LIVEKIT_API_KEY, and LIVEKIT_API_SECRET to 32 characters or more "
+            "(e.g. export LIVEKIT_API_SECRET=$(openssl rand -hex 24)); the worker and `call` use the same",
+            file=sys.stderr,
+        )
+        return 2
+    binary = find()
+    if binary is None:
+        print(f"livekit-server: not installed; run `{INSTALL_COMMAND}`", file=sys.stderr)
         return 1
+    import signal
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a supervisor's stop takes the server with it
+    server = LiveKitServer(binary, port=port, api_key=key, api_secret=secret).start()
+    print(f"livekit-server on {server.url} (127.0.0.1 only); log: {server.log_path}; Ctrl+C stops it")
+    try:
+        assert server.proc is not None
+        server.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0
 
 

@@ -341,6 +341,64 @@ def call(
         raise typer.Exit(failure.exit_code)
 
 
+@app.command()
+@user_errors
+def loadtest(
+    scenario: Annotated[
+        str | None, typer.Argument(help="A bundled scenario or a .toml file; default qa.")
+    ] = None,
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", help="Comma-separated numbers of calls at once (1 is always run).")
+    ] = "1,4,8,12",
+    calls: Annotated[int, typer.Option("--calls", help="Calls per level (at least its concurrency).")] = 0,
+    ramp: Annotated[float, typer.Option("--ramp", help="Seconds over which a level's calls start.")] = 2.0,
+    env: EnvOption = None,
+    as_json: JsonOption = False,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of TTFA and CPU per level.")] = None,
+) -> None:
+    """How many concurrent calls one worker carries at acceptable latency, and what a call costs:
+    a local livekit-server, worker and load-mode providers (or LIVEKIT_URL's deployment)."""
+    from handler.registry import Registry
+
+    try:
+        levels = sorted({int(c) for c in concurrency.split(",") if c.strip()})
+    except ValueError:
+        raise UserError(f"--concurrency {concurrency!r}: expected numbers such as 1,4,8,12") from None
+    if not levels or levels[0] < 1 or levels[-1] > 64:
+        raise UserError(f"--concurrency {concurrency!r}: each level must be 1 to 64 calls at once")
+    if ramp < 0:
+        raise UserError(f"--ramp {ramp}: must be 0 or more seconds")
+    settings = config.load(env or "production")
+    problems = config.validate(settings)
+    if problems:
+        raise ConfigError(problems, secrets=settings.secret_values())
+    registry = Registry.load()
+    sc, _ = _conversation_input(scenario, None, registry, "loadtest")
+
+    import asyncio
+
+    from handler.room import caller
+    from handler.room import loadtest as lt
+    from handler.session import configure_logging
+
+    configure_logging(settings.with_overrides({"logging.level": "WARNING"}, "loadtest"), registry)
+    import logging
+
+    logging.getLogger("livekit").setLevel(logging.CRITICAL)
+    try:
+        results, best, where, ttfas = asyncio.run(
+            lt.loadtest(settings, registry, sc, levels, calls, ramp, _progress)
+        )
+    except caller.CallError as e:
+        print(f"voice-handler: {e}", file=sys.stderr)
+        raise typer.Exit(e.exit_code) from None
+    print(
+        json.dumps(lt.to_dict(results, best, where), indent=2) if as_json else lt.render(results, best, where)
+    )
+    if plot:
+        lt.plot(results, ttfas, plot)
+
+
 # ------------------------------------------------------------------------------ config
 
 

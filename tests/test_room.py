@@ -25,8 +25,9 @@ from livekit import api, rtc
 
 from handler import config
 from handler.simulate import word_errors
+from handler.testing.background import InBackground
 from handler.testing.livekit_server import LiveKitServer
-from handler.testing.worker_process import WorkerProcess, clean_env
+from handler.testing.worker_process import WorkerProcess, clean_env, settings_env
 
 pytestmark = pytest.mark.realtime
 
@@ -202,48 +203,18 @@ def test_dev_stack_holds_the_qa_conversation_in_a_real_room(
     assert_no_secrets(worker.stderr + err, real_livekit)
 
 
-class CloudFakesThread:
-    """The local Soniox, OpenAI and ElevenLabs servers on their own event loop, for a worker in
-    another process."""
-
-    def __init__(self, phrases: list[str]) -> None:
-        self.phrases = phrases
-        self.ready = threading.Event()
-        self.overrides: dict[str, str] = {}
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        from handler import cloudsim
-        from handler.registry import Registry
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        settings = config.load("production", root=REPO)
-        async with cloudsim.running(settings, Registry.load(), self.phrases) as (_, fakes):
-            self.overrides = {
-                "HANDLER_" + key.upper().replace(".", "__"): value for key, value in fakes.overrides().items()
-            }
-            self.ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> CloudFakesThread:
-        self._thread.start()
-        assert self.ready.wait(30), "the provider servers did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-
 def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(
     real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    with CloudFakesThread(json.loads(PHRASES)) as fakes:
-        worker = start_worker(**{config.ENV_VAR: "production", **PLANTED_KEYS, **fakes.overrides})
+    from handler import cloudsim
+    from handler.registry import Registry
+
+    production = config.load("production", root=REPO)
+    servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
+    with servers as (_, fakes):
+        worker = start_worker(
+            **{config.ENV_VAR: "production", **PLANTED_KEYS, **settings_env(fakes.overrides())}
+        )
         rc, doc, err = call(real_livekit, root, "qa", env="production")
     assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
     assert_answered(doc, 4)

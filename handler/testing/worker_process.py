@@ -38,6 +38,11 @@ def clean_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
+def settings_env(overrides: Mapping[str, object]) -> dict[str, str]:
+    """Dotted setting overrides (`stt.soniox.base_url`) as the HANDLER_* variables a worker reads."""
+    return {f"{config.PREFIX}_" + key.upper().replace(".", "__"): str(v) for key, v in overrides.items()}
+
+
 class WorkerProcess:
     """One `python -m handler start` (or any `python -m handler` command) in `cwd`."""
 

@@ -1,0 +1,427 @@
+"""`python -m handler loadtest`: how many calls one worker carries on this machine, and what a call costs.
+
+For each concurrency level, that many callers (`handler.room.caller.Call`, the `call` machinery)
+talk to the worker at once, their starts spread over `--ramp` seconds. Per level: client-side
+TTFA p50/p95, calls completed and failed, the worker's CPU per call (its whole process tree, job
+processes included, in cores: CPU seconds over call seconds), the peak RSS of one job process, and
+the load livekit reports (the worker's `/worker` endpoint). The capacity is the largest level whose
+p95 stays within 1.2x the single call's, with no failed call.
+
+With no LIVEKIT_URL, it runs everything here: a livekit-server on 127.0.0.1, one worker
+(`python -m handler start`, the environment's cloud stack) and the provider servers in load mode:
+no recognition or synthesis per request (the recognizer names the scenario phrase whose length
+matches the utterance; the TTS sends a tone as long as the reply), the cloud latency profile
+unchanged. So what the machine spends is the worker's; the callers', the server's and the
+providers' CPU is reported apart. With LIVEKIT_URL set, the callers call that deployment and only
+client-side numbers are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+
+from handler import audio
+from handler.room.caller import Call, CallError, Target
+from handler.scenario import Scenario
+from handler.simulate import percentile
+
+TTFA_TOLERANCE = 1.2
+"""A level is within capacity while its p95 TTFA stays under this multiple of one call's."""
+SAMPLE_INTERVAL = 0.5
+LOAD_REPLY = "It is sunny and warm today, about twenty degrees."
+"""The LLM's canned answer in load mode: a typical one-sentence reply."""
+
+
+@dataclass
+class Level:
+    concurrency: int
+    calls: int
+    completed: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    ttfa_p50: float | None = None
+    ttfa_p95: float | None = None
+    call_seconds: float = 0.0
+    worker_cpu_s: float | None = None
+    cpu_per_call: float | None = None
+    """The worker's CPU seconds per second of call: cores one call keeps busy."""
+    job_rss_peak_mb: float | None = None
+    job_uss_peak_mb: float | None = None
+    """Memory unique to one job process (RSS counts the pages it shares with the forkserver)."""
+    livekit_load_max: float | None = None
+    other_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of what is not the worker: callers, livekit-server, provider servers."""
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class Meter:
+    """Samples, in a thread, the CPU of the worker's process tree and of the other parties, the RSS
+    of each job process, and the load the worker reports."""
+
+    def __init__(
+        self, worker_pid: int | None, server_pid: int | None, fakes_thread: int | None, health_url: str | None
+    ) -> None:
+        self.worker = psutil.Process(worker_pid) if worker_pid else None
+        self.server = psutil.Process(server_pid) if server_pid else None
+        self.fakes_thread = fakes_thread
+        self.health_url = health_url
+        self._cpu: dict[int, float] = {}
+        """Last CPU seconds seen per process of the worker's tree (exited ones keep their last)."""
+        self.rss_peak = self.uss_peak = 0.0
+        self.load_max = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree(self) -> list[psutil.Process]:
+        assert self.worker is not None
+        try:
+            return [self.worker, *self.worker.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def sample(self) -> None:
+        if self.worker is not None:
+            for p in self._tree():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = p.cpu_times()
+                    self._cpu[p.pid] = t.user + t.system
+                    if p.pid != self.worker.pid:
+                        mem = p.memory_full_info()
+                        self.rss_peak = max(self.rss_peak, mem.rss / 2**20)
+                        self.uss_peak = max(self.uss_peak, mem.uss / 2**20)
+        if self.health_url:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(self.health_url, timeout=1) as r,
+            ):
+                self.load_max = max(self.load_max, float(json.loads(r.read()).get("worker_load", 0.0)))
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL):
+            self.sample()
+
+    def worker_cpu(self) -> float:
+        return sum(self._cpu.values())
+
+    def others(self) -> dict[str, float]:
+        me = psutil.Process()
+        t = me.cpu_times()
+        fakes = 0.0
+        for th in me.threads():
+            if th.id == self.fakes_thread:
+                fakes = th.user_time + th.system_time
+        out = {"callers": t.user + t.system - fakes}
+        if self.fakes_thread is not None:
+            out["provider servers"] = fakes
+        if self.server is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                s = self.server.cpu_times()
+                out["livekit-server"] = s.user + s.system
+        return out
+
+    @contextlib.contextmanager
+    def level(self, result: Level) -> Iterator[None]:
+        """Measures one level: deltas of CPU, peaks of RSS and load."""
+        self.sample()
+        cpu0, others0 = self.worker_cpu(), self.others()
+        self.rss_peak = self.uss_peak = self.load_max = 0.0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            self._thread.join(5)
+            self.sample()
+            if self.worker is not None:
+                result.worker_cpu_s = round(self.worker_cpu() - cpu0, 2)
+                result.job_rss_peak_mb = round(self.rss_peak, 1)
+                result.job_uss_peak_mb = round(self.uss_peak, 1)
+            if self.health_url:
+                result.livekit_load_max = round(self.load_max, 2)
+            result.other_cpu_s = {k: round(v - others0.get(k, 0.0), 2) for k, v in self.others().items()}
+
+
+# ----------------------------------------------------------------------------- load-mode providers
+
+
+def duration_recognizer(clips: dict[str, np.ndarray]) -> Callable[[bytes], str]:
+    """Names the phrase whose spoken length is nearest the utterance's: known transcripts for
+    known audio, at the cost of a subtraction."""
+    lengths = {text: (len(pcm) / audio.RATE) - audio.trailing_silence(pcm) for text, pcm in clips.items()}
+
+    def recognize(pcm_16k: bytes) -> str:
+        seconds = len(pcm_16k) / 2 / audio.RATE
+        return min(lengths, key=lambda text: abs(lengths[text] - seconds))
+
+    return recognize
+
+
+@contextlib.asynccontextmanager
+async def load_mode_servers(clips: dict[str, np.ndarray]) -> AsyncIterator[dict[str, str]]:
+    """The Soniox, OpenAI and ElevenLabs servers with the cloud latency profile and no per-request
+    work; yields the settings that point the worker at them."""
+    from handler import cloudsim
+    from handler.testing import ElevenLabsServer, OpenAIServer, SonioxServer
+
+    async with (
+        SonioxServer(recognizer=duration_recognizer(clips), profile=cloudsim.PROFILES["stt"]) as stt,
+        OpenAIServer(responder=lambda messages: LOAD_REPLY, profile=cloudsim.PROFILES["llm"]) as llm,
+        ElevenLabsServer(profile=cloudsim.PROFILES["tts"]) as tts,  # a tone as long as the text
+    ):
+        yield {
+            cloudsim.BASE_URL["stt"]: stt.base_url,
+            cloudsim.BASE_URL["llm"]: llm.base_url,
+            cloudsim.BASE_URL["tts"]: tts.base_url,
+        }
+
+
+# ----------------------------------------------------------------------------- the levels
+
+
+async def run_level(
+    result: Level,
+    target: Target,
+    scenario: Scenario,
+    clips: dict[int, np.ndarray],
+    ramp: float,
+    progress: Callable[[str], None],
+) -> list[float]:
+    """Fills `result` with what the callers saw; returns every turn's TTFA."""
+    concurrency, calls = result.concurrency, result.calls
+    gate = asyncio.Semaphore(concurrency)
+    ttfas: list[float] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            if i < concurrency:  # the first wave starts spread over the ramp
+                await asyncio.sleep(ramp * i / concurrency)
+            c = Call(target, scenario, clips, lambda line: None, agent_timeout=60.0)
+            try:
+                await c.run()
+            except CallError as e:
+                result.failed += 1
+                result.failures.append(str(e))
+                return
+            answered = [t.ttfa for t in c.turns if t.ttfa is not None]
+            if c.failure is not None or c.errors or len(answered) < len(scenario.turns):
+                result.failed += 1
+                result.failures.append(str(c.failure or (c.errors or ["a turn went unanswered"])[0]))
+            else:
+                result.completed += 1
+            ttfas.extend(answered)
+            result.call_seconds += time.monotonic() - c.clock.start
+            progress(f"  level {concurrency}: call {i + 1}/{calls} done")
+
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    p50, p95 = percentile(ttfas, 50), percentile(ttfas, 95)
+    result.ttfa_p50 = None if p50 is None else round(p50, 3)
+    result.ttfa_p95 = None if p95 is None else round(p95, 3)
+    return ttfas
+
+
+def capacity(levels: list[Level]) -> Level | None:
+    """The largest level within TTFA_TOLERANCE of one call's p95, with no failed call."""
+    single = next((lv for lv in levels if lv.concurrency == 1), None)
+    if single is None or single.ttfa_p95 is None:
+        return None
+    ok = [
+        lv
+        for lv in levels
+        if lv.failed == 0 and lv.ttfa_p95 is not None and lv.ttfa_p95 <= TTFA_TOLERANCE * single.ttfa_p95
+    ]
+    return max(ok, key=lambda lv: lv.concurrency, default=None)
+
+
+def to_dict(levels: list[Level], best: Level | None, where: str) -> dict[str, Any]:
+    return {
+        "target": where,
+        "levels": [asdict(lv) for lv in levels],
+        "capacity": None if best is None else best.concurrency,
+        "ttfa_tolerance": TTFA_TOLERANCE,
+    }
+
+
+def render(levels: list[Level], best: Level | None, where: str) -> str:
+    ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
+    num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    single = next((lv for lv in levels if lv.concurrency == 1), None)
+    lines = [
+        f"loadtest against {where}",
+        f"{'calls at once':>13} {'ok':>4} {'failed':>6} {'ttfa p50':>8} {'ttfa p95':>8} {'p95 x1':>6} "
+        f"{'worker cores/call':>17} {'job RSS/USS MB':>14} {'lk load':>7}  other CPU s",
+    ]
+    for lv in levels:
+        ratio = (
+            f"{lv.ttfa_p95 / single.ttfa_p95:.2f}"
+            if single and single.ttfa_p95 and lv.ttfa_p95 is not None
+            else "-"
+        )
+        others = ", ".join(f"{k} {v}" for k, v in lv.other_cpu_s.items())
+        lines.append(
+            f"{lv.concurrency:>13} {lv.completed:>4} {lv.failed:>6} "
+            f"{ms(lv.ttfa_p50):>8} {ms(lv.ttfa_p95):>8} "
+            f"{ratio:>6} {num(lv.cpu_per_call, '.3f'):>17} "
+            f"{num(lv.job_rss_peak_mb, '.0f') + '/' + num(lv.job_uss_peak_mb, '.0f'):>14} "
+            f"{num(lv.livekit_load_max, '.2f'):>7}  {others}"
+        )
+        lines += [f"    failed: {f}" for f in lv.failures[:3]]
+    if best is None:
+        lines.append("capacity: none of the levels kept p95 TTFA within 1.2x one call's with no failure")
+    else:
+        lines.append(
+            f"capacity on this machine: {best.concurrency} concurrent calls (p95 {ms(best.ttfa_p95)} ms, "
+            f"within {TTFA_TOLERANCE}x one call's, no failure)"
+        )
+    costs = [lv.cpu_per_call for lv in levels if lv.cpu_per_call is not None]
+    rss = [lv.job_rss_peak_mb for lv in levels if lv.job_rss_peak_mb]
+    uss = [lv.job_uss_peak_mb for lv in levels if lv.job_uss_peak_mb]
+    if costs:
+        lines.append(
+            f"per call: {min(costs):.3f}-{max(costs):.3f} worker cores (CPU seconds per call second, "
+            f"job processes included); a job process peaks at {max(rss):.0f} MB RSS, "
+            f"{max(uss):.0f} MB of it its own (USS)"
+        )
+    return "\n".join(lines)
+
+
+def plot(levels: list[Level], ttfas: dict[int, list[float]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    conc = [lv.concurrency for lv in levels]
+    left.boxplot([[v * 1000 for v in ttfas[c]] or [0] for c in conc], labels=[str(c) for c in conc])
+    left.set_xlabel("concurrent calls")
+    left.set_ylabel("time to first audio (ms)")
+    right.plot(conc, [lv.cpu_per_call or 0 for lv in levels], marker="o")
+    right.set_xlabel("concurrent calls")
+    right.set_ylabel("worker cores per call")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+async def loadtest(
+    settings: Any,
+    registry: Any,
+    scenario: Scenario,
+    concurrency: list[int],
+    calls: int,
+    ramp: float,
+    progress: Callable[[str], None],
+) -> tuple[list[Level], Level | None, str, dict[int, list[float]]]:
+    """Every level in turn (1 first, for the reference p95); a local server, worker and providers
+    unless LIVEKIT_URL names a deployment."""
+    from handler.simulate import _clips
+
+    clips = await _clips(scenario, registry, settings)
+    levels = sorted({1, *concurrency})
+    async with _deployment(settings, scenario, clips, progress) as (target, meter, where):
+        results: list[Level] = []
+        ttfas: dict[int, list[float]] = {}
+        for n in levels:
+            progress(f"level {n}: {max(n, calls)} calls, {n} at once")
+            level = Level(concurrency=n, calls=max(n, calls))
+            with meter.level(level):
+                ttfas[n] = await run_level(level, target, scenario, clips, ramp, progress)
+            if level.worker_cpu_s is not None and level.call_seconds:
+                level.cpu_per_call = round(level.worker_cpu_s / level.call_seconds, 3)
+            results.append(level)
+    return results, capacity(results), where, ttfas
+
+
+@contextlib.asynccontextmanager
+async def _deployment(
+    settings: Any, scenario: Scenario, clips: dict[int, np.ndarray], progress: Callable[[str], None]
+) -> AsyncIterator[tuple[Target, Meter, str]]:
+    agent_name = settings.get("worker.agent_name")
+    if settings.secret("LIVEKIT_URL"):
+        target = Target(
+            url=settings.secret("LIVEKIT_URL") or "",
+            api_key=settings.secret("LIVEKIT_API_KEY") or "",
+            api_secret=settings.secret("LIVEKIT_API_SECRET") or "",
+            agent_name=agent_name,
+        )
+        yield (
+            target,
+            Meter(None, None, None, None),
+            "the deployment at LIVEKIT_URL (client-side numbers only)",
+        )
+        return
+
+    import tempfile
+    from pathlib import Path
+
+    from handler import cloudsim, config
+    from handler.testing.background import InBackground
+    from handler.testing.livekit_server import LiveKitServer, free_port, install
+    from handler.testing.worker_process import WorkerProcess, clean_env, settings_env
+
+    said = {t.say: clips[i] for i, t in enumerate(_turn_clip_indexes(scenario)) if t.say}
+    fakes = InBackground(lambda: load_mode_servers(said))
+    with (
+        tempfile.TemporaryDirectory(prefix="loadtest-") as tmp,
+        fakes as overrides,
+        LiveKitServer(install(), Path(tmp)) as lk,
+    ):
+        health = free_port()
+        worker = WorkerProcess(
+            clean_env(
+                **{config.ENV_VAR: settings.env, config.ROOT_VAR: str(settings.root)},
+                **lk.env(),
+                **settings_env(overrides),
+                **settings_env(
+                    {
+                        **cloudsim.cloud_overrides(settings),
+                        "worker.port": health,
+                        # the callers share the machine: livekit's CPU load would turn calls
+                        # away before the worker itself is the limit
+                        "worker.load_threshold": 1.0,
+                        "logging.level": "INFO",  # a handful of lines per call; shows registration
+                    }
+                ),
+                OPENAI_API_KEY="loadtest-dummy",
+                ELEVEN_API_KEY="loadtest-dummy",
+                SONIOX_API_KEY="loadtest-dummy",
+            ),
+            Path(tmp),
+        )
+        try:
+            await asyncio.to_thread(worker.wait_for_log, "registered worker", 30)
+            progress(f"livekit-server {lk.url}, worker pid {worker.proc.pid}, provider servers in load mode")
+            target = Target(lk.url, lk.api_key, lk.api_secret, agent_name)
+            server_pid = lk.proc.pid if lk.proc else None
+            meter = Meter(worker.proc.pid, server_pid, fakes.native_id, f"http://127.0.0.1:{health}/worker")
+            yield target, meter, f"one local worker (env {settings.env}, pid {worker.proc.pid})"
+        finally:
+            with contextlib.suppress(AssertionError):
+                worker.terminate(30)
+            worker.kill()
+
+
+def _turn_clip_indexes(scenario: Scenario) -> list[Any]:
+    """Scenario sounds in clip order (turns and their during-reply events), as `_clips` numbers them."""
+    out: list[Any] = []
+    for t in scenario.turns:
+        out.append(t)
+        out.extend(t.during_reply)
+    return out

@@ -243,6 +243,8 @@ def simulate(
     report, clock = asyncio.run(run(settings, registry, sc, progress))
     doc = report.to_dict()
     print(json.dumps(doc, indent=2) if as_json else render_report(report))
+    if report.ended:  # a stage down for good: the run is a failure, and says why
+        print(f"voice-handler: the session ended early: {report.ended}", file=sys.stderr)
     if out_dir is not None:
         import numpy as np
 
@@ -252,6 +254,8 @@ def simulate(
             audio.write_wav(out_dir / "agent.wav", np.frombuffer(bytes(clock.agent), np.int16))
         except OSError as e:
             raise UserError(f"--out {out}: cannot write {e.filename}: {e.strerror}") from None
+    if report.ended:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------ config

@@ -77,10 +77,7 @@ class FaultLedger:
     # -- feeding from livekit events -----------------------------------------------------------
     def on_provider_error(self, stage: str, ev: Any) -> None:
         """A provider instance's `error` event (STTError / LLMError / TTSError)."""
-        from livekit.agents import APITimeoutError
-
-        cause = getattr(ev, "error", ev)
-        if isinstance(cause, APITimeoutError | TimeoutError):
+        if _timed_out(getattr(ev, "error", ev)):
             self.note(stage, "timeouts")
         self.note(stage, "retries" if getattr(ev, "recoverable", False) else "errors")
 
@@ -93,6 +90,18 @@ class FaultLedger:
                 self.note(stage, "fallbacks")
 
         adapter.on(f"{stage}_availability_changed", changed)
+
+
+def _timed_out(error: BaseException | None) -> bool:
+    """A timeout, even wrapped (the ElevenLabs plugin raises "Could not synthesize" from it)."""
+    from livekit.agents import APITimeoutError
+
+    seen = 0
+    while error is not None and seen < 5:
+        if isinstance(error, APITimeoutError | TimeoutError):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def format_faults(faults: dict[str, StageFaults]) -> str:

@@ -49,6 +49,8 @@ logger = logging.getLogger("handler.resilience")
 VOICED_RMS = 500.0
 """int16 RMS from which a frame counts as speech the provider owes a result for (about -36 dBFS;
 the level at which the Soniox server starts an utterance)."""
+MIN_OWED_SPEECH = 0.2
+"""Seconds of voiced audio from which the provider owes a result (a shorter blip may be ignored)."""
 PREROLL = 0.5
 """Seconds of audio kept before speech, so a replayed utterance keeps its first word."""
 MAX_REPLAY = 30.0
@@ -143,11 +145,13 @@ class GuardedStream(stt.RecognizeStream):
         self._attempt_options = dataclasses.replace(conn_options, max_retry=0)
         self._held: deque[_Held] = deque()
         self._held_seconds = 0.0
+        self._held_voiced_seconds = 0.0
         self._held_voiced = False
         self._pushed_seconds = 0.0
         self._current: stt.RecognizeStream | None = None
         self._input_ended = False
-        self._owed_since: float | None = None
+        self._owed_from: float | None = None
+        """When the provider last owed a result and had not answered: the watchdog's clock."""
         self._progress = False
 
     # -- input: remember the utterance in flight, feed the current attempt ---------------------
@@ -155,19 +159,23 @@ class GuardedStream(stt.RecognizeStream):
         voiced = _voiced(frame)
         self._held.append(_Held(frame, voiced))
         self._held_seconds += frame.duration
-        self._held_voiced = self._held_voiced or voiced
+        self._held_voiced_seconds += frame.duration if voiced else 0.0
         self._pushed_seconds += frame.duration
-        limit = MAX_REPLAY if self._held_voiced else PREROLL
-        while self._held_seconds > limit and len(self._held) > 1:
-            self._held_seconds -= self._held.popleft().frame.duration
-        if voiced and self._owed_since is None and self._current is not None:
-            self._owed_since = time.monotonic()
+        self._trim(MAX_REPLAY if self._held_voiced_seconds else PREROLL)
+        if self._held_voiced and self._owed_from is None and self._current is not None:
+            self._owed_from = time.monotonic()
+
+    def _trim(self, keep: float) -> None:
+        while self._held_seconds > keep and len(self._held) > 1:
+            dropped = self._held.popleft()
+            self._held_seconds -= dropped.frame.duration
+            self._held_voiced_seconds -= dropped.frame.duration if dropped.voiced else 0.0
+        self._held_voiced = self._held_voiced_seconds >= MIN_OWED_SPEECH
 
     def _utterance_done(self) -> None:
-        """A final transcript: keep only the last PREROLL seconds (the next utterance may start)."""
-        while self._held_seconds > PREROLL and len(self._held) > 1:
-            self._held_seconds -= self._held.popleft().frame.duration
-        self._held_voiced = any(h.voiced for h in self._held)
+        """The provider closed the utterance: keep only the last PREROLL seconds (the next
+        utterance may have started in them)."""
+        self._trim(PREROLL)
 
     async def _forward_input(self) -> None:
         async for data in self._input_ch:
@@ -220,7 +228,7 @@ class GuardedStream(stt.RecognizeStream):
                 )
                 if self._progress or rotated:
                     breaker.success()
-                    failed = 0
+                    failed, probe = 0, False
                 if rotated:
                     # the provider's own session limit: a new request, not a fault
                     if self._held_voiced:
@@ -266,7 +274,7 @@ class GuardedStream(stt.RecognizeStream):
         held_start = self._pushed_seconds - self._held_seconds
         inner.start_time_offset = max(0.0, self.start_time_offset + held_start)
         self._progress = False
-        self._owed_since = time.monotonic() if self._held_voiced else None
+        self._owed_from = time.monotonic() if self._held_voiced else None
         for held in list(self._held):  # the utterance in flight, replayed
             inner.push_frame(held.frame)
         self._current = inner
@@ -279,10 +287,13 @@ class GuardedStream(stt.RecognizeStream):
                     ev = await self._next_event(events)
                     if ev is None:
                         return self._input_ended
-                    self._progress = True
-                    self._owed_since = None
-                    if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                    if not self._progress:
+                        self._progress = True
+                        self._guard.breaker.success()
+                    if ev.type in (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.END_OF_SPEECH):
                         self._utterance_done()
+                    # progress restarts the clock; speech still in flight keeps it running
+                    self._owed_from = time.monotonic() if self._held_voiced else None
                     self._event_ch.send_nowait(ev)
         finally:
             self._current = None
@@ -299,7 +310,7 @@ class GuardedStream(stt.RecognizeStream):
                         return waiting.result()
                     except StopAsyncIteration:
                         return None
-                owed = self._owed_since
+                owed = self._owed_from
                 if owed is not None and time.monotonic() - owed > self._timeout:
                     raise APITimeoutError(f"no transcript for {self._timeout:g} s while speech was pending")
         finally:

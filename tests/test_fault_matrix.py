@@ -140,7 +140,9 @@ async def stage_request(
     ledger = FaultLedger()
     members: dict[str, list[Any]] = {}
     vad = registry.build("vad", settings, runtime) if stage == "stt" and chained else None
-    instance = fallback.build_stage(stage, settings, registry, runtime, vad=vad, ledger=ledger, members=members)
+    instance = fallback.build_stage(
+        stage, settings, registry, runtime, vad=vad, ledger=ledger, members=members
+    )
     watch({stage: instance}, members, ledger)
     conn = fallback.session_conn_options(instance, runtime)
     answered, error = "", None

@@ -14,6 +14,7 @@ from typing import Any
 from handler import config, logcontext
 from handler.http import close_shared_session
 from handler.registry import Registry, load_checked
+from handler.resilience.session_end import close_reason
 from handler.runtime import Runtime
 from handler.session import (
     build_session,
@@ -64,6 +65,9 @@ async def entrypoint(ctx: Any) -> None:
     await prewarm_settled(warming)
     registry.pm.hook.session_started(session=session, settings=settings, info=info)
     started = True
+    # a session closed under the job (a stage down for good, livekit's unrecoverable errors) ends
+    # the job with the reason, instead of leaving the caller in a silent room
+    session.on("close", lambda ev: ctx.shutdown(reason=close_reason(session, ev)))
     await session.start(agent=agent, room=ctx.room)
 
 

@@ -76,3 +76,13 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(autouse=True)
+def fresh_provider_health():
+    """Provider health (handler.resilience.breaker) is per process: no test inherits another's."""
+    from handler.resilience import breaker
+
+    breaker.reset_all()
+    yield
+    breaker.reset_all()

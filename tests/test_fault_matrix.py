@@ -314,3 +314,18 @@ async def test_a_probe_is_one_attempt_and_its_success_makes_the_provider_healthy
     assert probed.error is not None and probed.faults.errors == 1 and probed.faults.retries == 0
     assert back.answered == "hello"
     assert not any(b.down for b in breaker._breakers.values())
+
+
+@pytest.mark.parametrize("stage", ["llm", "tts"])
+async def test_a_chain_member_that_is_down_is_not_asked_again_before_its_probe_is_due(stage: str) -> None:
+    # livekit's adapter probes a failed provider again on every request it hands to the next one
+    async with SERVERS[stage](faults=[Fault.http(503)] * 50) as srv:
+        outcomes = [
+            await stage_request(stage, srv, chained=True, **{"resilience.probe_initial": 30.0})
+            for _ in range(4)
+        ]
+        await asyncio.sleep(0.3)  # any background probe would have landed by now
+        seen = srv.stats.attempts(PATHS[stage])
+    assert all(o.answered for o in outcomes)  # by the local backup
+    assert seen == MAX_RETRIES + 1  # the first request's attempts, then nothing for 30 s
+    assert [o.faults.fallbacks for o in outcomes] == [1, 1, 1, 1]

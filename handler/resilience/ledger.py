@@ -77,6 +77,10 @@ class FaultLedger:
     # -- feeding from livekit events -----------------------------------------------------------
     def on_provider_error(self, stage: str, ev: Any) -> None:
         """A provider instance's `error` event (STTError / LLMError / TTSError)."""
+        from handler.resilience.gate import refused
+
+        if refused(ev):
+            return  # not sent: the provider is known down, the fallback serves (counted there)
         if _timed_out(getattr(ev, "error", ev)):
             self.note(stage, "timeouts")
         self.note(stage, "retries" if getattr(ev, "recoverable", False) else "errors")

@@ -37,14 +37,19 @@ def protect(
     ledger: FaultLedger | None,
 ) -> Any:
     """The provider as the session should use it: a streaming STT behind `GuardedSTT` (bounded
-    attempts, watchdog, replay, per-process breaker); other stages as built (their plugins bound
-    each attempt with the timeout and livekit's loop bounds their attempts per request)."""
+    attempts, watchdog, replay, per-process breaker); an LLM or TTS with its health tracked on its
+    breaker and, in a chain, refused while down (`gate`): their plugins already bound each attempt
+    with the timeout (a stalled stream too) and livekit's loop their attempts per request."""
     if stage == "stt" and getattr(instance.capabilities, "streaming", False):
         from handler.resilience.stt_guard import GuardedSTT
 
         return GuardedSTT(
             instance, breaker=breaker(stage, name, options, settings), in_chain=in_chain, ledger=ledger
         )
+    if stage in ("llm", "tts"):
+        from handler.resilience.gate import gate
+
+        return gate(instance, breaker(stage, name, options, settings), refuse=in_chain)
     return instance
 
 

@@ -18,22 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytest
-from livekit import rtc
-from livekit.agents import llm, stt
 
-from handler import cloudsim, fallback, http
+from handler import cloudsim, http
 from handler.resilience import breaker
-from handler.resilience.ledger import FaultLedger, StageFaults
-from handler.resilience.stages import watch
-from handler.session import make_runtime
-from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
+from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer, stage_faults
+from handler.testing.stage_faults import FAULTS, PATHS, Outcome
 
 pytestmark = pytest.mark.faults
 
@@ -48,28 +41,13 @@ FAST = {
     "http.prewarm": False,
     "resilience.probe_initial": 0.2,
 }
-PHRASE = "thank you very much"
 SERVERS: dict[str, Callable[..., ProviderServer]] = {
     "stt": SonioxServer,
     "llm": OpenAIServer,
     "tts": ElevenLabsServer,
 }
-PATHS = {"llm": "/chat/completions", "tts": "/multi-stream-input", "stt": "/transcribe-websocket"}
 SLACK = 2.5
 """Seconds of slack on every time bound: scheduling on a busy core, the local fallback's work."""
-HANG = 30.0
-"""A request still running after this long is a hang."""
-
-FAULTS: dict[str, Callable[[], list[Fault]]] = {
-    "429": lambda: [Fault.rate_limited(0.3)],
-    "500": lambda: [Fault.http(500)],
-    "503": lambda: [Fault.http(503)],
-    "stall": lambda: [Fault.stall(10.0, after=1)],
-    "disconnect": lambda: [Fault.disconnect(after=1)],
-    "malformed": lambda: [Fault.malformed(after=1)],
-    "late_first_byte": lambda: [Fault.slow_first_byte(10.0)],
-    "down": lambda: [],  # the server is stopped: every connection refused
-}
 
 
 def worst_case(attempts: int = MAX_RETRIES + 1, timeout: float = TIMEOUT) -> float:
@@ -79,38 +57,9 @@ def worst_case(attempts: int = MAX_RETRIES + 1, timeout: float = TIMEOUT) -> flo
 
 
 @pytest.fixture(autouse=True)
-async def fresh_state() -> AsyncIterator[None]:
-    breaker.reset_all()  # provider health is per process: no test inherits another's
+async def fresh_pool() -> AsyncIterator[None]:
     yield
-    breaker.reset_all()
     await http.close_shared_session()
-
-
-_speech: np.ndarray | None = None
-
-
-def speech_frames() -> list[rtc.AudioFrame]:
-    """The phrase spoken by espeak-ng at 16 kHz, then a second of silence, as 10 ms frames."""
-    global _speech
-    if _speech is None:
-        from plugins.engines.espeak_tts import synthesize
-
-        pcm, _ = synthesize(PHRASE, voice="en-us", rate=175, sample_rate=16000)
-        _speech = np.concatenate([np.zeros(3200, np.int16), pcm.astype(np.int16), np.zeros(16000, np.int16)])
-    step = 160
-    return [
-        rtc.AudioFrame(_speech[i : i + step].tobytes(), 16000, 1, step)
-        for i in range(0, len(_speech) - step, step)
-    ]
-
-
-@dataclass
-class Outcome:
-    answered: str
-    error: BaseException | None
-    elapsed: float
-    faults: StageFaults
-    attempts: int
 
 
 async def stage_request(
@@ -122,96 +71,19 @@ async def stage_request(
     base_url: str | None = None,
     **overrides: Any,
 ) -> Outcome:
-    """One request through the stage as the session builds it; what came of it."""
+    """One request through the stage as a session builds it, with production's settings at the
+    tuned limits (FAST)."""
     settings, registry = cloudsim.load_checked("production")
-    cloud = cloudsim.CLOUD[stage]
-    chain = {f"{stage}.fallback": [cloud, "local"]} if chained else {}
-    settings = settings.with_overrides(
-        {
-            **FAST,
-            cloudsim.BASE_URL[stage]: base_url or srv.base_url,  # type: ignore[attr-defined]
-            "stt.local.phrases": [PHRASE],
-            **chain,
-            **overrides,
-        },
-        "test",
+    return await stage_faults.stage_request(
+        stage,
+        srv,
+        settings,
+        registry,
+        chained=chained,
+        pace=pace,
+        base_url=base_url,
+        overrides={**FAST, **overrides},
     )
-    runtime = make_runtime(settings, registry)
-    ledger = FaultLedger()
-    members: dict[str, list[Any]] = {}
-    vad = registry.build("vad", settings, runtime) if stage == "stt" and chained else None
-    instance = fallback.build_stage(
-        stage, settings, registry, runtime, vad=vad, ledger=ledger, members=members
-    )
-    watch({stage: instance}, members, ledger)
-    conn = fallback.session_conn_options(instance, runtime)
-    answered, error = "", None
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(HANG):
-            if stage == "llm":
-                answered = await _chat(instance, conn)
-            elif stage == "tts":
-                answered = await _speak(instance, conn)
-            else:
-                answered = await _recognize(instance, conn, pace)
-    except TimeoutError:
-        raise AssertionError(f"{stage}: the request hung for {HANG} s") from None
-    except Exception as e:
-        error = e
-    finally:
-        elapsed = time.monotonic() - started
-        await instance.aclose()
-    await asyncio.sleep(0.05)  # let the last error events land on the ledger
-    return Outcome(answered, error, elapsed, ledger.totals()[stage], attempts(stage, srv))
-
-
-def attempts(stage: str, srv: ProviderServer) -> int:
-    """What the provider saw of the request: connections (STT, LLM); for the TTS, whose contexts
-    share one socket, synthesis contexts or handshakes, whichever is more."""
-    seen = srv.stats.attempts(PATHS[stage])
-    return max(seen, srv.stats.events["contexts"]) if stage == "tts" else seen
-
-
-async def _chat(instance: Any, conn: Any) -> str:
-    ctx = llm.ChatContext()
-    ctx.add_message(role="user", content="thank you very much")
-    text = ""
-    async with instance.chat(chat_ctx=ctx, conn_options=conn) as reply:
-        async for chunk in reply:
-            if chunk.delta and chunk.delta.content:
-                text += chunk.delta.content
-    return text
-
-
-async def _speak(instance: Any, conn: Any) -> str:
-    seconds = 0.0
-    async with instance.stream(conn_options=conn) as synthesis:
-        synthesis.push_text("Hello there, how are you today? ")
-        synthesis.end_input()
-        async for ev in synthesis:
-            seconds += ev.frame.duration
-    return f"{seconds:.1f} s of audio" if seconds > 0 else ""
-
-
-async def _recognize(instance: Any, conn: Any, pace: float) -> str:
-    recognition = instance.stream(conn_options=conn)
-
-    async def feed() -> None:
-        for frame in speech_frames():
-            recognition.push_frame(frame)
-            if pace:
-                await asyncio.sleep(frame.duration * pace)
-
-    feeding = asyncio.create_task(feed())
-    try:
-        async for ev in recognition:
-            if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT and ev.alternatives[0].text.strip():
-                return ev.alternatives[0].text
-        return ""
-    finally:
-        feeding.cancel()
-        await recognition.aclose()
 
 
 def reported(outcome: Outcome, caplog: pytest.LogCaptureFixture) -> bool:

@@ -88,7 +88,7 @@ def gate(instance: Any, breaker: Breaker, *, refuse: bool) -> Any:
             extra = {} if conn_options is None else {"conn_options": conn_options}
             return chat(chat_ctx=chat_ctx, tools=tools, **extra, **kw)
 
-        instance.chat = gated_chat
+        instance.chat = gated_chat  # type: ignore[method-assign]
     elif isinstance(instance, tts.TTS):
         stream, synthesize = instance.stream, instance.synthesize
 
@@ -102,5 +102,5 @@ def gate(instance: Any, breaker: Breaker, *, refuse: bool) -> Any:
                 return _RefusedChunk(instance, d, text, _no_retry(conn_options))
             return synthesize(text, **({} if conn_options is None else {"conn_options": conn_options}), **kw)
 
-        instance.stream, instance.synthesize = gated_stream, gated_synthesize
+        instance.stream, instance.synthesize = gated_stream, gated_synthesize  # type: ignore[method-assign]
     return instance

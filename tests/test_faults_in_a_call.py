@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from handler import cloudsim, http, scenario
 from handler.simulate import simulate
@@ -99,9 +100,12 @@ async def test_a_stt_stream_that_stalls_mid_utterance_costs_the_turn_at_most_the
     sc = write(tmp_path / "two.toml", "where is my order", "thank you very much")
     settings, registry = cloudsim.load_checked("production")
     settings = settings.with_overrides(FAST, "test")
+    timeouts = ("voice_handler_faults_total", {"stage": "stt", "kind": "timeouts"})
+    before = REGISTRY.get_sample_value(*timeouts) or 0.0
     async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
         fakes.stt.faults.push(Fault.stall(30.0, after=1))  # the first interim, then silence
         report, _ = await simulate(cloud, registry, sc)
+    assert (REGISTRY.get_sample_value(*timeouts) or 0.0) - before == 1  # Prometheus counts it too
 
     stalled, normal = report.turns
     assert stalled.recognized == "where is my order" and stalled.reply  # replayed, answered

@@ -90,6 +90,11 @@ class Decider:
             try:
                 handle = self.session.say(self.apology, allow_interruptions=False, add_to_chat_ctx=False)
                 await asyncio.wait_for(handle.wait_for_playout(), self.apology_timeout)
+                # a TTS that failed on the apology has been reported by its error event already;
+                # collect the speech task's exception so asyncio does not log it again at exit
+                for task in getattr(handle, "_tasks", []):
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        logger.warning("the apology could not be played: %s", task.exception())
             except Exception as e:  # the apology is a courtesy: the session ends regardless
                 logger.warning("the apology could not be played: %s: %s", type(e).__name__, e)
         self.session.shutdown(drain=False)

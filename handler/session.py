@@ -143,12 +143,19 @@ def build_session(
     resilient.watch(stages, members, faults)
     ledger.attach(session, faults)
     r = settings.section("resilience")
+    tts_chain = registry.selected(settings, "tts")
     decider.Decider(
         session,
         faults,
         down_after=r["down_after"],
         apology=r["apology"],
         apology_timeout=r["apology_timeout"],
+        # a lone TTS known to be down cannot say the apology (a chain's backup still can)
+        tts_breaker=resilient.breaker(
+            "tts", tts_chain[0], registry.options(settings, "tts", tts_chain[0]), settings
+        )
+        if len(tts_chain) == 1
+        else None,
     )
     return session, agent
 

@@ -40,6 +40,7 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIError, APIT
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
 from handler.resilience.breaker import Breaker, ProviderDown
+from handler.resilience.gate import Refused
 
 if TYPE_CHECKING:
     from handler.resilience.ledger import FaultLedger
@@ -209,8 +210,7 @@ class GuardedStream(stt.RecognizeStream):
             probe = False
             if not breaker.admit():
                 if self._guard.in_chain:  # the next provider serves now; no attempt is spent
-                    down = ProviderDown(breaker.key, breaker.retry_in())
-                    raise APIConnectionError(str(down), retryable=False)
+                    raise Refused(ProviderDown(breaker.key, breaker.retry_in()))
                 await breaker.wait_for_probe()
             probe = breaker.down
             started = time.monotonic()

@@ -3,8 +3,9 @@
 A provider (stage, name, endpoint) is healthy until a request spends all its attempts. It is then
 down: requests are refused without touching the network until the next probe is due. The first
 probe comes `probe_initial` seconds later; each failed probe doubles the wait, up to `probe_max`.
-A probe is a single attempt; its success (or any request's progress) makes the provider healthy
-again. The state lives in this module, so every session of the process (every call a job process
+A probe is one request (for the STT, a single attempt; an LLM or TTS probe keeps livekit's
+attempts, bounded by MAX_RETRIES + 1); its success (or any request's progress) makes the provider
+healthy again. The state lives in this module, so every session of the process (every call a job process
 serves) shares it: a thousand calls wanting a dead provider make one probe per interval, not a
 thousand.
 

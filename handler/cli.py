@@ -211,6 +211,9 @@ def simulate(
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, _progress))
     _write_report(report, clock, as_json, out_dir)
+    if report.ended:  # a stage down for good: the run is a failure, and says why
+        print(f"voice-handler: the session ended early: {report.ended}", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def _progress(line: str) -> None:

@@ -459,6 +459,10 @@ CHECKS: dict[str, Check] = {
     "retry.backoff_initial": _between(0.0, 60.0),
     "retry.backoff_max": _between(0.0, 600.0),
     "retry.jitter": _between(0.0, 60.0),
+    "resilience.probe_initial": _between(0.0, 600.0),
+    "resilience.probe_max": _between(0.0, 3600.0),
+    "resilience.down_after": _between(0, 100),
+    "resilience.apology_timeout": _between(0.0, 120.0),
     "logging.level": (lambda v: str(v).upper() in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)),
     "logging.format": _one_of("text", "json"),
     "room.input_sample_rate": (

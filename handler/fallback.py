@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from handler.config import Settings
     from handler.registry import Registry
+    from handler.resilience.ledger import FaultLedger
     from handler.runtime import Runtime
 
 STAGES = ("stt", "llm", "tts")
@@ -31,16 +32,38 @@ STAGES = ("stt", "llm", "tts")
 
 
 def build_stage(
-    stage: str, settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None
+    stage: str,
+    settings: Settings,
+    registry: Registry,
+    runtime: Runtime,
+    *,
+    vad: Any = None,
+    ledger: FaultLedger | None = None,
+    members: dict[str, list[Any]] | None = None,
 ) -> Any:
     """The stage's provider, or a FallbackAdapter over its chain. `vad` lets the STT adapter run
-    non-streaming providers (such as `local`) through livekit's StreamAdapter."""
+    non-streaming providers (such as `local`) through livekit's StreamAdapter. Each provider goes
+    through `handler.resilience.stages.protect` (bounded attempts, watchdog, breaker); `members`
+    receives the providers as the session uses them, so their faults can be counted."""
+    from handler.resilience.stages import protect
+
     names = registry.selected(settings, stage)
-    if stage not in STAGES or len(names) < 2:
+    if stage not in STAGES:
         return registry.build(stage, settings, runtime)
+    in_chain = len(names) >= 2
+
+    def built(name: str) -> Any:
+        instance = registry.build(stage, settings, runtime, name)
+        options = registry.options(settings, stage, name)
+        return protect(stage, name, instance, settings, options, in_chain=in_chain, ledger=ledger)
+
+    chain = [built(name) for name in names]
+    if members is not None:
+        members[stage] = chain
+    if not in_chain:
+        return chain[0]
     from livekit.agents import llm, stt, tts
 
-    chain = [registry.build(stage, settings, runtime, name) for name in names]
     opts = runtime.conn_options
     if stage == "stt":
         return stt.FallbackAdapter(

@@ -111,8 +111,16 @@ def build_session(
     from livekit.agents import Agent, AgentSession
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
+    from handler.resilience import decider, ledger
+    from handler.resilience import stages as resilient
+
     vad = vad if vad is not None else registry.build("vad", settings, runtime)
-    stages = {s: fallback.build_stage(s, settings, registry, runtime, vad=vad) for s in fallback.STAGES}
+    faults = ledger.FaultLedger()
+    members: dict[str, list[Any]] = {}
+    stages = {
+        s: fallback.build_stage(s, settings, registry, runtime, vad=vad, ledger=faults, members=members)
+        for s in fallback.STAGES
+    }
     if not settings.get("http.prewarm"):
         # off means off: livekit's own per-component prewarm() (OpenAI lists models on its pool,
         # ElevenLabs opens its websocket) would otherwise still open connections before they're needed
@@ -131,6 +139,24 @@ def build_session(
         ),
     )
     agent = Agent(instructions=settings.get("llm.instructions"))
+    # no silent failures: every provider's faults counted, a stage down for good decided on
+    resilient.watch(stages, members, faults)
+    ledger.attach(session, faults)
+    r = settings.section("resilience")
+    tts_chain = registry.selected(settings, "tts")
+    decider.Decider(
+        session,
+        faults,
+        down_after=r["down_after"],
+        apology=r["apology"],
+        apology_timeout=r["apology_timeout"],
+        # a lone TTS known to be down cannot say the apology (a chain's backup still can)
+        tts_breaker=resilient.breaker(
+            "tts", tts_chain[0], registry.options(settings, "tts", tts_chain[0]), settings
+        )
+        if len(tts_chain) == 1
+        else None,
+    )
     return session, agent
 
 

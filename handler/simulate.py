@@ -25,6 +25,7 @@ from handler import audio, logcontext
 from handler.config import Settings
 from handler.http import close_shared_session
 from handler.registry import Registry
+from handler.resilience.session_end import run_until_closed
 from handler.scenario import Event, Scenario
 from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
 
@@ -277,6 +278,8 @@ class Report:
     errors: list[str]
     expect: dict[str, int]
     settings: dict[str, Any]
+    ended: str | None = None
+    """Why the session ended before the scenario did (a stage down for good), or None."""
 
     def summary(self) -> dict[str, Any]:
         ttfas = [t.ttfa for t in self.turns if t.ttfa is not None]
@@ -319,6 +322,7 @@ class Report:
             "summary": self.summary(),
             "expect": self.expect,
             "errors": self.errors,
+            "ended": self.ended,
         }
 
 
@@ -524,6 +528,7 @@ async def simulate(
     runtime = make_runtime(settings, registry)
     warming = None
     session = sink = None
+    ended: str | None = None
     try:
         # as the worker does: connections open while the rest is set up (here: the user's audio)
         warming = start_prewarm(settings, registry, runtime)
@@ -536,7 +541,11 @@ async def simulate(
             await prewarm_settled(warming)
             async with observed(session, settings, registry, info):
                 await session.start(agent=agent)
-                await convo.run()
+                # a session that ends under the conversation (a stage down for good) ends the run
+                ended = await run_until_closed(convo.run(), session)
+                if ended:
+                    convo.errors.append(f"session ended: {ended}")
+                    progress(f"session ended: {ended}")
     finally:  # the session, the sink, the pre-warm and the process's pool go with the run
         if session is not None:
             await session.aclose()
@@ -558,5 +567,6 @@ async def simulate(
             "interruption_threshold": settings.get("turn.interruption_threshold"),
             "false_interruption_timeout": settings.get("turn.false_interruption_timeout"),
         },
+        ended=ended,
     )
     return report, convo.clock

@@ -14,6 +14,7 @@ from typing import Any
 from handler import config, logcontext
 from handler.http import close_shared_session
 from handler.registry import Registry, load_checked
+from handler.resilience.session_end import close_reason
 from handler.runtime import Runtime
 from handler.session import (
     build_session,
@@ -63,7 +64,7 @@ async def entrypoint(ctx: Any) -> None:
     ctx.add_shutdown_callback(shutdown)
     # one caller, one session: when it closes (the caller hung up, or a stage failed for good) the
     # job ends and the agent leaves, instead of staying until the server closes the room under it
-    session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    session.on("close", lambda ev: ctx.shutdown(reason=close_reason(session, ev)))
     # livekit keeps the session when the caller's connection dropped (they might resume); once the
     # server has given up on them too, nobody is left to talk to
     ctx.room.on("participant_disconnected", lambda p: _end_when_alone(ctx))

@@ -70,6 +70,11 @@ FALSE_INTERRUPTIONS = Counter(
 )
 RETRIES = Counter("voice_handler_retries", "Failed provider attempts that were retried")
 ERRORS = Counter("voice_handler_errors", "Provider failures that were not recovered")
+FAULTS = Counter(
+    "voice_handler_faults",
+    "Provider faults per stage and kind (retries, timeouts, fallbacks, errors, lost utterances)",
+    ["stage", "kind"],
+)
 
 
 def _ms(value: Any) -> int | None:
@@ -97,6 +102,9 @@ class SessionMetrics:
     _pending_false: int = 0
     _pending_retries: int = 0
     _pending_errors: int = 0
+    faults: Any = None
+    """The session's `handler.resilience.ledger.FaultLedger`: it sees what the session's error
+    events miss (chain members behind a FallbackAdapter, our watchdogs, lost utterances)."""
 
     def on_item(self, ev: Any) -> None:
         msg = ev.item
@@ -140,6 +148,8 @@ class SessionMetrics:
             "errors": self._pending_errors,
         }
         self._pending_false = self._pending_retries = self._pending_errors = 0
+        if self.faults is not None:
+            values |= _fault_fields(self.faults.since_last_turn())
         logger.info("turn", extra=fields(**values))
         TURNS.inc()
         INTERRUPTIONS.inc(interrupted)
@@ -158,7 +168,7 @@ class SessionMetrics:
                 tokens += u.input_tokens + u.output_tokens
             elif kind == "tts_usage":
                 characters += u.characters_count
-        return {
+        out = {
             "turns": self.turns,
             "ttfa_p50_ms": _ms(_percentile(self.ttfa, 50)),
             "ttfa_p95_ms": _ms(_percentile(self.ttfa, 95)),
@@ -170,6 +180,28 @@ class SessionMetrics:
             "tts_characters": characters,
             "minutes": round(minutes, 2),
         }
+        if self.faults is not None:
+            _fault_fields(self.faults.since_last_turn())  # Prometheus: faults after the last turn
+            out |= {k: v for k, v in _fault_fields(self.faults.totals(), count=False).items()}
+            if self.faults.ended:
+                out["ended"] = self.faults.ended
+        return out
+
+
+def _fault_fields(faults: Any, *, count: bool = True) -> dict[str, Any]:
+    """Turn-line fields from the ledger's per-stage counts: retries and errors over every stage,
+    and `faults`, e.g. `llm.retries=2,llm.errors=1,llm.fallbacks=1` (empty when none)."""
+    from handler.resilience.ledger import format_faults
+
+    for stage, counts in faults.items() if count else ():
+        for kind, n in vars(counts).items():
+            if n:
+                FAULTS.labels(stage, kind).inc(n)
+    return {
+        "retries": sum(c.retries for c in faults.values()),
+        "errors": sum(c.errors for c in faults.values()),
+        "faults": format_faults(faults),
+    }
 
 
 _sessions: dict[int, SessionMetrics] = {}
@@ -177,7 +209,9 @@ _sessions: dict[int, SessionMetrics] = {}
 
 @hookimpl(trylast=True)
 def session_started(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
-    metrics = SessionMetrics()
+    from handler.resilience.ledger import ledger_of
+
+    metrics = SessionMetrics(faults=ledger_of(session))
     _sessions[id(session)] = metrics
     session.on("conversation_item_added", metrics.on_item)
     session.on("agent_false_interruption", metrics.on_false_interruption)

@@ -29,10 +29,63 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return []
 
 
+_one_connection_stt: Any = None
+
+
+def _stt_class() -> Any:
+    """livekit's Soniox STT whose stream is one connection: where the plugin would reconnect by
+    itself when the provider closes the socket (without limit, dropping the audio it had sent),
+    it raises `StreamClosed`, so the resilience layer counts the attempt and replays the
+    utterance in flight (handler/resilience/stt_guard.py). Built on first use: livekit stays out
+    of the configuration commands' imports."""
+    global _one_connection_stt
+    if _one_connection_stt is not None:
+        return _one_connection_stt
+    import time
+
+    from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
+    from livekit.plugins import soniox
+    from livekit.plugins.soniox.stt import SpeechStream
+
+    from handler.resilience.stt_guard import StreamClosed
+
+    class OneConnectionStream(SpeechStream):
+        _connected_at: float | None = None
+        _close_code: int | None = None
+
+        async def _connect_ws(self) -> Any:
+            if self._connected_at is not None:
+                lived = time.monotonic() - self._connected_at
+                raise StreamClosed(
+                    f"Soniox closed the stream after {lived:.1f} s (close code {self._close_code})",
+                    connected_for=lived,
+                    close_code=self._close_code,
+                )
+            ws = await super()._connect_ws()
+            self._connected_at = time.monotonic()
+            return ws
+
+        async def _recv_messages_task(self) -> None:
+            ws = self._ws
+            try:
+                await super()._recv_messages_task()
+            finally:
+                self._close_code = ws.close_code if ws is not None else None
+
+    class OneConnectionSTT(soniox.STT):
+        def stream(
+            self, *, language: Any = NOT_GIVEN, conn_options: Any = DEFAULT_API_CONNECT_OPTIONS
+        ) -> Any:
+            return OneConnectionStream(stt=self, conn_options=conn_options)
+
+    _one_connection_stt = OneConnectionSTT
+    return OneConnectionSTT
+
+
 def build(options: Mapping[str, Any], runtime: Any) -> Any:
     from livekit.plugins import soniox
 
-    return soniox.STT(
+    return _stt_class()(
         api_key=runtime.secret("SONIOX_API_KEY"),
         base_url=options["base_url"] or DEFAULT_URL,
         http_session=runtime.http_session,

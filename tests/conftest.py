@@ -117,3 +117,13 @@ def real_livekit(
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(f"--- livekit-server log during this test ---\n{livekit_server_session.log(offset)[-6000:]}")
+
+
+@pytest.fixture(autouse=True)
+def fresh_provider_health():
+    """Provider health (handler.resilience.breaker) is per process: no test inherits another's."""
+    from handler.resilience import breaker
+
+    breaker.reset_all()
+    yield
+    breaker.reset_all()

@@ -111,7 +111,9 @@ async def test_a_failing_llm_and_a_stalling_tts_hand_the_turn_to_the_next_provid
 ) -> None:
     sc = write(tmp_path / "two.toml", "thank you very much", "where is my order")
     settings, registry = cloudsim.load_checked("production")
-    settings = settings.with_overrides({**FAST, **CHAINS}, "test")
+    # probe at once (no restraint), as livekit's adapters alone do: this test is about coming back;
+    # tests/test_fault_matrix.py holds the probes to one per interval
+    settings = settings.with_overrides({**FAST, **CHAINS, "resilience.probe_initial": 0.0}, "test")
     async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
         fakes.llm.responder = lambda messages: "The cloud answers."
         fakes.llm.faults.push(*[Fault.http(503)] * 3)  # 5xx after the retries

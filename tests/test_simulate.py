@@ -124,7 +124,11 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
     out = cli("simulate", str(sc), "--env", "dev", "--json", "--out", str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
-    assert set(doc) == {"scenario", "env", "providers", "settings", "turns", "summary", "expect", "errors"}
+    assert set(doc) == {
+        *("scenario", "env", "providers", "settings", "turns", "summary", "expect", "errors"),
+        "ended",  # issue 14: why a session ended early (null: it did not)
+    }
+    assert doc["ended"] is None
     assert set(doc["summary"]) == {
         "turns",
         "duration_s",

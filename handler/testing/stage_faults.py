@@ -1,0 +1,194 @@
+"""One request through one stage, built exactly as a session builds it, against a fake server that
+injects a fault: what the fault costs and whether the request was answered.
+
+`fallback.build_stage` gives the real livekit plugin behind the resilience layer (and a
+FallbackAdapter over [cloud, local] when chained); the request is a chat (LLM), a streamed
+synthesis (TTS) or one recognized utterance (STT). Used by tests/test_fault_matrix.py and
+benchmarks/faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import llm, stt
+
+from handler import cloudsim, fallback
+from handler.resilience.ledger import FaultLedger, StageFaults
+from handler.resilience.stages import watch
+from handler.session import make_runtime
+from handler.testing._base import Fault, ProviderServer
+
+PHRASE = "thank you very much"
+PATHS = {"llm": "/chat/completions", "tts": "/multi-stream-input", "stt": "/transcribe-websocket"}
+HANG = 60.0
+"""A request still running after this long is a hang (raised as AssertionError)."""
+
+FAULTS: dict[str, Callable[[], list[Fault]]] = {
+    "429": lambda: [Fault.rate_limited(0.3)],
+    "500": lambda: [Fault.http(500)],
+    "503": lambda: [Fault.http(503)],
+    "stall": lambda: [Fault.stall(30.0, after=1)],
+    "disconnect": lambda: [Fault.disconnect(after=1)],
+    "malformed": lambda: [Fault.malformed(after=1)],
+    "late_first_byte": lambda: [Fault.slow_first_byte(30.0)],
+    "down": lambda: [],  # the server is stopped: every connection refused
+}
+"""Each fault once (the request's first attempt meets it), or the provider down for the call."""
+
+
+@dataclass
+class Outcome:
+    answered: str
+    """What came back ("" when nothing did): the transcript, the reply, or "N.N s of audio"."""
+    error: BaseException | None
+    elapsed: float
+    """Seconds from the request (STT: the end of the user's speech) to its end."""
+    first_output: float | None
+    """Seconds to the first useful output: final transcript (STT, from the end of speech), first
+    token (LLM), first audio (TTS)."""
+    faults: StageFaults
+    attempts: int
+
+
+def attempts(stage: str, srv: ProviderServer) -> int:
+    """What the provider saw of the request: connections (STT, LLM); for the TTS, whose contexts
+    share one socket, synthesis contexts or handshakes, whichever is more."""
+    seen = srv.stats.attempts(PATHS[stage])
+    return max(seen, srv.stats.events["contexts"]) if stage == "tts" else seen
+
+
+_speech: np.ndarray | None = None
+LEAD_IN = 0.2
+
+
+def speech_frames() -> list[rtc.AudioFrame]:
+    """PHRASE spoken by espeak-ng at 16 kHz after 0.2 s of silence, then 1 s of silence, 10 ms frames."""
+    global _speech
+    if _speech is None:
+        from plugins.engines.espeak_tts import synthesize
+
+        pcm, _ = synthesize(PHRASE, voice="en-us", rate=175, sample_rate=16000)
+        lead, tail = np.zeros(int(LEAD_IN * 16000), np.int16), np.zeros(16000, np.int16)
+        _speech = np.concatenate([lead, pcm.astype(np.int16), tail])
+    step = 160
+    return [
+        rtc.AudioFrame(_speech[i : i + step].tobytes(), 16000, 1, step)
+        for i in range(0, len(_speech) - step, step)
+    ]
+
+
+async def stage_request(
+    stage: str,
+    srv: ProviderServer,
+    settings: Any,
+    registry: Any,
+    *,
+    chained: bool,
+    pace: float = 0.0,
+    base_url: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """One request through `stage`; `pace` 1.0 feeds the STT's audio in real time (0: at once)."""
+    chain = {f"{stage}.fallback": [cloudsim.CLOUD[stage], "local"]} if chained else {}
+    settings = settings.with_overrides(
+        {
+            "http.prewarm": False,
+            cloudsim.BASE_URL[stage]: base_url or srv.base_url,  # type: ignore[attr-defined]
+            "stt.local.phrases": [PHRASE],
+            **chain,
+            **(overrides or {}),
+        },
+        "stage request",
+    )
+    runtime = make_runtime(settings, registry)
+    ledger = FaultLedger()
+    members: dict[str, list[Any]] = {}
+    vad = registry.build("vad", settings, runtime) if stage == "stt" and chained else None
+    instance = fallback.build_stage(
+        stage, settings, registry, runtime, vad=vad, ledger=ledger, members=members
+    )
+    watch({stage: instance}, members, ledger)
+    conn = fallback.session_conn_options(instance, runtime)
+    clock = _Clock()
+    answered, error = "", None
+    try:
+        async with asyncio.timeout(HANG):
+            if stage == "llm":
+                answered = await _chat(instance, conn, clock)
+            elif stage == "tts":
+                answered = await _speak(instance, conn, clock)
+            else:
+                answered = await _recognize(instance, conn, pace, clock)
+    except TimeoutError:
+        raise AssertionError(f"{stage}: the request hung for {HANG} s") from None
+    except Exception as e:
+        error = e
+    finally:
+        elapsed = time.monotonic() - clock.start
+        await instance.aclose()
+    await asyncio.sleep(0.05)  # let the last error events land on the ledger
+    return Outcome(answered, error, elapsed, clock.first, ledger.totals()[stage], attempts(stage, srv))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.first: float | None = None
+
+    def output(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic() - self.start
+
+
+async def _chat(instance: Any, conn: Any, clock: _Clock) -> str:
+    ctx = llm.ChatContext()
+    ctx.add_message(role="user", content=PHRASE)
+    text = ""
+    async with instance.chat(chat_ctx=ctx, conn_options=conn) as reply:
+        async for chunk in reply:
+            if chunk.delta and chunk.delta.content:
+                clock.output()
+                text += chunk.delta.content
+    return text
+
+
+async def _speak(instance: Any, conn: Any, clock: _Clock) -> str:
+    seconds = 0.0
+    async with instance.stream(conn_options=conn) as synthesis:
+        synthesis.push_text("Hello there, how are you today? ")
+        synthesis.end_input()
+        async for ev in synthesis:
+            clock.output()
+            seconds += ev.frame.duration
+    return f"{seconds:.1f} s of audio" if seconds > 0 else ""
+
+
+async def _recognize(instance: Any, conn: Any, pace: float, clock: _Clock) -> str:
+    recognition = instance.stream(conn_options=conn)
+    frames = speech_frames()
+
+    async def feed() -> None:
+        for frame in frames:
+            recognition.push_frame(frame)
+            if pace:
+                await asyncio.sleep(frame.duration * pace)
+
+    feeding = asyncio.create_task(feed())
+    if pace:  # timed from the end of the user's speech (the last voiced frame), as time to first audio is
+        clock.start += (len(frames) * 0.01 - 1.0) * pace
+    try:
+        async for ev in recognition:
+            if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT and ev.alternatives[0].text.strip():
+                clock.output()
+                return ev.alternatives[0].text
+        return ""
+    finally:
+        feeding.cancel()
+        await recognition.aclose()

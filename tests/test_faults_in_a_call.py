@@ -1,0 +1,120 @@
+"""Faults in whole conversations: a stage down for good ends the call with a decision (the reason,
+an apology when the TTS works, exit status 1 from `simulate`) in bounded time; a stalled STT stream
+mid-utterance costs the turn at most the timeout, and the turn line says what happened."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from handler import cloudsim, http, scenario
+from handler.simulate import simulate
+from handler.testing import Fault
+
+pytestmark = pytest.mark.realtime
+
+FAST = {"http.timeout": 1.0, "retry.max_retries": 2, "retry.backoff_initial": 0.05, "retry.jitter": 0.0}
+
+
+@pytest.fixture(autouse=True)
+async def fresh_pool() -> AsyncIterator[None]:
+    yield
+    await http.close_shared_session()
+
+
+def closed_port() -> int:
+    """A local port nobody listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(path: Path, *turns: str) -> scenario.Scenario:
+    path.write_text("".join(f'[[turns]]\nsay = "{t}"\npause = 0.2\n' for t in turns))
+    return scenario.load(path)
+
+
+def test_with_every_provider_unreachable_simulate_exits_1_with_the_reason_in_bounded_time(cli) -> None:
+    # issue 14's reproduction: it used to hang until `timeout 100` killed it, printing nothing
+    port = closed_port()
+    env = {
+        "HTTP_TIMEOUT": "2",
+        "SONIOX_API_KEY": "dummy-soniox",
+        "OPENAI_API_KEY": "dummy-openai",
+        "ELEVEN_API_KEY": "dummy-eleven",
+        "HANDLER_STT__SONIOX__BASE_URL": f"ws://127.0.0.1:{port}/transcribe-websocket",
+        "HANDLER_LLM__OPENAI__BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "HANDLER_TTS__ELEVENLABS__BASE_URL": f"http://127.0.0.1:{port}/v1",
+    }
+    started = time.monotonic()
+    result = cli("simulate", "qa", "--env", "production", "--json", env=env, timeout=100)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "the session ended early: stt is down" in result.stderr
+    # STT: 3 attempts, then one probe 2 s (resilience.probe_initial) later; plus start-up
+    assert elapsed < 45
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["ended"].startswith("stt is down")
+    decisions = [line for line in result.stderr.splitlines() if "ending the session" in line]
+    assert len(decisions) == 1  # one ERROR line says what was decided and why
+    assert "dummy-" not in result.stdout + result.stderr  # keys never printed
+
+
+async def test_with_the_llm_down_the_caller_hears_the_apology_and_the_call_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sc = write(tmp_path / "three.toml", "thank you very much", "where is my order", "thank you very much")
+    settings, registry = cloudsim.load_checked("production")
+    settings = settings.with_overrides({**FAST, "resilience.apology": "Sorry, we have to stop here."}, "test")
+    async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
+        await fakes.llm.stop()  # down for the whole call
+        started = time.monotonic()
+        report, clock = await simulate(cloud, registry, sc)
+        elapsed = time.monotonic() - started
+        spoken = [data.get("text", "") for _, data in fakes.tts.received if isinstance(data, dict)]
+
+    assert report.ended is not None and report.ended.startswith("llm is down")
+    assert all(not t.reply for t in report.turns)  # nothing answered, and the call did not go on
+    assert report.turns[-1].n <= 3 and report.turns[-1].ttfa is None
+    assert any("Sorry, we have to stop here." in text for text in spoken)  # the apology was spoken
+    assert np.abs(np.frombuffer(bytes(clock.agent), np.int16)).max() > 1000  # ...and played
+    decisions = [r for r in caplog.records if r.levelno == logging.ERROR and "ending the session" in r.msg]
+    assert len(decisions) == 1
+    assert elapsed < 40
+
+
+async def test_a_stt_stream_that_stalls_mid_utterance_costs_the_turn_at_most_the_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="handler.metrics")
+    sc = write(tmp_path / "two.toml", "where is my order", "thank you very much")
+    settings, registry = cloudsim.load_checked("production")
+    settings = settings.with_overrides(FAST, "test")
+    timeouts = ("voice_handler_faults_total", {"stage": "stt", "kind": "timeouts"})
+    before = REGISTRY.get_sample_value(*timeouts) or 0.0
+    async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
+        fakes.stt.faults.push(Fault.stall(30.0, after=1))  # the first interim, then silence
+        report, _ = await simulate(cloud, registry, sc)
+    assert (REGISTRY.get_sample_value(*timeouts) or 0.0) - before == 1  # Prometheus counts it too
+
+    stalled, normal = report.turns
+    assert stalled.recognized == "where is my order" and stalled.reply  # replayed, answered
+    assert normal.reply == "You are welcome. Goodbye!"
+    assert stalled.ttfa is not None and normal.ttfa is not None
+    # the watchdog cuts the stall at HTTP_TIMEOUT (1 s); the replay is recognized at once
+    assert stalled.ttfa <= normal.ttfa + 1.0 + 1.5
+    assert report.ended is None
+    turn_lines = [r for r in caplog.records if r.msg == "turn"]
+    assert turn_lines[0].fields["faults"] == "stt.retries=1,stt.timeouts=1"  # type: ignore[attr-defined]
+    assert turn_lines[1].fields["faults"] == ""  # type: ignore[attr-defined]
+    assert fakes.stt.stats.attempts("/transcribe-websocket") == 2

@@ -128,18 +128,19 @@ def render_report(report: Any) -> str:
         f"scenario {report.scenario} | env {report.env} | "
         + " ".join(f"{k}={v}" for k, v in report.providers.items()),
         "",
-        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  false  "
-        "said -> recognized -> reply",
+        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'played':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  "
+        "false  said -> recognized -> reply",
     ]
     for t in report.turns:
         lines.append(
-            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.end_of_turn_delay):>6} "
+            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.ttfa_played):>6} {_ms(t.end_of_turn_delay):>6} "
             f"{_ms(t.transcription_delay):>6} {_ms(t.llm_ttft):>6} {_ms(t.tts_ttfb):>6}  "
             f"{'yes' if t.interrupted else 'no':<4} {t.false_interruptions:>5}  "
-            f"{t.said!r} -> {t.recognized!r} -> {t.reply[:60]!r}"
+            f"{t.said!r} -> {t.user_text!r} -> {t.reply_text[:60]!r}"
         )
     lines += [
-        "(ms: ttfa = end of user speech -> first agent audio; eou = end-of-utterance delay; "
+        "(ms: ttfa = end of user speech -> first agent audio, livekit's measure (as in the turn log lines); "
+        "played = the same to the first sample the simulator played; eou = end-of-utterance delay; "
         "stt = transcription delay; llm = time to first token; tts = time to first byte)",
         "",
         f"time to first audio p50 {_ms(s['ttfa_p50'])} ms, p95 {_ms(s['ttfa_p95'])} ms | "
@@ -151,7 +152,8 @@ def render_report(report: Any) -> str:
         lines.append(
             f"where the time goes (p50): end of turn {_ms(b['end_of_turn_delay'])} + LLM first sentence "
             f"{_ms(b['llm_ttfs'])} (first token {_ms(b['llm_ttft'])}) + TTS first byte {_ms(b['tts_ttfb'])} "
-            f"= floor {_ms(b['floor'])} ms; handler overhead {_ms(b['overhead'])} ms"
+            f"= floor {_ms(b['floor'])} ms; played {_ms(b['ttfa_played'])} ms, handler overhead "
+            f"{_ms(b['overhead'])} ms"
         )
     for e in report.errors:
         lines.append(f"error: {e}")
@@ -192,12 +194,12 @@ def simulate(
     """Run a whole conversation from audio, with no LiveKit server, and report its latency."""
     from pathlib import Path
 
-    from handler import scenario as scenarios
+    from handler.sim import scenario as scenarios
 
     if offline and cloud_fakes:
         raise UserError("--offline and --cloud-fakes exclude each other: pick the local or the cloud stack")
     if cloud_fakes:
-        from handler import cloudsim
+        from handler.sim import cloudsim
 
         settings, registry = cloudsim.load_checked(env)
     else:
@@ -231,7 +233,7 @@ def simulate(
 
     import asyncio
 
-    from handler import simulate as sim
+    from handler import sim
     from handler.session import configure_logging
 
     configure_logging(settings, registry)

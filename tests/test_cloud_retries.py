@@ -19,11 +19,11 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIError, APIStatusError, APITimeoutError, llm, stt
 
-from handler import cloudsim, http, scenario
+from handler import http
 from handler.config import Settings
 from handler.registry import Registry
 from handler.session import make_runtime, retry_policy
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
 
 MAX_RETRIES = 2

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from handler import cloudsim, http, scenario
+from handler import http
 from handler.session import build_session, make_runtime, start_prewarm
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 
 LATENCY_FIELDS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
 KEYS = ("OPENAI_API_KEY", "ELEVEN_API_KEY", "SONIOX_API_KEY")

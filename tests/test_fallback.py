@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from livekit.agents import llm, stt, tts
 
-from handler import cloudsim, http, scenario
+from handler import http
 from handler.config import ConfigError
 from handler.registry import load_checked
 from handler.session import build_session, make_runtime
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 from handler.testing import Fault
 
 CHAINS = {

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from handler import scenario
 from handler.registry import load_checked
-from handler.simulate import simulate
+from handler.sim import scenario, simulate
 
 
 def ms(seconds: float | None) -> int | None:

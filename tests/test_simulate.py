@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handler import audio, scenario
+from handler import audio
 from handler.registry import load_checked
-from handler.simulate import Report, simulate, word_errors
+from handler.sim import Report, scenario, simulate, word_errors
 
 LATENCY_FIELDS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
 

@@ -54,6 +54,9 @@ class TurnRecord:
     them (e.g. a reply that failed)."""
 
     n: int
+    answered: bool = True
+    """False when the user spoke again (or the session ended) before any reply: a reply that
+    failed for good, or one dropped because the user went on talking."""
     user_text: str = ""
     reply_text: str = ""
     user_stopped_at: float | None = None
@@ -104,6 +107,7 @@ class LineField:
 
 LINE_FIELDS: tuple[LineField, ...] = (
     LineField("n", "n", "count"),
+    LineField("answered", "answered", "flag"),
     LineField("ttfa_ms", "ttfa", "ms"),
     LineField("eou_ms", "end_of_turn_delay", "ms"),
     LineField("transcription_ms", "transcription_delay", "ms"),
@@ -247,6 +251,8 @@ def per_minute(count: float, minutes: float | None) -> float | None:
 @dataclass
 class SessionSummary:
     turns: int
+    """User turns, answered or not."""
+    answered: int
     minutes: float
     ttfa_p50: float | None
     ttfa_p95: float | None
@@ -265,6 +271,7 @@ class SessionSummary:
         """The `session summary` line's fields."""
         return {
             "turns": self.turns,
+            "answered": self.answered,
             "ttfa_p50_ms": _ms(self.ttfa_p50),
             "ttfa_p95_ms": _ms(self.ttfa_p95),
             "interruptions": self.interruptions,
@@ -297,6 +304,7 @@ def summarize(
             characters += u.characters_count
     return SessionSummary(
         turns=len(records),
+        answered=sum(r.answered for r in records),
         minutes=minutes,
         ttfa_p50=percentile(ttfas, 50),
         ttfa_p95=percentile(ttfas, 95),
@@ -318,8 +326,9 @@ _ERROR_STAGE = {"stt_error": "stt", "llm_error": "llm", "tts_error": "tts"}
 
 class TurnTracker:
     """Follows one session: a record per answered turn (a user message followed by the agent's
-    reply), handed to `on_turn` as soon as the reply is in the chat history. Faults and false
-    interruptions seen since the previous turn belong to the turn in progress."""
+    reply), handed to `on_turn` as soon as the reply is in the chat history; a user turn that gets
+    no reply is handed over, unanswered, when the user speaks again or the session ends. Faults and
+    false interruptions seen since the previous turn belong to the turn in progress."""
 
     def __init__(self, session: Any, on_turn: Callable[[TurnRecord], None] = lambda r: None) -> None:
         self.session = session
@@ -333,6 +342,7 @@ class TurnTracker:
         session.on("error", self._on_error)
 
     def detach(self) -> None:
+        self.finish()
         self.session.off("conversation_item_added", self._on_item)
         self.session.off("agent_false_interruption", self._on_false_interruption)
         self.session.off("error", self._on_error)
@@ -359,6 +369,8 @@ class TurnTracker:
         if getattr(msg, "type", None) != "message":
             return  # agent handoffs and other items carry no turn
         if msg.role == "user":
+            if self._user is not None:  # the previous user turn never got its reply
+                self._complete(self._user, None)
             self._user = msg
         elif msg.role == "assistant" and self._user is not None:
             # a reply resumed after a false interruption is one message; a second assistant
@@ -366,12 +378,19 @@ class TurnTracker:
             self._complete(self._user, msg)
             self._user = None
 
+    def finish(self) -> None:
+        """The session is ending: a user turn still waiting for its reply is unanswered."""
+        if self._user is not None:
+            self._complete(self._user, None)
+            self._user = None
+
     def _complete(self, user: Any, reply: Any) -> None:
-        um, rm = dict(user.metrics or {}), dict(reply.metrics or {})
+        um, rm = dict(user.metrics or {}), dict((reply.metrics if reply else None) or {})
         record = self._pending
         record.n = len(self.records) + 1
+        record.answered = reply is not None
         record.user_text = user.text_content or ""
-        record.reply_text = reply.text_content or ""
+        record.reply_text = (reply.text_content or "") if reply else ""
         record.user_stopped_at = um.get("stopped_speaking_at")
         record.ttfa = rm.get("e2e_latency")
         record.end_of_turn_delay = um.get("end_of_turn_delay")
@@ -379,7 +398,7 @@ class TurnTracker:
         record.llm_ttft = rm.get("llm_node_ttft")
         record.llm_ttfs = rm.get("llm_node_ttfs")
         record.tts_ttfb = rm.get("tts_node_ttfb")
-        record.interrupted = bool(reply.interrupted)
+        record.interrupted = bool(reply.interrupted) if reply else False
         self._pending = TurnRecord(n=0)
         self.records.append(record)
         self.on_turn(record)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,9 +27,23 @@ TICK = 0.01
 SAMPLES = int(audio.RATE * TICK)
 
 
+VAD_WINDOW = 512
+"""Samples per inference window of the silero VAD at 16 kHz."""
+GRID = VAD_WINDOW // math.gcd(VAD_WINDOW, SAMPLES)
+"""Ticks between two starts that fall at the same place in the VAD's windows (16 ticks: 160 ms)."""
+
+
 def ticks(seconds: float) -> int:
     """Whole ticks in `seconds` (rounded)."""
     return round(seconds / TICK)
+
+
+def on_grid(tick: int) -> int:
+    """The first tick from `tick` on whose first sample starts a VAD window (counting windows from
+    the input's first sample). Every clip starts on this grid, so each clip meets the VAD's windows
+    at the same phase on every run: the VAD, and the recognizer behind the segments it cuts, get
+    the same samples whatever the wall-clock scheduling did."""
+    return -(-tick // GRID) * GRID
 
 
 class Clock:
@@ -82,9 +97,10 @@ class ScriptedInput(io.AudioInput):
         self._clips: list[_Scheduled] = []
 
     def play_at(self, pcm: np.ndarray, tick: int) -> asyncio.Future[int]:
-        """Schedule a clip to start at `tick` (or at the next tick if that one has already been
-        sent). The future resolves to the tick after its last sample."""
-        clip = _Scheduled(max(tick, self.tick), pcm, asyncio.get_running_loop().create_future())
+        """Schedule a clip to start at `tick`, moved onto the VAD-window grid (`on_grid`: at most
+        150 ms later), or at the next grid tick if that one has already been sent. The future
+        resolves to the tick after its last sample."""
+        clip = _Scheduled(on_grid(max(tick, self.tick)), pcm, asyncio.get_running_loop().create_future())
         self._clips.append(clip)
         return clip.done
 

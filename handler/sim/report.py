@@ -68,7 +68,7 @@ class SimTurn:
             "said": self.said,
             "recognized": r.user_text,
             "reply": r.reply_text,
-            "answered": self.record is not None,
+            "answered": r.answered if self.record is not None else False,
         }
         for k in TIMINGS:
             v = getattr(self, k)
@@ -118,13 +118,14 @@ class Report:
     def summary(self) -> dict[str, Any]:
         records = [t.record for t in self.turns if t.record is not None]
         s = summarize(records, self.duration / 60)
+        answered = sum(r.answered for r in records)
         edits = refs = 0
         for t in self.turns:
             e, r = word_errors(t.said, t.user_text)
             edits, refs = edits + e, refs + r
         return {
             "turns": len(self.turns),
-            "answered": len(records),
+            "answered": answered,
             "duration_s": round(self.duration, 2),
             "ttfa_p50": _round(s.ttfa_p50),
             "ttfa_p95": _round(s.ttfa_p95),

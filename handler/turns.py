@@ -245,7 +245,7 @@ def per_minute(count: float, minutes: float | None) -> float | None:
     """`count` per minute over `minutes`, never over less than `MIN_RATE_MINUTES`."""
     if minutes is None:
         return None
-    return round(count / max(minutes, MIN_RATE_MINUTES), 2)
+    return round(count / max(minutes, MIN_RATE_MINUTES), 3)
 
 
 @dataclass

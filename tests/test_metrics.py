@@ -3,12 +3,14 @@ Prometheus series."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from handler.logs import analyze
 from handler.registry import load_checked
 from handler.sim import scenario, simulate
 
@@ -49,6 +51,12 @@ def test_a_production_session_logs_one_line_per_turn_and_a_summary_with_the_repo
     assert summary["llm_tokens"] > 0 and summary["tts_characters"] > 0
     # a regression guard only; benchmarks/log_volume.py measures the real figure for README
     assert len(ours) / (s["duration_s"] / 60) < 40
+    # and `logs analyze` reads the same numbers back from the log
+    analyzed = analyze(["-"], stdin=io.BytesIO(out.stderr.encode()))
+    assert analyzed.turns == 2 and analyzed.session_summaries == 1
+    assert analyzed.ttfa.percentile(50) == summary["ttfa_p50_ms"]
+    assert analyzed.ttfa.percentile(95) == summary["ttfa_p95_ms"]
+    assert analyzed.false_per_minute == s["false_interruptions_per_min"]
 
 
 @pytest.mark.realtime

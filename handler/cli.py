@@ -163,6 +163,30 @@ def render_report(report: Any) -> str:
     return "\n".join(lines)
 
 
+def _log_to_file(out_dir: Any, scenario: str) -> str:
+    """Point the logging policy's stderr handlers at a file: the same lines at the same levels,
+    out of the way of the progress and the table. `--out DIR` holds it as DIR/session.log;
+    otherwise it goes to the temporary directory, named after the scenario and the time."""
+    import logging
+    import tempfile
+    import time
+    from pathlib import Path
+
+    if out_dir is not None:
+        path = out_dir / "session.log"
+    else:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        path = Path(tempfile.gettempdir()) / f"voice-handler-simulate-{scenario}-{stamp}.log"
+    try:
+        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+    except OSError as e:
+        raise UserError(f"cannot write the log file {path}: {e.strerror}") from None
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+            handler.setStream(stream)
+    return str(path)
+
+
 @app.command()
 @user_errors
 def simulate(
@@ -188,6 +212,14 @@ def simulate(
             help="Run the cloud STT, LLM and TTS (soniox, openai, elevenlabs) against local servers that "
             "speak their wire protocols with typical cloud latencies, with this environment's other "
             "settings; no keys or network needed.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Write the environment's log lines to stderr instead of a log file (named at the start).",
         ),
     ] = False,
 ) -> None:
@@ -240,6 +272,10 @@ def simulate(
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+
+    if not verbose:
+        log_path = _log_to_file(out_dir, sc.name)
+        progress(f"{sc.name} under {settings.env}: log lines in {log_path} (-v shows them here)")
 
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, progress))

@@ -140,7 +140,7 @@ async def test_the_cloud_stack_recognizes_answers_and_reuses_one_connection_per_
 def test_the_command_runs_the_cloud_stack_of_dev_with_no_keys(tmp_path: Path, cli) -> None:
     path = tmp_path / "one.toml"
     path.write_text('[[turns]]\nsay = "where is my order"\n')
-    out = cli("simulate", str(path), "--env", "dev", "--cloud-fakes")
+    out = cli("simulate", str(path), "--env", "dev", "--cloud-fakes", "-v")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "stt=soniox llm=openai tts=elevenlabs" in out.stdout
     assert "'where is my order' -> 'where is my order' -> 'Your order shipped" in out.stdout

@@ -21,7 +21,7 @@ def ms(seconds: float | None) -> int | None:
 
 @pytest.mark.realtime
 def test_a_production_session_logs_one_line_per_turn_and_a_summary_with_the_report_numbers(cli) -> None:
-    out = cli("simulate", "noisy", "--env", "production", "--offline", "--json")
+    out = cli("simulate", "noisy", "--env", "production", "--offline", "--json", "-v")
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     logs = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]

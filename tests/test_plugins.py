@@ -19,6 +19,8 @@ from handler.hookspecs import hookimpl
 from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
+pytestmark = pytest.mark.env_matrix  # these tests read the environment nox sets
+
 
 class AcmeSTT(stt.STT):
     def __init__(self, greeting):

@@ -162,7 +162,12 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "notes",
     }
     assert doc["providers"] == {"vad": "silero", "stt": "local", "llm": "local", "tts": "local"}
-    assert "turn 1:" in out.stderr  # progress while it runs
+    # a newcomer reads progress on stderr and the table (here JSON) on stdout; the environment's
+    # log lines (dev: DEBUG) go to a file the run names
+    log = tmp_path / "out" / "session.log"
+    assert f"log lines in {log}" in out.stderr and "turn 1:" in out.stderr
+    assert " DEBUG " not in out.stderr and " DEBUG " in log.read_text()
+    assert "INFO handler.metrics turn n=1" in log.read_text()
     for name in ("user.wav", "agent.wav"):
         with wave.open(str(tmp_path / "out" / name)) as w:
             assert (w.getframerate(), w.getnchannels()) == (16000, 1) and w.getnframes() > 16000

@@ -1,5 +1,6 @@
-"""One `python -m handler simulate SCENARIO --env ENV --offline --json -v` run (log lines on stderr), as the benchmarks use it:
-the same offline STT, LLM and TTS under each environment's own settings."""
+"""One `python -m handler simulate SCENARIO --env ENV --offline --json -v` run, as the benchmarks
+use it: the same offline STT, LLM and TTS under each environment's own settings, log lines on
+stderr."""
 
 from __future__ import annotations
 

@@ -50,7 +50,10 @@ async def converse(
         {
             "vad.provider": "scripted",
             "stt.provider": "scripted",
-            "llm.local.replies": [{"pattern": "story", "reply": REPLY}],
+            "llm.local.replies": [
+                {"pattern": "story", "reply": REPLY},
+                {"pattern": "order", "reply": "Your order shipped yesterday and arrives tomorrow."},
+            ],
             "turn.aec_warmup_duration": WARMUP,
             **overrides,
         },

@@ -1,4 +1,5 @@
-"""nox sessions: `tests` once per environment (dev, fast, stable, production), `lint`, `typecheck`.
+"""nox sessions: `tests` (the whole suite under dev; the tests whose behaviour depends on the
+environment once more under fast, stable and production), `lint`, `typecheck`.
 
 Sessions run with the interpreter nox itself runs under (README's set-up installs everything
 there, and `.venv/bin/nox` works without activating the venv); `nox --force-venv-backend venv`
@@ -37,11 +38,13 @@ def _livekit_server(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("env", ENVIRONMENTS)
 def tests(session: nox.Session, env: str) -> None:
-    """The suite with ENV_FOR_DYNACONF=<env>. The real-time conversation tests pin their own
-    environment, so they run once (under dev) instead of four times; so does the fault matrix."""
+    """The suite with ENV_FOR_DYNACONF=<env>: all of it under dev; under the other environments
+    only the tests marked `env_matrix` (they read the environment they run in: configuration,
+    plugins, the command line). The rest pin their environment, so running them four times
+    would test the same thing four times."""
     _install(session, "-e", ".[dev]")
     _livekit_server(session)
-    marks = [] if env == "dev" else ["-m", "not realtime and not faults"]
+    marks = [] if env == "dev" else ["-m", "env_matrix and not realtime"]
     session.run(_python(session), "-m", "pytest", *marks, *session.posargs, env={"ENV_FOR_DYNACONF": env})
 
 

@@ -4,7 +4,7 @@
 
 One request per stage (a recognized utterance, a chat reply, a streamed synthesis), built as a
 session builds it (`handler.testing.stage_faults`: the real livekit plugins behind the resilience
-layer), against the local provider servers with cloud-like latencies (`handler.cloudsim.PROFILES`),
+layer), against the local provider servers with cloud-like latencies (`handler.sim.cloudsim.PROFILES`),
 once without a fault and once per fault, the provider alone and with a local fallback. "extra" is
 how much later the first useful output came than without the fault (STT: final transcript after
 the end of speech; LLM: first token; TTS: first audio), or, when nothing came, how long until the
@@ -20,8 +20,9 @@ import asyncio
 import sys
 from typing import Any
 
-from handler import cloudsim, http
+from handler import http
 from handler.resilience import breaker
+from handler.sim import cloudsim
 from handler.testing import ElevenLabsServer, OpenAIServer, SonioxServer
 from handler.testing.stage_faults import FAULTS, Outcome, stage_request
 

@@ -38,7 +38,7 @@ def main() -> None:
     print(
         "eot = end of user speech -> turn committed (VAD silence + endpointing delay + STT final);"
         " llm 1st = LLM start -> first sentence; floor = eot + llm 1st + tts 1st;"
-        " overhead = ttfa - floor"
+        " overhead = played ttfa (the simulator's measure) - floor; ttfa = livekit's e2e latency"
     )
 
 

@@ -1,5 +1,6 @@
-"""One `python -m handler simulate SCENARIO --env ENV --offline --json` run, as the benchmarks use it:
-the same offline STT, LLM and TTS under each environment's own settings."""
+"""One `python -m handler simulate SCENARIO --env ENV --offline --json -v` run, as the benchmarks
+use it: the same offline STT, LLM and TTS under each environment's own settings, log lines on
+stderr."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 def simulate_offline(scenario: str, env: str) -> tuple[dict[str, Any], str]:
     """The JSON report and everything written to stderr (logs and progress); exits on failure."""
     out = subprocess.run(
-        [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json"],
+        [sys.executable, "-m", "handler", "simulate", scenario, "--env", env, "--offline", "--json", "-v"],
         capture_output=True,
         text=True,
         check=False,

@@ -3,7 +3,7 @@
     python benchmarks/prewarm.py [--env production] [--turns 4] [--sessions 1]
 
 The cloud stack (soniox, openai, elevenlabs plugins, unmodified) runs whole conversations through
-`simulate` against the local provider servers (`handler.cloudsim`), where every new connection
+`simulate` against the local provider servers (`handler.sim.cloudsim`), where every new connection
 costs 300 ms, the cost DNS + TCP + TLS to a cloud region adds. The user says the same sentence
 every turn, so the first turn differs from the others only in what is warm. Three modes:
 
@@ -29,8 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from handler import cloudsim, scenario
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 
 SENTENCE = "thank you very much"
 TARGET = 1.05

@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from handler import config  # noqa: E402
-from handler import scenario as scenarios  # noqa: E402
-from handler.simulate import percentile  # noqa: E402
+from handler.sim import scenario as scenarios  # noqa: E402
 from handler.testing.livekit_server import LiveKitServer, install  # noqa: E402
 from handler.testing.worker_process import WorkerProcess, clean_env  # noqa: E402
+from handler.turns import percentile  # noqa: E402
 
 LIVEKIT_DEFAULTS = {"HANDLER_ROOM__INPUT_SAMPLE_RATE": "24000", "HANDLER_ROOM__INPUT_FRAME_MS": "50"}
 

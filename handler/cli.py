@@ -128,18 +128,19 @@ def render_report(report: Any) -> str:
         f"scenario {report.scenario} | env {report.env} | "
         + " ".join(f"{k}={v}" for k, v in report.providers.items()),
         "",
-        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  false  "
-        "said -> recognized -> reply",
+        f"{'#':>2} {'kind':<8} {'ttfa':>6} {'played':>6} {'eou':>6} {'stt':>6} {'llm':>6} {'tts':>6}  int  "
+        "false  said -> recognized -> reply",
     ]
     for t in report.turns:
         lines.append(
-            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.end_of_turn_delay):>6} "
+            f"{t.n:>2} {t.kind:<8} {_ms(t.ttfa):>6} {_ms(t.ttfa_played):>6} {_ms(t.end_of_turn_delay):>6} "
             f"{_ms(t.transcription_delay):>6} {_ms(t.llm_ttft):>6} {_ms(t.tts_ttfb):>6}  "
             f"{'yes' if t.interrupted else 'no':<4} {t.false_interruptions:>5}  "
-            f"{t.said!r} -> {t.recognized!r} -> {t.reply[:60]!r}"
+            f"{t.said!r} -> {t.user_text!r} -> {t.reply_text[:60]!r}"
         )
     lines += [
-        "(ms: ttfa = end of user speech -> first agent audio; eou = end-of-utterance delay; "
+        "(ms: ttfa = end of user speech -> first agent audio, livekit's measure (as in the turn log lines); "
+        "played = the same to the first sample the simulator played; eou = end-of-utterance delay; "
         "stt = transcription delay; llm = time to first token; tts = time to first byte)",
         "",
         f"time to first audio p50 {_ms(s['ttfa_p50'])} ms, p95 {_ms(s['ttfa_p95'])} ms | "
@@ -151,7 +152,8 @@ def render_report(report: Any) -> str:
         lines.append(
             f"where the time goes (p50): end of turn {_ms(b['end_of_turn_delay'])} + LLM first sentence "
             f"{_ms(b['llm_ttfs'])} (first token {_ms(b['llm_ttft'])}) + TTS first byte {_ms(b['tts_ttfb'])} "
-            f"= floor {_ms(b['floor'])} ms; handler overhead {_ms(b['overhead'])} ms"
+            f"= floor {_ms(b['floor'])} ms; played {_ms(b['ttfa_played'])} ms, handler overhead "
+            f"{_ms(b['overhead'])} ms"
         )
     for e in report.errors:
         lines.append(f"error: {e}")
@@ -159,6 +161,30 @@ def render_report(report: Any) -> str:
         got = s[k]
         lines.append(f"expected {k} {want}: {'ok' if got == want else f'got {got}'}")
     return "\n".join(lines)
+
+
+def _log_to_file(out_dir: Any, scenario: str) -> str:
+    """Point the logging policy's stderr handlers at a file: the same lines at the same levels,
+    out of the way of the progress and the table. `--out DIR` holds it as DIR/session.log;
+    otherwise it goes to the temporary directory, named after the scenario and the time."""
+    import logging
+    import tempfile
+    import time
+    from pathlib import Path
+
+    if out_dir is not None:
+        path = out_dir / "session.log"
+    else:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        path = Path(tempfile.gettempdir()) / f"voice-handler-simulate-{scenario}-{stamp}.log"
+    try:
+        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+    except OSError as e:
+        raise UserError(f"cannot write the log file {path}: {e.strerror}") from None
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+            handler.setStream(stream)
+    return str(path)
 
 
 @app.command()
@@ -188,12 +214,20 @@ def simulate(
             "settings; no keys or network needed.",
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Write the environment's log lines to stderr instead of a log file (named at the start).",
+        ),
+    ] = False,
 ) -> None:
     """Run a whole conversation from audio, with no LiveKit server, and report its latency."""
     if offline and cloud_fakes:
         raise UserError("--offline and --cloud-fakes exclude each other: pick the local or the cloud stack")
     if cloud_fakes:
-        from handler import cloudsim
+        from handler.sim import cloudsim
 
         settings, registry = cloudsim.load_checked(env)
     else:
@@ -204,10 +238,13 @@ def simulate(
 
     import asyncio
 
-    from handler import simulate as sim
+    from handler import sim
     from handler.session import configure_logging
 
     configure_logging(settings, registry)
+    if not verbose:
+        log_path = _log_to_file(out_dir, sc.name)
+        _progress(f"{sc.name} under {settings.env}: log lines in {log_path} (-v shows them here)")
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, _progress))
     _write_report(report, clock, as_json, out_dir)
@@ -228,7 +265,7 @@ def _conversation_input(
     from pathlib import Path
 
     from handler import audio
-    from handler import scenario as scenarios
+    from handler.sim import scenario as scenarios
 
     try:
         sc = scenarios.load(scenarios.resolve(scenario))

@@ -3,9 +3,10 @@
 Every pipeline stage is provided by a plugin and chosen by name in config: providers (VAD, STT,
 LLM, TTS) and policies (logging, retry) alike are declared through `register_providers`, so the
 registry can list and validate every name before anything is built. Observers (metrics, ...) use
-the broadcast session hooks. Built-ins implement hooks with `trylast=True` so an installed plugin
-that registers the same stage and name overrides them. Plugins import from `handler.hookspecs`
-and `handler.runtime` only.
+the broadcast session hooks and the turn tracker's `turn_completed` / `session_summary`.
+Built-ins implement hooks with `trylast=True` so an installed plugin that registers the same
+stage and name overrides them. Plugins import from `handler.hookspecs`, `handler.runtime` and
+`handler.turns` (the record types) only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pluggy
 if TYPE_CHECKING:
     from handler.config import Settings
     from handler.runtime import Runtime
+    from handler.turns import SessionSummary, TurnRecord
 
 PROJECT = "voice_handler"
 
@@ -78,5 +80,14 @@ class Specs:
         """An `AgentSession` has started; `info` carries ids (job, room, or simulation)."""
 
     @hookspec
+    def turn_completed(self, record: TurnRecord, info: Mapping[str, Any]) -> None:
+        """The turn tracker (`handler.turns`) finished a turn: the user spoke and the agent's
+        reply is in the chat history. `record` is the one typed record every report reads."""
+
+    @hookspec
+    def session_summary(self, summary: SessionSummary, info: Mapping[str, Any]) -> None:
+        """The turn tracker's summary of a session that is closing (after its last turn)."""
+
+    @hookspec
     def session_ended(self, session: Any, settings: Settings, info: Mapping[str, Any]) -> None:
-        """An `AgentSession` is closing; observers flush their summaries here."""
+        """An `AgentSession` is closing (after `session_summary`); observers release it here."""

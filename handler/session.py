@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from handler import fallback
 from handler.http import prewarm, shared_session
 from handler.runtime import Runtime
+from handler.turns import TurnTracker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from handler.config import Settings
     from handler.registry import Registry
     from handler.retry import RetryPolicy
@@ -160,13 +159,33 @@ def build_session(
     return session, agent
 
 
+def observe(
+    session: Any, settings: Settings, registry: Registry, info: Mapping[str, Any]
+) -> tuple[TurnTracker, Callable[[], None]]:
+    """Follow the session with the one turn tracker and tell observer plugins (metrics, ...) that
+    it runs and each turn it completes. Returns the tracker and the function to call once when
+    the session ends (observers then get the summary and `session_ended`)."""
+    hook = registry.pm.hook
+    tracker = TurnTracker(session, on_turn=lambda record: hook.turn_completed(record=record, info=info))
+    hook.session_started(session=session, settings=settings, info=info)
+
+    def end() -> None:
+        tracker.detach()
+        try:
+            hook.session_summary(summary=tracker.summary(), info=info)
+        finally:
+            hook.session_ended(session=session, settings=settings, info=info)
+
+    return tracker, end
+
+
 @asynccontextmanager
 async def observed(
     session: Any, settings: Settings, registry: Registry, info: Mapping[str, Any]
-) -> AsyncIterator[None]:
-    """Tell observer plugins (metrics, ...) that a session runs, and that it ended."""
-    registry.pm.hook.session_started(session=session, settings=settings, info=info)
+) -> AsyncIterator[TurnTracker]:
+    """`observe` for the length of a block; yields the tracker."""
+    tracker, end = observe(session, settings, registry, info)
     try:
-        yield
+        yield tracker
     finally:
-        registry.pm.hook.session_ended(session=session, settings=settings, info=info)
+        end()

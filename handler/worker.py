@@ -20,6 +20,7 @@ from handler.session import (
     build_session,
     configure_logging,
     make_runtime,
+    observe,
     prewarm_settled,
     start_prewarm,
 )
@@ -48,12 +49,12 @@ async def entrypoint(ctx: Any) -> None:
     session, agent = build_session(settings, registry, runtime, vad=ctx.proc.userdata["vad"])
     info = {"job": ctx.job.id, "room": ctx.job.room.name}
 
-    started = False
+    end_observation: Any = None
 
     async def shutdown() -> None:
         try:
-            if started:  # observers hear of an end only for a session they saw start
-                registry.pm.hook.session_ended(session=session, settings=settings, info=info)
+            if end_observation is not None:  # observers hear of an end only for a session they saw start
+                end_observation()
         finally:  # a failing observer must not keep the session or the pool open
             if warming and not warming.done():
                 warming.cancel()
@@ -70,8 +71,7 @@ async def entrypoint(ctx: Any) -> None:
     ctx.room.on("participant_disconnected", lambda p: _end_when_alone(ctx))
     await ctx.connect()
     await prewarm_settled(warming)
-    registry.pm.hook.session_started(session=session, settings=settings, info=info)
-    started = True
+    _, end_observation = observe(session, settings, registry, info)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(settings))
 
 

@@ -82,6 +82,15 @@ def cli():
     return run_cli
 
 
+BURST = REPO / "tests" / "scenarios" / "burst.toml"
+"""A 0.4 s "uh huh" into a long reply: the VAD counts 0.86-1.02 s of speech for it at every window
+phase (tests/test_scenario_sounds.py proves it)."""
+BURST_MIN_INTERRUPTION = 0.8
+BURST_THRESHOLDS = {0.3: True, 0.9: False}
+"""interruption_threshold -> whether the burst pauses the agent: 0.8 * 0.3 / 0.5 = 0.48 s of speech
+needed (clearly reached), 0.8 * 0.9 / 0.5 = 1.44 s (clearly not)."""
+
+
 # ------------------------------------------------------------------------------ livekit-server
 
 

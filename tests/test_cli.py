@@ -12,6 +12,8 @@ from handler import config
 from handler.registry import Registry
 from handler.session import configure_logging
 
+pytestmark = pytest.mark.env_matrix  # these tests read the environment nox sets
+
 
 def test_config_check_names_every_problem_and_exits_2_without_traceback(root: Path, cli) -> None:
     out = cli(

@@ -19,11 +19,11 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIError, APIStatusError, APITimeoutError, llm, stt
 
-from handler import cloudsim, http, scenario
+from handler import http
 from handler.config import Settings
 from handler.registry import Registry
 from handler.session import make_runtime, retry_policy
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
 
 MAX_RETRIES = 2
@@ -207,11 +207,11 @@ async def test_in_a_session_a_reply_that_fails_three_times_is_an_error_and_the_n
         report, _ = await simulate(cloud, registry, sc)
 
     failed, answered = report.turns
-    assert failed.recognized == "where is my order" and not failed.reply and failed.ttfa is None
+    assert failed.user_text == "where is my order" and not failed.reply_text and failed.ttfa is None
     assert (
         report.errors == [e for e in report.errors if e.startswith("llm_error")] and len(report.errors) == 1
     )
-    assert answered.recognized == "thank you very much" and answered.reply == "You are welcome. Goodbye!"
+    assert answered.user_text == "thank you very much" and answered.reply_text == "You are welcome. Goodbye!"
     assert fakes.llm.stats.attempts(PATHS["llm"]) == MAX_RETRIES + 1 + 1  # three for turn 1, one for turn 2
     # livekit's ERROR line carries the exception that ended the request
     gave_up = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from handler import cloudsim, http, scenario
+from handler import http
 from handler.session import build_session, make_runtime, start_prewarm
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 
-LATENCY_FIELDS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
+LATENCY_FIELDS = ("ttfa", "ttfa_played", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
 KEYS = ("OPENAI_API_KEY", "ELEVEN_API_KEY", "SONIOX_API_KEY")
 
 
@@ -111,8 +111,8 @@ async def test_the_cloud_stack_recognizes_answers_and_reuses_one_connection_per_
         report, _ = await simulate(cloud, registry, sc)
 
     assert report.providers == {"vad": "silero", "stt": "soniox", "llm": "openai", "tts": "elevenlabs"}
-    assert [t.recognized for t in report.turns] == said  # recognized from the audio Soniox received
-    assert [t.reply for t in report.turns] == [
+    assert [t.user_text for t in report.turns] == said  # recognized from the audio Soniox received
+    assert [t.reply_text for t in report.turns] == [
         "You are welcome. Goodbye!",
         "Your order shipped yesterday and arrives tomorrow.",
         "You are welcome. Goodbye!",
@@ -140,7 +140,7 @@ async def test_the_cloud_stack_recognizes_answers_and_reuses_one_connection_per_
 def test_the_command_runs_the_cloud_stack_of_dev_with_no_keys(tmp_path: Path, cli) -> None:
     path = tmp_path / "one.toml"
     path.write_text('[[turns]]\nsay = "where is my order"\n')
-    out = cli("simulate", str(path), "--env", "dev", "--cloud-fakes")
+    out = cli("simulate", str(path), "--env", "dev", "--cloud-fakes", "-v")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "stt=soniox llm=openai tts=elevenlabs" in out.stdout
     assert "'where is my order' -> 'where is my order' -> 'Your order shipped" in out.stdout

@@ -9,6 +9,8 @@ import pytest
 from handler import config
 from handler.registry import Registry, load_checked
 
+pytestmark = pytest.mark.env_matrix  # these tests read the environment nox sets
+
 
 def load(env: str = "dev") -> config.Settings:
     return config.load(env)

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from livekit.agents import llm, stt, tts
 
-from handler import cloudsim, http, scenario
+from handler import http
 from handler.config import ConfigError
 from handler.registry import load_checked
 from handler.session import build_session, make_runtime
-from handler.simulate import simulate
+from handler.sim import cloudsim, scenario, simulate
 from handler.testing import Fault
 
 CHAINS = {
@@ -122,10 +122,10 @@ async def test_a_failing_llm_and_a_stalling_tts_hand_the_turn_to_the_next_provid
 
     first, second = report.turns
     # turn 1: both primaries gave up after three attempts, the local providers answered
-    assert first.reply == "You are welcome. Goodbye!"  # the local reply table
+    assert first.reply_text == "You are welcome. Goodbye!"  # the local reply table
     assert first.tts_ttfb is not None and first.tts_ttfb >= 3 * 1.0  # three 1 s attempts first
     # turn 2: the recovery probes succeeded, the primaries serve again
-    assert second.reply == "The cloud answers."
+    assert second.reply_text == "The cloud answers."
     assert 0.2 <= second.tts_ttfb < 0.5  # the emulated ElevenLabs (0.2 s), not espeak in-process
     # openai: 3 failed attempts, 1 recovery probe, turn 2; elevenlabs likewise (contexts)
     assert fakes.llm.stats.attempts("/chat/completions") == 5
@@ -147,7 +147,7 @@ async def test_with_the_stt_down_the_backup_recognizes_and_the_next_session_uses
         await fakes.stt.start()  # back, on the same port
         back, _ = await simulate(cloud, registry, sc)
 
-    assert down.turns[0].recognized == "thank you very much"  # by the local STT
-    assert back.turns[0].recognized == "thank you very much"
+    assert down.turns[0].user_text == "thank you very much"  # by the local STT
+    assert back.turns[0].user_text == "thank you very much"
     assert fakes.stt.transcripts == ["thank you very much"]  # by Soniox, once back
     assert not down.errors and not back.errors

@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from handler import cloudsim, http
+from handler import http
 from handler.resilience import breaker
 from handler.resilience.ledger import StageFaults
+from handler.sim import cloudsim
 from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer, stage_faults
 from handler.testing.stage_faults import FAULTS, PATHS, Outcome
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from handler import cloudsim, http, scenario
-from handler.simulate import simulate
+from handler import http
+from handler.sim import cloudsim, scenario
+from handler.sim.runner import simulate
 from handler.testing import Fault
 
 pytestmark = pytest.mark.realtime
@@ -84,7 +85,7 @@ async def test_with_the_llm_down_the_caller_hears_the_apology_and_the_call_ends(
         spoken = [data.get("text", "") for _, data in fakes.tts.received if isinstance(data, dict)]
 
     assert report.ended is not None and report.ended.startswith("llm is down")
-    assert all(not t.reply for t in report.turns)  # nothing answered, and the call did not go on
+    assert all(not t.reply_text for t in report.turns)  # nothing answered, and the call did not go on
     assert report.turns[-1].n <= 3 and report.turns[-1].ttfa is None
     assert any("Sorry, we have to stop here." in text for text in spoken)  # the apology was spoken
     assert np.abs(np.frombuffer(bytes(clock.agent), np.int16)).max() > 1000  # ...and played
@@ -108,13 +109,13 @@ async def test_a_stt_stream_that_stalls_mid_utterance_costs_the_turn_at_most_the
     assert (REGISTRY.get_sample_value(*timeouts) or 0.0) - before == 1  # Prometheus counts it too
 
     stalled, normal = report.turns
-    assert stalled.recognized == "where is my order" and stalled.reply  # replayed, answered
-    assert normal.reply == "You are welcome. Goodbye!"
+    assert stalled.user_text == "where is my order" and stalled.reply_text  # replayed, answered
+    assert normal.reply_text == "You are welcome. Goodbye!"
     assert stalled.ttfa is not None and normal.ttfa is not None
     # the watchdog cuts the stall at HTTP_TIMEOUT (1 s); the replay is recognized at once
     assert stalled.ttfa <= normal.ttfa + 1.0 + 1.5
     assert report.ended is None
-    turn_lines = [r for r in caplog.records if r.msg == "turn"]
-    assert turn_lines[0].fields["faults"] == "stt.retries=1,stt.timeouts=1"  # type: ignore[attr-defined]
-    assert turn_lines[1].fields["faults"] == ""  # type: ignore[attr-defined]
+    first, second = (r.fields for r in caplog.records if r.msg == "turn")  # type: ignore[attr-defined]
+    assert {k: v for k, v in first.items() if k.startswith("stt_")} == {"stt_retries": 1, "stt_timeouts": 1}
+    assert not [k for k in second if k.startswith(("stt_", "llm_r", "llm_e", "llm_t", "llm_f", "tts_"))]
     assert fakes.stt.stats.attempts("/transcribe-websocket") == 2

@@ -13,6 +13,8 @@ from handler import config
 from handler.registry import ALLOW_VAR, PluginLoadError, Registry, load_checked
 from handler.runtime import Runtime
 
+pytestmark = pytest.mark.env_matrix  # these tests read the environment nox sets
+
 ACME = '''
 """A third-party plugin nobody in voice-handler wrote: an STT named `acme`."""
 from handler.hookspecs import hookimpl

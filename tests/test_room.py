@@ -24,7 +24,7 @@ import pytest
 from livekit import api, rtc
 
 from handler import config
-from handler.simulate import word_errors
+from handler.sim.report import word_errors
 from handler.testing.background import InBackground
 from handler.testing.livekit_server import LiveKitServer
 from handler.testing.worker_process import WorkerProcess, clean_env, settings_env
@@ -206,8 +206,8 @@ def test_dev_stack_holds_the_qa_conversation_in_a_real_room(
 def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(
     real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    from handler import cloudsim
     from handler.registry import Registry
+    from handler.sim import cloudsim
 
     production = config.load("production", root=REPO)
     servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BURST, BURST_MIN_INTERRUPTION, BURST_THRESHOLDS
 
-from handler import audio, scenario
+from handler import audio
 from handler.registry import load_checked
-from handler.simulate import Report, simulate, word_errors
+from handler.sim import Report, scenario, simulate, word_errors
 
-LATENCY_FIELDS = ("ttfa", "e2e_latency", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
+LATENCY_FIELDS = ("ttfa", "ttfa_played", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
+TTFA_BOUND = 5.0
+"""A generous upper bound on time to first audio (about 1 s is usual; a loaded machine adds some)."""
 
 
 def write(path: Path, text: str) -> Path:
@@ -29,6 +32,21 @@ async def run(sc_path: Path, env: str = "dev", **overrides: object) -> Report:
     return report
 
 
+def answered(report: Report) -> None:
+    """Invariants of every run: each scripted turn got its record, its reply and its latencies;
+    time to first audio above the floor the configuration sets and under a generous bound."""
+    assert not report.errors, report.errors
+    for turn in report.turns:
+        assert turn.record is not None and turn.reply_text, turn
+        for f in LATENCY_FIELDS:
+            assert getattr(turn, f) is not None and getattr(turn, f) >= 0, (turn.n, f)
+        # the turn had to end (endpointing delay) and the responder's first token (0.3 s) come
+        # before any audio
+        assert 0.5 + 0.3 < turn.ttfa < TTFA_BOUND, turn
+        assert 0.5 + 0.3 < turn.ttfa_played < TTFA_BOUND, turn
+        assert turn.ttfa >= turn.end_of_turn_delay
+
+
 @pytest.mark.realtime
 async def test_a_question_is_recognized_answered_and_timed(tmp_path: Path) -> None:
     sc = write(
@@ -36,75 +54,62 @@ async def test_a_question_is_recognized_answered_and_timed(tmp_path: Path) -> No
         '[[turns]]\nsay = "what is the weather like today"\n[[turns]]\nsay = "where is my order"\n',
     )
     report = await run(sc)
+    answered(report)
     first, second = report.turns
-    assert first.recognized == "what is the weather like today"
-    assert second.recognized == "where is my order"
-    assert "sunny" in first.reply and "shipped" in second.reply
+    assert first.user_text == "what is the weather like today"
+    assert second.user_text == "where is my order"
+    assert "sunny" in first.reply_text and "shipped" in second.reply_text
     for turn in report.turns:
-        for f in LATENCY_FIELDS:
-            assert getattr(turn, f) is not None and getattr(turn, f) >= 0, f
-        # the configured floor: endpointing wait and the responder's 0.3 s first token
-        assert turn.ttfa > 0.5 + 0.3
-        assert turn.llm_ttft == pytest.approx(0.3, abs=0.1)
+        assert 0.2 < turn.llm_ttft < 1.0  # the responder's 0.3 s, plus scheduling
         assert not turn.interrupted and turn.false_interruptions == 0
     s = report.summary()
-    assert s["turns"] == 2 and s["wer"] == 0.0 and s["errors"] == 0
+    assert s["turns"] == s["answered"] == 2 and s["wer"] == 0.0 and s["errors"] == 0
     assert s["ttfa_p50"] <= s["ttfa_p95"]
 
 
 @pytest.mark.realtime
 async def test_a_genuine_barge_in_stops_the_agent_and_is_answered() -> None:
     report = await run(scenario.resolve("barge_in"))
+    answered(report)
     story, barge = report.turns
     assert story.interrupted and barge.kind == "barge_in"
-    assert barge.reply  # the agent answered the new question
+    assert not barge.interrupted
     assert report.summary()["interruptions"] == 1
     assert report.summary()["false_interruptions"] == 0
 
 
 @pytest.mark.realtime
 async def test_noise_and_coughs_are_ignored_and_a_backchannel_is_a_false_interruption() -> None:
+    # the sounds' margins are proven at every VAD phase by tests/test_scenario_sounds.py
     report = await run(scenario.resolve("noisy"))
-    heard = [(t.kind, t.recognized, t.notes) for t in report.turns], report.errors
+    answered(report)
     story, thanks = report.turns
-    assert story.false_interruptions == 1, heard  # the "uh-huh" paused the agent, which resumed
-    assert not story.interrupted, heard  # the reply played to its end
-    assert thanks.recognized == "thank you very much" and not report.errors
+    assert story.false_interruptions == 1, story  # the "uh-huh" paused the agent, which resumed
+    assert not story.interrupted, story  # the reply played to its end
+    assert thanks.user_text == "thank you very much"
     assert report.summary()["false_interruptions_per_min"] > 0
 
 
 @pytest.mark.realtime
-@pytest.mark.parametrize("threshold,stopped", [(0.3, True), (0.9, False)])
-async def test_interruption_threshold_decides_whether_a_short_burst_stops_the_agent(
-    tmp_path: Path, threshold: float, stopped: bool
+@pytest.mark.parametrize("threshold,pauses", sorted(BURST_THRESHOLDS.items()))
+async def test_interruption_threshold_decides_whether_a_short_backchannel_pauses_the_agent(
+    threshold: float, pauses: bool
 ) -> None:
-    # 0.35 s of wordless speech-like sound early in the reply (livekit may stop VAD interruptions
-    # once its 1 s backchannel boundary at a reply's start has passed). Silero keeps counting a
-    # burst's speech duration through the trailing min_silence (0.5 s), so it reports up to ~0.85 s
-    # of speech for it. With min_interruption_duration 0.8 the thresholds ask for 0.8 * 0.3/0.5 =
-    # 0.48 s (reached ~0.7 s into the reply) and 0.8 * 0.9/0.5 = 1.44 s (never reached). The burst
-    # is short so that the STT does not hear a word in it (a transcript interrupts whatever the
-    # threshold); min_speech_duration 0.1 makes the VAD register it on every run (at the default
-    # 0.25 s it depends on the VAD window's phase). No echo here, so no AEC warm-up either.
-    sc = write(
-        tmp_path / "burst.toml",
-        '[[turns]]\nsay = "tell me a story"\n'
-        '[[turns.during_reply]]\nkind = "babble"\nat = 0.2\nduration = 0.35\n',
-    )
+    # tests/scenarios/burst.toml: a 0.4 s "uh huh" that the VAD counts as 0.86-1.02 s of speech
+    # (at every window phase, tests/test_scenario_sounds.py); min_interruption_duration 0.8 asks
+    # for 0.48 s at threshold 0.3 and 1.44 s at 0.9: far from both
     report = await run(
-        sc,
+        BURST,
         **{
             "turn.interruption_threshold": threshold,
-            "turn.min_interruption_duration": 0.8,
-            "vad.min_speech_duration": 0.1,
-            "turn.aec_warmup_duration": 0.0,
+            "turn.min_interruption_duration": BURST_MIN_INTERRUPTION,
             "turn.false_interruption_timeout": 1.0,
         },
     )
+    answered(report)
     (turn,) = report.turns
-    assert not report.errors  # nothing heard as words: the VAD alone decided
-    assert not turn.interrupted  # a wordless burst pauses the reply at most; it then resumes
-    assert turn.false_interruptions == (1 if stopped else 0)
+    assert not turn.interrupted  # fillers only: a pause at most, then the reply resumes
+    assert turn.false_interruptions == (1 if pauses else 0)
 
 
 def test_word_errors_counts_edits() -> None:
@@ -131,6 +136,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
     assert doc["ended"] is None
     assert set(doc["summary"]) == {
         "turns",
+        "answered",
         "duration_s",
         "ttfa_p50",
         "ttfa_p95",
@@ -142,18 +148,30 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "breakdown_p50",
     }
     (turn,) = doc["turns"]
-    assert set(turn) >= {
+    assert set(turn) == {
         "n",
         "kind",
         "said",
         "recognized",
         "reply",
+        "answered",
         *LATENCY_FIELDS,
+        "llm_ttfs",
+        "floor",
+        "overhead",
         "interrupted",
         "false_interruptions",
+        "retries",
+        "errors",
+        "notes",
     }
     assert doc["providers"] == {"vad": "silero", "stt": "local", "llm": "local", "tts": "local"}
-    assert "turn 1:" in out.stderr  # progress while it runs
+    # a newcomer reads progress on stderr and the table (here JSON) on stdout; the environment's
+    # log lines (dev: DEBUG) go to a file the run names
+    log = tmp_path / "out" / "session.log"
+    assert f"log lines in {log}" in out.stderr and "turn 1:" in out.stderr
+    assert " DEBUG " not in out.stderr and " DEBUG " in log.read_text()
+    assert "INFO handler.metrics turn n=1" in log.read_text()
     for name in ("user.wav", "agent.wav"):
         with wave.open(str(tmp_path / "out" / name)) as w:
             assert (w.getframerate(), w.getnchannels()) == (16000, 1) and w.getnframes() > 16000

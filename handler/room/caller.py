@@ -29,8 +29,11 @@ from livekit import api, rtc
 
 from handler import audio
 from handler.config import redact
-from handler.scenario import Scenario
-from handler.simulate import SAMPLES, SETTLE, TICK, Clock, Report, ScriptedInput, TurnReport
+from handler.sim.io import SAMPLES, TICK, Clock, ScriptedInput, ticks
+from handler.sim.report import Report, SimTurn
+from handler.sim.runner import REPLY_END_TIMEOUT, REPLY_START_TIMEOUT, SETTLE
+from handler.sim.scenario import Scenario
+from handler.turns import TurnRecord
 
 logger = logging.getLogger("handler.room")
 
@@ -47,8 +50,6 @@ GAP = 0.25
 JOIN_TIMEOUT = 15.0
 DISPATCH_TIMEOUT = 30.0
 """Seconds for a worker to take the dispatch and publish its audio track."""
-REPLY_START_TIMEOUT = 15.0
-REPLY_END_TIMEOUT = 60.0
 TRANSCRIPT_WAIT = 2.0
 """Seconds the call stays after its last reply for the final transcripts to arrive."""
 
@@ -169,6 +170,46 @@ class RoomEvents:
 # ----------------------------------------------------------------------------- the call
 
 
+@dataclass
+class CallTurn:
+    """What the caller saw of one turn; becomes the report's SimTurn and TurnRecord."""
+
+    n: int
+    kind: str
+    said: str
+    speech_end: float = 0.0
+    """Wall time the last voiced sample was sent."""
+    ttfa: float | None = None
+    """Client-side: end of speech as sent -> first agent audio received."""
+    recognized: str = ""
+    reply: str = ""
+    interrupted: bool = False
+    false_interruptions: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def sim_turn(self) -> SimTurn:
+        # for a caller the audio "played" is the audio received: one measure, in both fields
+        record = TurnRecord(
+            n=self.n,
+            answered=self.ttfa is not None,
+            user_text=self.recognized,
+            reply_text=self.reply,
+            user_stopped_at=self.speech_end,
+            ttfa=self.ttfa,
+            interrupted=self.interrupted,
+            false_interruptions=self.false_interruptions,
+        )
+        return SimTurn(
+            n=self.n,
+            kind=self.kind,
+            said=self.said,
+            speech_end=self.speech_end,
+            ttfa_played=self.ttfa,
+            record=record,
+            notes=self.notes,
+        )
+
+
 class Call:
     """Plays a scenario into a room where an agent answers, and gathers what happened."""
 
@@ -176,7 +217,7 @@ class Call:
         self,
         target: Target,
         scenario: Scenario,
-        clips: dict[int, np.ndarray],
+        clips: list[np.ndarray],
         progress: Callable[[str], None],
         agent_timeout: float = DISPATCH_TIMEOUT,
     ) -> None:
@@ -191,7 +232,7 @@ class Call:
         self.input = ScriptedInput(self.clock)
         self.agent_audio = AgentAudio()
         self.events = RoomEvents()
-        self.turns: list[TurnReport] = []
+        self.turns: list[CallTurn] = []
         self.errors: list[str] = []
         self.sounds: list[tuple[float, float]] = []
         """(start, end) wall times of sounds the user made during replies."""
@@ -286,11 +327,11 @@ class Call:
 
     # the conversation -----------------------------------------------------------
 
-    async def _say(self, kind: str, said: str, pcm: np.ndarray) -> TurnReport:
-        report = TurnReport(n=len(self.turns) + 1, kind=kind, said=said)
+    async def _say(self, kind: str, said: str, pcm: np.ndarray, pause: float = 0.0) -> CallTurn:
+        report = CallTurn(n=len(self.turns) + 1, kind=kind, said=said)
         self.turns.append(report)
         began = time.time()
-        ended = await self.input.play(pcm)
+        ended = self.clock.wall(await self.input.play_at(pcm, self.input.tick + ticks(pause)))
         if kind == "barge_in":
             self.sounds.append((began, ended))
         report.speech_end = ended - audio.trailing_silence(pcm)
@@ -316,14 +357,13 @@ class Call:
 
     async def _sound(self, pcm: np.ndarray) -> None:
         began = time.time()
-        ended = await self.input.play(pcm)
+        ended = self.clock.wall(await self.input.play(pcm))
         self.sounds.append((began, ended))
 
     async def _conversation(self) -> None:
         index = 0
         for t in self.scenario.turns:
-            await asyncio.sleep(t.pause)
-            turn = await self._say("turn", t.say or str(t.wav), self.clips[index])
+            turn = await self._say("turn", t.say or str(t.wav), self.clips[index], t.pause)
             index += 1
             start = await self._wait_reply_start(turn.speech_end)
             if start is None:
@@ -390,7 +430,7 @@ class Call:
                 owner.reply = f"{owner.reply} {text}".strip() if owner.reply else text
         self._interruptions(replies)
 
-    def _interruptions(self, replies: list[tuple[TurnReport, float]]) -> None:
+    def _interruptions(self, replies: list[tuple[CallTurn, float]]) -> None:
         states = self.events.states
         user_heard = [at for at, _ in self.events.user_transcripts]
         for i, (turn, start) in enumerate(replies):
@@ -416,7 +456,7 @@ class Call:
             scenario=self.scenario.name,
             env=env,
             providers={"room": self.room_name, "agent": self.target.agent_name},
-            turns=self.turns,
+            turns=[t.sim_turn() for t in self.turns],
             duration=time.monotonic() - self.clock.start,
             errors=self.errors,
             expect=self.scenario.expect,
@@ -434,9 +474,9 @@ async def call(
     agent_timeout: float = DISPATCH_TIMEOUT,
 ) -> tuple[Report, Clock, CallError | None]:
     """One call: the scenario's user audio (made as `simulate` makes it) into a room."""
-    from handler.simulate import _clips
+    from handler.sim.clips import make_clips
 
-    clips = await _clips(scenario, registry, settings)
+    clips = await make_clips(scenario, registry, settings)
     c = Call(target, scenario, clips, progress, agent_timeout)
     await c.run()
     return c.report(settings.env), c.clock, c.failure

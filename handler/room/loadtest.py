@@ -33,8 +33,8 @@ import psutil
 
 from handler import audio
 from handler.room.caller import Call, CallError, Target
-from handler.scenario import Scenario
-from handler.simulate import percentile
+from handler.sim.scenario import Scenario
+from handler.turns import percentile
 
 TTFA_TOLERANCE = 1.2
 """A level is within capacity while its p95 TTFA stays under this multiple of one call's."""
@@ -175,7 +175,7 @@ def duration_recognizer(clips: dict[str, np.ndarray]) -> Callable[[bytes], str]:
 async def load_mode_servers(clips: dict[str, np.ndarray]) -> AsyncIterator[dict[str, str]]:
     """The Soniox, OpenAI and ElevenLabs servers with the cloud latency profile and no per-request
     work; yields the settings that point the worker at them."""
-    from handler import cloudsim
+    from handler.sim import cloudsim
     from handler.testing import ElevenLabsServer, OpenAIServer, SonioxServer
 
     async with (
@@ -197,7 +197,7 @@ async def run_level(
     result: Level,
     target: Target,
     scenario: Scenario,
-    clips: dict[int, np.ndarray],
+    clips: list[np.ndarray],
     ramp: float,
     progress: Callable[[str], None],
 ) -> list[float]:
@@ -331,9 +331,9 @@ async def loadtest(
 ) -> tuple[list[Level], Level | None, str, dict[int, list[float]]]:
     """Every level in turn (1 first, for the reference p95); a local server, worker and providers
     unless LIVEKIT_URL names a deployment."""
-    from handler.simulate import _clips
+    from handler.sim.clips import make_clips
 
-    clips = await _clips(scenario, registry, settings)
+    clips = await make_clips(scenario, registry, settings)
     levels = sorted({1, *concurrency})
     async with _deployment(settings, scenario, clips, progress) as (target, meter, where):
         results: list[Level] = []
@@ -351,7 +351,7 @@ async def loadtest(
 
 @contextlib.asynccontextmanager
 async def _deployment(
-    settings: Any, scenario: Scenario, clips: dict[int, np.ndarray], progress: Callable[[str], None]
+    settings: Any, scenario: Scenario, clips: list[np.ndarray], progress: Callable[[str], None]
 ) -> AsyncIterator[tuple[Target, Meter, str]]:
     agent_name = settings.get("worker.agent_name")
     if settings.secret("LIVEKIT_URL"):
@@ -371,7 +371,8 @@ async def _deployment(
     import tempfile
     from pathlib import Path
 
-    from handler import cloudsim, config
+    from handler import config
+    from handler.sim import cloudsim
     from handler.testing.background import InBackground
     from handler.testing.livekit_server import LiveKitServer, free_port, install
     from handler.testing.worker_process import WorkerProcess, clean_env, settings_env

@@ -30,7 +30,6 @@ logging) apply unchanged. Keys that are not set are replaced by dummies for this
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -42,8 +41,9 @@ from handler.testing import ElevenLabsServer, LatencyProfile, OpenAIServer, Soni
 if TYPE_CHECKING:
     from handler.config import Settings
     from handler.registry import Registry
-    from handler.scenario import Scenario
-    from handler.simulate import Clock, Report
+    from handler.sim.io import Clock
+    from handler.sim.report import Report
+    from handler.sim.scenario import Scenario
 
 SOURCE = "--cloud-fakes"
 CLOUD = {"stt": "soniox", "llm": "openai", "tts": "elevenlabs"}
@@ -142,22 +142,25 @@ class CloudFakes:
         }
 
 
-def _recognizer(phrases: tuple[str, ...], drop_fillers: bool) -> Callable[[bytes], Any]:
+def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]) -> Callable[[bytes], Any]:
+    """The Soniox server's ears: the `local` STT provider, built through the registry and used
+    through livekit's STT interface (so no plugin internals leak into the core)."""
     import numpy as np
+    from livekit import rtc
 
-    from plugins.engines.pocketsphinx_stt import FILLERS, _recognizer
+    from handler.runtime import Runtime
 
-    model = _recognizer(phrases)
+    local = settings.with_overrides({"stt.local.phrases": list(phrases)}, SOURCE)
+    stt = registry.build("stt", local, Runtime(local, None, None), name="local")
     # The server's utterance keeps only ~0.1 s before the speech onset (the local STT's VAD segments
     # keep 0.5 s); pocketsphinx mishears a first word that starts that close to the edge.
     lead_in = np.zeros(int(LEAD_IN * 16000), np.int16)
 
     async def recognize(pcm_16k: bytes) -> str:
         pcm = np.concatenate([lead_in, np.frombuffer(pcm_16k, np.int16)])
-        # decoding is blocking CPU work: keep the server's event loop (the session's) free
-        text = await asyncio.to_thread(model.decode, pcm)
-        words = [w for w in text.lower().split() if not (drop_fillers and w in FILLERS)]
-        return " ".join(words)
+        frame = rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))
+        event = await stt.recognize(frame)  # the plugin decodes off the event loop
+        return event.alternatives[0].text if event.alternatives else ""
 
     return recognize
 
@@ -175,14 +178,23 @@ def _responder(settings: Settings, registry: Registry) -> Callable[[list[dict[st
     return respond
 
 
-def _speaker(settings: Settings) -> Callable[[str, int], Any]:
-    from plugins.engines.espeak_tts import synthesize
+def _speaker(settings: Settings, registry: Registry) -> Callable[[str, int], Any]:
+    """The ElevenLabs server's voice: the `local` TTS provider through livekit's TTS interface."""
+    import numpy as np
+    from livekit import rtc
 
-    voice, rate = settings.get("tts.local.voice"), settings.get("tts.local.rate")
+    from handler import audio
+    from handler.runtime import Runtime
+
+    tts = registry.build("tts", settings, Runtime(settings, None, None), name="local")
 
     async def speak(text: str, sample_rate: int) -> bytes:
-        pcm, _ = await asyncio.to_thread(synthesize, text, voice=voice, rate=rate, sample_rate=sample_rate)
-        return pcm.tobytes()
+        frames = [ev.frame async for ev in tts.synthesize(text)]
+        if not frames:
+            return b""
+        frame = rtc.combine_audio_frames(frames)
+        pcm = np.frombuffer(frame.data, np.int16)
+        return audio.resample(pcm, frame.sample_rate, sample_rate).tobytes()
 
     return speak
 
@@ -196,12 +208,13 @@ async def running(
 ) -> AsyncIterator[tuple[Settings, CloudFakes]]:
     """Start the three servers; yields the settings pointed at them, and the servers."""
     phrases = tuple(dict.fromkeys([*phrases, *settings.get("stt.local.phrases", [])]))
-    # load the recognizer now (up to ~0.5 s), not inside the first utterance
-    recognize = await asyncio.to_thread(_recognizer, phrases, settings.get("stt.local.drop_fillers", True))
+    recognize = _recognizer(settings, registry, phrases)
+    # load the recognizer's model now (up to ~0.5 s), not inside the first utterance
+    await recognize(bytes(3200))
     async with (
         SonioxServer(recognizer=recognize, profile=profiles["stt"]) as stt,
         OpenAIServer(responder=_responder(settings, registry), profile=profiles["llm"]) as llm,
-        ElevenLabsServer(audio_for_text=_speaker(settings), profile=profiles["tts"]) as tts,
+        ElevenLabsServer(audio_for_text=_speaker(settings, registry), profile=profiles["tts"]) as tts,
     ):
         fakes = CloudFakes(stt=stt, llm=llm, tts=tts)
         yield settings.with_overrides(fakes.overrides(), SOURCE), fakes
@@ -213,8 +226,8 @@ async def simulate(
     scenario: Scenario,
     progress: Callable[[str], None] = lambda s: None,
 ) -> tuple[Report, Clock]:
-    """`handler.simulate.simulate` with the cloud stages served by the fakes."""
-    from handler import simulate as sim
+    """`handler.sim.simulate` with the cloud stages served by the fakes."""
+    from handler.sim import runner as sim
 
     async with running(settings, registry, scenario.recognizer_phrases()) as (cloud, fakes):
         progress(

@@ -57,6 +57,7 @@ the keys installed livekit plugins read. Read like SECRETS, and redacted from ev
 def is_secret_name(name: str) -> bool:
     return name in SECRETS or bool(SECRET_NAME.fullmatch(name))
 
+
 DEFAULT_SOURCE = "settings.toml [default]"
 
 
@@ -429,7 +430,11 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         return None
 
     secrets: dict[str, tuple[str, str]] = {}
-    named = {n for n in (*real_env, *dotenv, *raw_secrets) if is_secret_name(n) and not n.startswith(PREFIX + "_")}
+    named = {
+        n for n in (*real_env, *dotenv, *raw_secrets) if is_secret_name(n) and not n.startswith(PREFIX + "_")
+    }
+    # variables the configuration names as holding a secret (`api_key_env`, `headers_env`)
+    named |= {v for path, v in _walk(merged) if path.endswith("_env") and isinstance(v, str) and v}
     for name in sorted(named | set(SECRETS)):
         found = lookup(name)
         if found:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-import importlib.util
 import inspect
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -57,15 +57,14 @@ class Found:
 
 def discover() -> list[Found]:
     """Every `livekit.plugins.*` package and the stage classes it exports (no plugin imported)."""
-    try:
-        spec = importlib.util.find_spec(NAMESPACE)
-    except ModuleNotFoundError:
-        return []
-    if spec is None or not spec.submodule_search_locations:
-        return []
+    # the namespace package's directories, found the way the import system would, without
+    # importing even `livekit` (the config and --help paths import nothing of livekit)
+    locations = [Path(entry or ".") / "livekit" / "plugins" for entry in sys.path]
     found: dict[str, Found] = {}
-    for location in spec.submodule_search_locations:
-        for init in sorted(Path(location).glob("*/__init__.py")):
+    for location in locations:
+        if not location.is_dir():
+            continue
+        for init in sorted(location.glob("*/__init__.py")):
             module = init.parent.name
             if module in found or not module.isidentifier():
                 continue
@@ -88,7 +87,11 @@ def _exports(init: Path) -> set[str]:
         ):
             with_values = node.value
             if isinstance(with_values, ast.List | ast.Tuple):
-                return {e.value for e in with_values.elts if isinstance(e, ast.Constant)}
+                return {
+                    e.value
+                    for e in with_values.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                }
         if isinstance(node, ast.ImportFrom) and node.level > 0:
             imported |= {a.asname or a.name for a in node.names}
     return imported
@@ -236,7 +239,7 @@ def table_problems(module: str, stage: str, table: Mapping[str, Any]) -> list[tu
     for key, value in table.items():
         if key == API_KEY_ENV:
             if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-                out.append((key, "must name an environment variable, e.g. \"GROQ_API_KEY\""))
+                out.append((key, 'must name an environment variable, e.g. "GROQ_API_KEY"'))
             continue
         if key in INJECTED:
             why = (
@@ -264,7 +267,12 @@ def table_problems(module: str, stage: str, table: Mapping[str, Any]) -> list[tu
             out.append((key, bad))
     for name, param in sig.parameters.items():
         if param.required and name not in table and name not in INJECTED:
-            out.append((name, f"required by {NAMESPACE}.{module}.{STAGE_CLASSES[stage]}; set it in [{stage}.{module}]"))
+            out.append(
+                (
+                    name,
+                    f"required by {NAMESPACE}.{module}.{STAGE_CLASSES[stage]}; set it in [{stage}.{module}]",
+                )
+            )
     return out
 
 

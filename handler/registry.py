@@ -16,9 +16,11 @@ from handler import hookspecs, livekit_plugins
 from handler.config import (
     LIVEKIT_SECRETS,
     MISSING,
+    REDACTED,
     ConfigError,
     Problem,
     Settings,
+    is_secret_name,
     load,
     type_problem,
     unknown_key_problem,
@@ -324,10 +326,14 @@ class Registry:
             broken = self._import_problem(provider)
             if broken:
                 return [Problem(f"{stage}.{name}", "{...}", settings.source(f"{stage}.{name}"), broken)]
-            return [
-                Problem(f"{stage}.{name}.{key}", table.get(key, MISSING), settings.source(f"{stage}.{name}.{key}"), msg)
-                for key, msg in livekit_plugins.table_problems(provider.livekit_module, stage, table)
-            ]
+            out = []
+            for key, msg in livekit_plugins.table_problems(provider.livekit_module, stage, table):
+                value = table.get(key, MISSING)
+                if key == "api_key" or is_secret_name(key.upper()):
+                    value = REDACTED  # a key pasted into a setting is still a key
+                path = f"{stage}.{name}.{key}"
+                out.append(Problem(path, value, settings.source(path), msg))
+            return out
         schema = dict(provider.options or {})
         builtin_defaults = settings.defaults.get(stage, {}).get(name, {})
         schema.update(builtin_defaults)

@@ -506,6 +506,10 @@ CHECKS: dict[str, Check] = {
     "worker.port": _between(0, 65535),
     "worker.prometheus_port": _between(0, 65535),
     "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),
+    "telemetry.protocol": _one_of("http", "grpc"),
+    "telemetry.sample_ratio": _between(0.0, 1.0),
+    "telemetry.export_timeout": _between(0.1, 60.0),
+    "telemetry.max_queue_size": _between(1, 1_000_000),
 }
 
 
@@ -593,4 +597,11 @@ def validate(settings: Settings) -> list[Problem]:
             metrics,
             f"must differ from worker.port, the health-check port (from {settings.source('worker.port')})",
         )
+    from handler import telemetry
+
+    for key, value, message in telemetry.problems(settings):
+        if key.startswith("telemetry."):
+            add(key, value, message)
+        else:  # a secret: named, never shown
+            problems.append(Problem(key, MISSING, "", message))
     return problems

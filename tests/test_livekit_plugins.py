@@ -218,7 +218,7 @@ def test_the_config_can_name_the_key_variable_and_check_says_how_to_set_it(root:
         "HANDLER_LLM__PROVIDER": "groq",
         "HANDLER_LLM__GROQ__API_KEY_ENV": "MY_GROQ_KEY",
     }
-    out = cli("config", "check", env=env)
+    out = cli("config", "check", "--env", "dev", env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert (
         "MY_GROQ_KEY: required by llm provider 'groq'; set it in the environment, .env or .secrets.toml "
@@ -226,7 +226,7 @@ def test_the_config_can_name_the_key_variable_and_check_says_how_to_set_it(root:
     )
     assert "GROQ_API_KEY" not in out.stderr
     secret = "gsk_named-by-config-0123456789"
-    ok = cli("config", "check", env={**env, "MY_GROQ_KEY": secret})
+    ok = cli("config", "check", "--env", "dev", env={**env, "MY_GROQ_KEY": secret})
     assert ok.returncode == 0 and secret not in ok.stdout + ok.stderr
     shown = cli(
         "config", "show", "--json", env={**env, "MY_GROQ_KEY": secret, "HANDLER_LLM__GROQ__USER": secret}

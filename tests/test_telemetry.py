@@ -53,7 +53,7 @@ def test_telemetry_settings_are_validated(root: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("HANDLER_TELEMETRY__PROTOCOL", "udp")
     monkeypatch.setenv("HANDLER_TELEMETRY__HEADERS_ENV", "MY_OTLP_HEADERS")
     with pytest.raises(config.ConfigError) as e:
-        load_checked()
+        load_checked("dev")
     text = "\n".join(e.value.lines())
     assert "telemetry.endpoint = 'localhost:4318'" in text and "must be an http(s) URL" in text
     assert "telemetry.sample_ratio = 2" in text and "telemetry.protocol = 'udp'" in text
@@ -62,7 +62,7 @@ def test_telemetry_settings_are_validated(root: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("HANDLER_TELEMETRY__ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.delenv("HANDLER_TELEMETRY__SAMPLE_RATIO")
     monkeypatch.delenv("HANDLER_TELEMETRY__PROTOCOL")
-    settings, _ = load_checked()
+    settings, _ = load_checked("dev")
     assert f"authorization=Bearer {TOKEN}" in settings.secret_values()  # redacted from every log line
 
 

@@ -49,6 +49,15 @@ SECRETS = (
     "LIVEKIT_API_SECRET",
 )
 LIVEKIT_SECRETS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]*_(API_KEY|API_SECRET|SECRET|TOKEN|HEADERS)")
+"""Other variables that are secrets by their name (GROQ_API_KEY, OTEL_EXPORTER_OTLP_HEADERS...):
+the keys installed livekit plugins read. Read like SECRETS, and redacted from every log line."""
+
+
+def is_secret_name(name: str) -> bool:
+    return name in SECRETS or bool(SECRET_NAME.fullmatch(name))
+
+
 DEFAULT_SOURCE = "settings.toml [default]"
 
 
@@ -212,6 +221,7 @@ class Settings:
         defaults: dict[str, Any],
         sources: dict[str, str],
         secrets: dict[str, tuple[str, str]],
+        lookup: Callable[[str], tuple[str, str] | None] | None = None,
     ):
         self.env = env
         self.root = root
@@ -219,6 +229,7 @@ class Settings:
         self.defaults = defaults
         self.sources = sources
         self._secrets = secrets
+        self._lookup = lookup
 
     def get(self, path: str, default: Any = None) -> Any:
         value = _get_path(self.data, path)
@@ -237,12 +248,22 @@ class Settings:
                 return src
         return DEFAULT_SOURCE
 
-    def secret(self, name: str) -> str | None:
+    def _find_secret(self, name: str) -> tuple[str, str] | None:
         found = self._secrets.get(name)
+        if found is None and self._lookup is not None:
+            # a variable named by the configuration (`api_key_env`, `telemetry.headers_env`):
+            # read on first use, then remembered so log redaction knows its value
+            found = self._lookup(name)
+            if found:
+                self._secrets[name] = found
+        return found
+
+    def secret(self, name: str) -> str | None:
+        found = self._find_secret(name)
         return found[0] if found else None
 
     def secret_source(self, name: str) -> str | None:
-        found = self._secrets.get(name)
+        found = self._find_secret(name)
         return found[1] if found else None
 
     def secret_values(self) -> list[str]:
@@ -265,6 +286,7 @@ class Settings:
             defaults=self.defaults,
             sources=sources,
             secrets=self._secrets,
+            lookup=self._lookup,
         )
 
 
@@ -311,7 +333,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         # .secrets.toml may hold secrets at top level or in [default]/[<env>] sections.
         for section in (raw, raw.get("default", {}), raw.get(env, {})):
             if isinstance(section, Mapping):
-                raw_secrets.update({k.upper(): v for k, v in section.items() if k.upper() in SECRETS})
+                raw_secrets.update({k.upper(): v for k, v in section.items() if is_secret_name(k.upper())})
         layers.append(
             (
                 ".secrets.toml",
@@ -321,7 +343,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
                         for sec in (raw.get("default", {}), raw.get(env, {}))
                         if isinstance(sec, Mapping)
                         for k, v in sec.items()
-                        if k.upper() not in SECRETS
+                        if not is_secret_name(k.upper())
                     }
                 ),
             )
@@ -347,7 +369,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         merged = {
             k.lower(): v
             for k, v in _lower_keys(dyn.as_dict()).items()
-            if k.upper() not in SECRETS and k.upper() != "LOAD_DOTENV"
+            if not is_secret_name(k.upper()) and k.upper() != "LOAD_DOTENV"
         }
     finally:
         # Dynaconf's load_dotenv copied .env into os.environ: undo it, so a second load (dev's
@@ -398,14 +420,25 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         _set_path(merged, path, value)
         sources[path] = label
 
-    secrets: dict[str, tuple[str, str]] = {}
-    for name in SECRETS:
+    def lookup(name: str) -> tuple[str, str] | None:
         if real_env.get(name):
-            secrets[name] = (real_env[name], f"environment variable {name}")
-        elif dotenv.get(name):
-            secrets[name] = (dotenv[name], ".env")
-        elif raw_secrets.get(name):
-            secrets[name] = (str(raw_secrets[name]), ".secrets.toml")
+            return real_env[name], f"environment variable {name}"
+        if dotenv.get(name):
+            return dotenv[name], ".env"
+        if raw_secrets.get(name):
+            return str(raw_secrets[name]), ".secrets.toml"
+        return None
+
+    secrets: dict[str, tuple[str, str]] = {}
+    named = {
+        n for n in (*real_env, *dotenv, *raw_secrets) if is_secret_name(n) and not n.startswith(PREFIX + "_")
+    }
+    # variables the configuration names as holding a secret (`api_key_env`, `headers_env`)
+    named |= {v for path, v in _walk(merged) if path.endswith("_env") and isinstance(v, str) and v}
+    for name in sorted(named | set(SECRETS)):
+        found = lookup(name)
+        if found:
+            secrets[name] = found
 
     if problems:
         raise ConfigError(problems)
@@ -416,6 +449,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         defaults=layers[0][1],
         sources=sources,
         secrets=secrets,
+        lookup=lookup,
     )
 
 
@@ -476,6 +510,10 @@ CHECKS: dict[str, Check] = {
     "worker.port": _between(0, 65535),
     "worker.prometheus_port": _between(0, 65535),
     "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),
+    "telemetry.protocol": _one_of("http", "grpc"),
+    "telemetry.sample_ratio": _between(0.0, 1.0),
+    "telemetry.export_timeout": _between(0.1, 60.0),
+    "telemetry.max_queue_size": _between(1, 1_000_000),
 }
 
 
@@ -563,4 +601,11 @@ def validate(settings: Settings) -> list[Problem]:
             metrics,
             f"must differ from worker.port, the health-check port (from {settings.source('worker.port')})",
         )
+    from handler import telemetry
+
+    for key, value, message in telemetry.problems(settings):
+        if key.startswith("telemetry."):
+            add(key, value, message)
+        else:  # a secret: named, never shown
+            problems.append(Problem(key, MISSING, "", message))
     return problems

@@ -54,6 +54,9 @@ class Provider:
     """Extra checks on the merged options; returns problems as `key: message` strings."""
     origin: str = field(default="", compare=False)
     """Filled by the registry: "built-in" or the distribution that provides it."""
+    livekit_module: str | None = None
+    """Set for a livekit plugin found installed with no voice-handler code (`livekit.plugins.<it>`):
+    its options are checked against its constructor's signature (`handler.livekit_plugins`)."""
 
 
 class Register(Protocol):

@@ -12,13 +12,15 @@ from typing import Any
 
 import pluggy
 
-from handler import hookspecs
+from handler import hookspecs, livekit_plugins
 from handler.config import (
     LIVEKIT_SECRETS,
     MISSING,
+    REDACTED,
     ConfigError,
     Problem,
     Settings,
+    is_secret_name,
     load,
     type_problem,
     unknown_key_problem,
@@ -30,7 +32,8 @@ ENTRY_POINT_GROUP = "voice_handler"
 OWN_DISTRIBUTION = "voice-handler"
 ALLOW_VAR = "VOICE_HANDLER_PLUGINS"
 """Comma-separated entry-point or distribution names of third-party plugins to load; unset loads
-every installed plugin, empty loads none. Built-ins are always loaded."""
+every installed plugin, empty loads none. Built-ins are always loaded. Installed livekit plugins
+(`livekit-plugins-*`) count as third-party: their module or distribution name allows them."""
 
 BUILT_IN = "built-in"
 
@@ -51,6 +54,8 @@ class Registry:
         self.overridden: list[Provider] = []
         """Providers shadowed by a higher-priority registration of the same stage and name."""
         self._origins: dict[int, str] = {}
+        self.livekit: list[livekit_plugins.Found] = []
+        """Installed livekit plugin packages offered as providers (see `discover_livekit`)."""
 
     # ------------------------------------------------------------------ loading
 
@@ -83,7 +88,32 @@ class Registry:
                 "install the project first: pip install -e ."
             )
         registry.collect()
+        registry.discover_livekit(allowed)
         return registry
+
+    def discover_livekit(self, allowed: AbstractSet[str] | None = None) -> None:
+        """Offer each installed livekit plugin's STT/LLM/TTS/VAD class as a provider named after its
+        module, unless a voice-handler plugin already registers that stage and name (it wins, as
+        installed plugins win over built-ins). Reads files only; nothing is imported here."""
+        self.livekit = [
+            f
+            for f in livekit_plugins.discover()
+            if allowed is None or {_normalize(f.module), _normalize(f.distribution)} & allowed
+        ]
+        for found in self.livekit:
+            for stage in found.stages:
+                provider = Provider(
+                    stage=stage,
+                    name=found.module,
+                    factory=_livekit_factory(found.module, stage),
+                    endpoints=_livekit_endpoints(found.module, stage),
+                    origin=found.distribution,
+                    livekit_module=found.module,
+                )
+                if (stage, found.module) in self._providers:
+                    self.overridden.append(provider)
+                else:
+                    self._providers[(stage, found.module)] = provider
 
     def add(self, plugin: Any, *, name: str, origin: str) -> None:
         """Register one plugin object (a module or instance with hookimpls)."""
@@ -149,11 +179,15 @@ class Registry:
         return self._providers[(stage, name)]
 
     def plugins(self) -> list[tuple[str, str]]:
-        """(name, origin) of every registered plugin, providers and observers alike."""
+        """(name, origin) of every registered plugin, providers and observers alike, and of every
+        livekit plugin package offered as providers."""
         return sorted(
-            (name, self._origins.get(id(plugin), "unknown"))
-            for name, plugin in self.pm.list_name_plugin()
-            if plugin is not None
+            [
+                (name, self._origins.get(id(plugin), "unknown"))
+                for name, plugin in self.pm.list_name_plugin()
+                if plugin is not None
+            ]
+            + [(f"livekit.plugins.{f.module}", f.distribution) for f in self.livekit]
         )
 
     def providers(self) -> list[Provider]:
@@ -176,7 +210,10 @@ class Registry:
         common.pop("provider", None)
         common.pop("fallback", None)  # the registry's business, not the provider's
         own = section.get(name, {})
-        return {**(provider.options or {}), **common, **(own if isinstance(own, Mapping) else {})}
+        own = own if isinstance(own, Mapping) else {}
+        if provider.livekit_module:  # a shared key only where the constructor has that parameter
+            return livekit_plugins.options(provider.livekit_module, stage, own, common)
+        return {**(provider.options or {}), **common, **own}
 
     # ------------------------------------------------------------------ validation
 
@@ -224,13 +261,23 @@ class Registry:
                 if name not in names:
                     continue
                 provider = self.get(stage, name)
+                if provider.livekit_module and not isinstance(section.get(name), Mapping):
+                    # no table: still its required parameters, and whether it imports at all
+                    problems.extend(self._table_problems(settings, stage, name, {}))
                 if provider.validate and stage not in skip_checks:
                     for message in provider.validate(self.options(settings, stage, name)):
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{name}.{key}"
                         add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
                 role = "provider" if name == chosen else "fallback provider"
-                for secret in provider.secrets:
+                secrets = provider.secrets
+                if provider.livekit_module and not self._import_problem(provider):
+                    own = section.get(name, {})
+                    found = livekit_plugins.secret_name(
+                        provider.livekit_module, stage, own if isinstance(own, Mapping) else {}
+                    )
+                    secrets = (found,) if found else ()
+                for secret in secrets:
                     if not settings.secret(secret):
                         add_secret(
                             secret,
@@ -263,10 +310,30 @@ class Registry:
             )
         return list(dict.fromkeys(out))  # a name listed twice is reported once
 
+    def _import_problem(self, provider: Provider) -> str | None:
+        """Why a discovered livekit plugin cannot be imported (a broken install), or None."""
+        try:
+            livekit_plugins.signature(provider.livekit_module or "", provider.stage)
+        except Exception as e:
+            return f"cannot import livekit.plugins.{provider.livekit_module} ({provider.origin}): {e}"
+        return None
+
     def _table_problems(
         self, settings: Settings, stage: str, name: str, table: Mapping[str, Any]
     ) -> list[Problem]:
         provider = self.get(stage, name)
+        if provider.livekit_module:
+            broken = self._import_problem(provider)
+            if broken:
+                return [Problem(f"{stage}.{name}", "{...}", settings.source(f"{stage}.{name}"), broken)]
+            out = []
+            for key, msg in livekit_plugins.table_problems(provider.livekit_module, stage, table):
+                value = table.get(key, MISSING)
+                if key == "api_key" or is_secret_name(key.upper()):
+                    value = REDACTED  # a key pasted into a setting is still a key
+                path = f"{stage}.{name}.{key}"
+                out.append(Problem(path, value, settings.source(path), msg))
+            return out
         schema = dict(provider.options or {})
         builtin_defaults = settings.defaults.get(stage, {}).get(name, {})
         schema.update(builtin_defaults)
@@ -278,7 +345,7 @@ class Registry:
                     Problem(path, value, settings.source(path), unknown_key_problem(key, list(schema)))
                 )
                 continue
-            bad = type_problem(value, schema[key])
+            bad = type_problem(value, schema[key]) or livekit_plugins.url_problem(key, value)
             if bad:
                 out.append(Problem(path, value, settings.source(path), bad))
         return out
@@ -300,6 +367,20 @@ class Registry:
                 if provider and provider.endpoints:
                     urls.extend(provider.endpoints(self.options(settings, stage, name)))
         return urls
+
+
+def _livekit_factory(module: str, stage: str) -> hookspecs.Factory:
+    def factory(options: Mapping[str, Any], runtime: Any) -> Any:
+        return livekit_plugins.build(module, stage, options, runtime)
+
+    return factory
+
+
+def _livekit_endpoints(module: str, stage: str) -> Callable[[Mapping[str, Any]], list[str]]:
+    def endpoints(options: Mapping[str, Any]) -> list[str]:
+        return livekit_plugins.endpoints(module, stage, options)
+
+    return endpoints
 
 
 def load_checked(

@@ -390,7 +390,8 @@ class Call:
         mic = asyncio.ensure_future(self._microphone(source))
         talk = asyncio.ensure_future(self._conversation())
         try:
-            done, _ = await asyncio.wait({talk, self.agent_left}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {talk, self.agent_left}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if self.agent_left in done and not talk.done():
                 self.failure = CallError(
                     f"the agent left room {self.room_name} mid-call (during turn {len(self.turns)} "

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from handler import cloudsim, config, http, livekit_plugins, scenario
+from handler import config, http, livekit_plugins
 from handler.registry import ALLOW_VAR, Registry, load_checked
 from handler.session import make_runtime
+from handler.sim import cloudsim, scenario
 from handler.testing import LatencyProfile, OpenAIServer
 
 THREE = "livekit-plugins-groq,livekit-plugins-deepgram,livekit-plugins-cartesia"
@@ -264,7 +265,7 @@ async def test_groq_llm_streams_a_reply_from_the_openai_compatible_server(
 async def test_a_simulated_conversation_runs_on_groq_by_configuration_alone(
     tmp_path: Path, three: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler.simulate import simulate
+    from handler.sim.runner import simulate
 
     said = ["where is my order", "thank you very much"]
     path = tmp_path / "two.toml"
@@ -278,7 +279,7 @@ async def test_a_simulated_conversation_runs_on_groq_by_configuration_alone(
         cloud = settings.with_overrides({"llm.groq.base_url": server.base_url}, "test")
         report, _ = await simulate(cloud, registry, sc)
     assert report.providers["llm"] == "groq"
-    assert [t.reply for t in report.turns] == [
+    assert [t.reply_text for t in report.turns] == [
         "Your order shipped yesterday and arrives tomorrow.",
         "You are welcome. Goodbye!",
     ]

@@ -38,6 +38,7 @@ async def simulate(path: Path, **env: str) -> tuple[int, dict[str, Any], str]:
         "--env",
         "dev",
         "--json",
+        "-v",  # the log lines on stderr, not in a file
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -97,7 +98,7 @@ async def test_a_simulated_conversation_reaches_the_receiver_with_ids_and_consis
         assert spans and all(s.attributes.get("voice_handler.session") == session for s in spans)
     # the spans' numbers are the turn's metrics line's numbers
     for turn, agent, eou in zip(turns, by_name["agent_turn"], by_name["eou_wait"], strict=True):
-        assert agent.attributes["lk.e2e_latency"] == pytest.approx(turn["e2e_latency"], abs=0.002)
+        assert agent.attributes["lk.e2e_latency"] == pytest.approx(turn["ttfa"], abs=0.002)
         assert eou.duration == pytest.approx(turn["end_of_turn_delay"], abs=0.05)
     llm_by_ttft = [s for s in by_name["llm_node"] if "lk.response.ttft" in s.attributes]
     for turn in turns:

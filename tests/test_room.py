@@ -222,30 +222,6 @@ def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(
     assert_no_secrets(worker.stderr + err, real_livekit)
 
 
-def test_an_llm_down_for_good_ends_the_call_with_the_apology_and_one_error_line(
-    real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
-) -> None:
-    from handler.registry import Registry
-    from handler.sim import cloudsim
-    from handler.testing.livekit_server import free_port
-
-    production = config.load("production", root=REPO)
-    servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
-    with servers as (_, fakes):
-        down = {**fakes.overrides(), "llm.openai.base_url": f"http://127.0.0.1:{free_port()}/v1"}
-        worker = start_worker(
-            **{config.ENV_VAR: "production", **PLANTED_KEYS, **settings_env(down), "HTTP_TIMEOUT": "2"}
-        )
-        rc, doc, err = call(real_livekit, root, "short.toml", env="production")
-    # the agent said its apology (audio after the first turn) and left: the caller says so
-    assert rc == 1 and "the agent left" in err, err[-3000:]
-    assert doc is not None and doc["turns"][0]["ttfa"] is not None
-    worker.wait_for_log("job ended: session and HTTP pool closed", 30)
-    decisions = [line for line in worker.stderr.splitlines() if "ending the session" in line]
-    assert len(decisions) == 1 and "llm is down" in decisions[0], worker.stderr[-3000:]
-    assert_no_secrets(worker.stderr + err, real_livekit)
-
-
 # ------------------------------------------------------------------------------ workers coming and going
 
 

@@ -86,6 +86,7 @@ def main() -> None:
                         **lk.env(),
                         **extra,
                         HANDLER_WORKER__PORT="0",
+                        HANDLER_WORKER__LOAD_THRESHOLD="inf",  # the callers share the machine
                         HANDLER_LOGGING__LEVEL="INFO",
                         HANDLER_STT__LOCAL__PHRASES=json.dumps(sc.recognizer_phrases()),
                     ),

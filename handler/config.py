@@ -504,7 +504,10 @@ CHECKS: dict[str, Check] = {
         "one of 8000, 16000, 24000, 48000 (Hz)",
     ),
     "room.input_frame_ms": (lambda v: v in (10, 20, 50, 100), "one of 10, 20, 50, 100"),
-    "worker.load_threshold": (lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
+    "worker.load_threshold": (
+        lambda v: 0 < v <= 1 or v == float("inf"),
+        "a number above 0 and at most 1, or inf (never refuse a job)",
+    ),
     "worker.num_idle_processes": _between(0, 64),
     "worker.drain_timeout": _NON_NEGATIVE,
     "worker.port": _between(0, 65535),

@@ -396,7 +396,7 @@ async def _deployment(
                         "worker.port": health,
                         # the callers share the machine: livekit's CPU load would turn calls
                         # away before the worker itself is the limit
-                        "worker.load_threshold": 1.0,
+                        "worker.load_threshold": float("inf"),
                         "logging.level": "INFO",  # a handful of lines per call; shows registration
                     }
                 ),

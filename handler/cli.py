@@ -38,6 +38,13 @@ EnvOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ScenarioArgument = Annotated[
+    str | None,
+    typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa."),
+]
+OutOption = Annotated[
+    str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")
+]
 
 T = TypeVar("T")
 
@@ -190,15 +197,10 @@ def _log_to_file(out_dir: Any, scenario: str) -> str:
 @app.command()
 @user_errors
 def simulate(
-    scenario: Annotated[
-        str | None,
-        typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa."),
-    ] = None,
+    scenario: ScenarioArgument = None,
     env: EnvOption = None,
     as_json: JsonOption = False,
-    out: Annotated[
-        str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")
-    ] = None,
+    out: OutOption = None,
     offline: Annotated[
         bool,
         typer.Option(
@@ -308,21 +310,28 @@ def _write_report(report: Any, clock: Any, as_json: bool, out_dir: Any) -> None:
             raise UserError(f"--out {out_dir}: cannot write {e.filename}: {e.strerror}") from None
 
 
+def _caller_logging(settings: Any, registry: Any, command: str) -> None:
+    """The environment's logging policy is the agent's; a caller shows only what went wrong.
+    livekit's rtc core logs each failed connection attempt and its teardown: the caller's one
+    message says what went wrong and what to check instead."""
+    import logging
+
+    from handler.session import configure_logging
+
+    configure_logging(settings.with_overrides({"logging.level": "WARNING"}, command), registry)
+    logging.getLogger("livekit").setLevel(logging.CRITICAL)
+
+
 @app.command()
 @user_errors
 def call(
-    scenario: Annotated[
-        str | None,
-        typer.Argument(help="A bundled scenario (qa, noisy, barge_in) or a .toml file; default qa."),
-    ] = None,
+    scenario: ScenarioArgument = None,
     room: Annotated[
         str | None, typer.Option("--room", help="Room to create and call in; default: a new random name.")
     ] = None,
     env: EnvOption = None,
     as_json: JsonOption = False,
-    out: Annotated[
-        str | None, typer.Option("--out", help="Write report.json, user.wav and agent.wav here.")
-    ] = None,
+    out: OutOption = None,
     agent_timeout: Annotated[
         float, typer.Option("--agent-timeout", help="Seconds to wait for a worker to take the call.")
     ] = 30.0,
@@ -351,7 +360,6 @@ def call(
     import asyncio
 
     from handler.room import caller
-    from handler.session import configure_logging
 
     target = caller.Target(
         url=settings.secret("LIVEKIT_URL") or "",
@@ -360,13 +368,7 @@ def call(
         agent_name=settings.get("worker.agent_name"),
         room=room or "",
     )
-    # the environment's logging policy is the agent's; a caller shows only what went wrong
-    configure_logging(settings.with_overrides({"logging.level": "WARNING"}, "call"), registry)
-    import logging
-
-    # livekit's rtc core logs each failed connection attempt and its teardown; the one message
-    # below says what went wrong and what to check
-    logging.getLogger("livekit").setLevel(logging.CRITICAL)
+    _caller_logging(settings, registry, "call")
     try:
         caller.check_url(target.url)
         report, clock, failure = asyncio.run(
@@ -419,12 +421,8 @@ def loadtest(
 
     from handler.room import caller
     from handler.room import loadtest as lt
-    from handler.session import configure_logging
 
-    configure_logging(settings.with_overrides({"logging.level": "WARNING"}, "loadtest"), registry)
-    import logging
-
-    logging.getLogger("livekit").setLevel(logging.CRITICAL)
+    _caller_logging(settings, registry, "loadtest")
     try:
         results, best, where, ttfas = asyncio.run(
             lt.loadtest(settings, registry, sc, levels, calls, ramp, _progress)

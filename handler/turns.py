@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from handler.resilience.ledger import ledger_of
+from handler.resilience.ledger import KINDS, ledger_of
 
 FAULT_STAGES = ("vad", "stt", "llm", "tts")
-FAULT_KINDS = ("retries", "timeouts", "fallbacks", "errors", "lost")
+FAULT_KINDS = KINDS
+"""The fault ledger's kinds: one list, so a record carries whatever the ledger counts."""
 MIN_RATE_MINUTES = 1.0
 """Rates are per minute over at least one minute, so a 20 s session with one event does not
 report "3 per minute" (the same floor in the simulator, the worker's summary and the analyzer)."""

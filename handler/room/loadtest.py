@@ -420,7 +420,7 @@ async def _deployment(
 
 
 def _turn_clip_indexes(scenario: Scenario) -> list[Any]:
-    """Scenario sounds in clip order (turns and their during-reply events), as `_clips` numbers them."""
+    """Scenario sounds in clip order (turns and their during-reply events), as `make_clips` orders them."""
     out: list[Any] = []
     for t in scenario.turns:
         out.append(t)

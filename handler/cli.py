@@ -7,8 +7,12 @@ the commands that need them.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
+import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -567,4 +571,34 @@ def logs_analyze(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        _exit_before_finalization(done.code)
+    _exit_before_finalization(0)
+
+
+def _exit_before_finalization(code: int | str | None) -> None:
+    """Exit as Python would, minus the interpreter's finalization.
+
+    livekit's native runtime (the rtc FFI: resamplers, rooms) keeps tokio threads that call back
+    into Python, to forward its logs about once a second. A callback that lands while the
+    interpreter finalizes is ended by CPython with pthread_exit, which unwinds through Rust frames
+    that cannot unwind, and the process aborts ("panic in a function that cannot unwind", exit
+    134) after the command succeeded. So do what finalization would do for us (join non-daemon
+    threads, run atexit: the FFI's dispose, the last telemetry batch; flush output) and leave with
+    os._exit before any thread can be killed that way.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_Finalize calls first
+    atexit._run_exitfuncs()  # logging's own shutdown is one of them
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
+            stream.flush()
+    os._exit(status)

@@ -198,3 +198,26 @@ def test_a_secret_pasted_into_a_setting_is_redacted_everywhere(
         assert key not in out.stdout + out.stderr, args
     check = cli("config", "check", "--env", "production", env=env)
     assert check.returncode == 2 and "llm.openai.api_key = '***'" in check.stderr
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (3, 3), ("a message", 1)])
+def test_the_exit_runs_threads_atexit_and_flushes_before_leaving(code: object, status: int) -> None:
+    """main() leaves with os._exit (livekit's FFI threads must not meet interpreter finalization),
+    so what finalization did must still happen: non-daemon threads joined, atexit run (the FFI's
+    dispose, telemetry's last batch), buffered output flushed, the status kept."""
+    import subprocess
+    import sys
+
+    program = (
+        "import atexit, sys, threading, time\n"
+        "from handler.cli import _exit_before_finalization\n"
+        "atexit.register(lambda: print('atexit ran', end=''))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done'))).start()\n"
+        "sys.stdout.write('buffered ')\n"
+        f"_exit_before_finalization({code!r})\n"
+        "print('never')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert out.returncode == status
+    assert out.stdout == "buffered thread done\natexit ran"
+    assert out.stderr == ("a message\n" if status == 1 else "")

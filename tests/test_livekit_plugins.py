@@ -89,8 +89,9 @@ def test_discovery_imports_no_plugin_and_help_imports_no_livekit(root: Path) -> 
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     code = (
-        "import sys, runpy; sys.argv = ['handler', '--help']\n"
-        "try: runpy.run_module('handler', run_name='__main__')\n"
+        # the typer app main() runs (main() itself ends the process with os._exit)
+        "import sys; from handler.cli import app\n"
+        "try: app(['--help'])\n"
         "except SystemExit: pass\n"
         "print('LOADED', [m for m in sys.modules if m.startswith('livekit')])"
     )

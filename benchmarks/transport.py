@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,8 +67,6 @@ def main() -> None:
     sc = scenarios.load(scenarios.resolve(args.scenario))
     with tempfile.TemporaryDirectory(prefix="transport-") as tmp:
         root = Path(tmp)
-        shutil.copy(REPO / "settings.toml", root / "settings.toml")
-        shutil.copytree(REPO / "environments", root / "environments")
         base = {config.ENV_VAR: args.env, config.ROOT_VAR: str(root)}
         print(f"scenario {args.scenario}, env {args.env}, {args.runs} run(s) each way", file=sys.stderr)
         sim = [run_json(["simulate", args.scenario], clean_env(**base), root) for _ in range(args.runs)]

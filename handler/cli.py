@@ -1,4 +1,4 @@
-"""`python -m handler ...`: start, dev, simulate, call, config show|check, plugins list, logs analyze.
+"""`python -m handler ...`: start, health, dev, simulate, call, config show|check, plugins list, logs analyze.
 
 User mistakes (configuration, input files, missing keys) end in one clear message and exit status
 2; bugs keep their traceback. Heavy imports (livekit, onnxruntime, pocketsphinx) happen only in
@@ -97,6 +97,27 @@ def start(env: EnvOption = None) -> None:
 
     settings, registry = load_checked(env, for_start=True)
     worker.run(settings, registry, devmode=False)
+
+
+@app.command()
+@user_errors
+def health(
+    env: EnvOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 4.0,
+) -> None:
+    """Probe the local worker's health endpoint on worker.port: exit 0 if it answers OK, else 1
+    (the container image's HEALTHCHECK; it reads the port from the same layers as `start`)."""
+    import urllib.error
+    import urllib.request
+
+    port = config.load(env).get("worker.port")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as r:
+            body = r.read(200).decode(errors="replace")
+    except (urllib.error.URLError, OSError) as e:  # HTTPError (503: not connected) is a URLError
+        print(f"unhealthy: worker.port {port}: {e}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"healthy: worker.port {port}: {(body.strip().splitlines() or [''])[0]}")
 
 
 @app.command()

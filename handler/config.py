@@ -2,7 +2,11 @@
 
 Precedence, low to high: settings.toml [default] -> environments/<env>.toml -> .secrets.toml ->
 .env -> environment variables (nested `HANDLER_SECTION__KEY`, or the guide's flat keys such as
-MIN_ENDPOINTING_DELAY). `ENV_FOR_DYNACONF` picks the environment; unset means dev.
+MIN_ENDPOINTING_DELAY). At each of the first two levels the shipped file (handler/defaults/) comes
+first and the directory's own (the current one, or $VOICE_HANDLER_ROOT) over it: a directory's
+settings.toml changes the defaults, and every environment file, shipped or its own, applies over
+them (so a full copy of settings.toml as a template cannot undo production.toml).
+`ENV_FOR_DYNACONF` picks the environment; unset means dev.
 
 Schema: every core key and its type is whatever settings.toml [default] declares (each key has a
 one-line comment there), plus the range checks below. Provider tables (`[<stage>.<name>]`) are
@@ -111,28 +115,49 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return JWT.sub(REDACTED, text)
 
 
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+"""The defaults that ship with the package: settings.toml and environments/ (in a checkout, links to
+the top-level ones; in a wheel, copies of them)."""
+
+
 def find_root() -> Path:
-    """Where settings.toml and environments/ live: $VOICE_HANDLER_ROOT, the current directory,
-    or the checkout this package was installed from."""
-    candidates = [os.environ.get(ROOT_VAR), os.getcwd(), str(Path(__file__).resolve().parent.parent)]
-    for c in candidates:
-        if c and (Path(c) / "settings.toml").is_file():
-            return Path(c)
-    raise ConfigError(
-        [
-            Problem(
-                "settings.toml",
-                MISSING,
-                "",
-                f"not found in ${ROOT_VAR}, the current directory or the package's checkout; "
-                "run from the voice-handler checkout or set " + ROOT_VAR,
-            )
-        ]
-    )
+    """The directory whose own settings.toml, environments/, .secrets.toml and .env layer over the
+    shipped defaults: $VOICE_HANDLER_ROOT, else the current directory (which may hold none of them)."""
+    named = os.environ.get(ROOT_VAR)
+    if not named:
+        return Path.cwd()
+    if not Path(named).is_dir():
+        raise ConfigError(
+            [Problem(ROOT_VAR, named, f"environment variable {ROOT_VAR}", "is not a directory")]
+        )
+    return Path(named)
 
 
 def available_envs(root: Path) -> list[str]:
-    return sorted(p.stem for p in (root / "environments").glob("*.toml"))
+    """The shipped environments and the directory's own (which may add one, e.g. staging)."""
+    return sorted({p.stem for d in (DEFAULTS_DIR, root) for p in (d / "environments").glob("*.toml")})
+
+
+def _settings_files(root: Path, env: str) -> list[tuple[str, Path]]:
+    """(label, path) of each settings file, lowest precedence first: the shipped settings.toml, the
+    directory's own, the shipped environments/<env>.toml, the directory's own. A directory's file is
+    labelled with its full path; one that is the shipped file (a checkout's) is read once."""
+    files: list[tuple[str, Path]] = []
+    for name in ("settings.toml", f"environments/{env}.toml"):
+        shipped, own = DEFAULTS_DIR / name, root / name
+        if shipped.is_file():
+            files.append((name, shipped))
+        if own.is_file() and not (shipped.is_file() and own.resolve() == shipped.resolve()):
+            files.append((str(own), own))
+    if not files or files[0][1] != DEFAULTS_DIR / "settings.toml":
+        # a broken installation, not a user's mistake: the schema itself is missing
+        raise RuntimeError(f"voice-handler's defaults are missing: {DEFAULTS_DIR / 'settings.toml'}")
+    return files
+
+
+def _layer_label(label: str, section: str, env: str) -> str:
+    # an environment file's own section keeps the file's name alone ("environments/fast.toml")
+    return label if section == env and label.endswith(f"environments/{env}.toml") else f"{label} [{section}]"
 
 
 def _walk(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -319,14 +344,16 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
     # so a value's source can say "environment variable" or ".env" truthfully.
     real_env = dict(os.environ)
     dotenv = _read_dotenv(root / ".env")
-    settings_path = root / "settings.toml"
-    env_path = root / "environments" / f"{env}.toml"
+    files = _settings_files(root, env)
     secrets_path = root / ".secrets.toml"
 
-    layers: list[tuple[str, dict[str, Any]]] = [
-        (DEFAULT_SOURCE, _lower_keys(_read_layer(settings_path, envs).get("default", {}))),
-        (f"environments/{env}.toml", _lower_keys(_read_layer(env_path, envs).get(env, {}))),
-    ]
+    # each file's [default] section, then its [<env>] section: the order Dynaconf merges them in
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for label, path in files:
+        raw = _read_layer(path, envs)
+        for section in ("default", env):
+            if isinstance(raw.get(section), Mapping):
+                layers.append((_layer_label(label, section, env), _lower_keys(raw[section])))
     raw_secrets: dict[str, Any] = {}
     if secrets_path.is_file():
         raw = _read_layer(secrets_path, envs)
@@ -353,7 +380,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
 
     dyn = Dynaconf(
         root_path=str(root),
-        settings_files=[str(settings_path), str(env_path)],
+        settings_files=[str(path) for _, path in files],
         secrets=str(secrets_path) if secrets_path.is_file() else None,
         environments=True,
         env=env,
@@ -509,6 +536,8 @@ CHECKS: dict[str, Check] = {
         "a number above 0 and at most 1, or inf (never refuse a job)",
     ),
     "worker.num_idle_processes": _between(0, 64),
+    "worker.job_memory_warn_mb": _NON_NEGATIVE,
+    "worker.job_memory_limit_mb": _NON_NEGATIVE,
     "worker.drain_timeout": _NON_NEGATIVE,
     "worker.port": _between(0, 65535),
     "worker.prometheus_port": _between(0, 65535),

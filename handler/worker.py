@@ -111,6 +111,8 @@ def make_server(settings: config.Settings, metrics_dir: str | None = None) -> An
         # `dev` (livekit's devmode) takes any load, as livekit's own dev mode does
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=w["load_threshold"]),
         num_idle_processes=w["num_idle_processes"],
+        job_memory_warn_mb=w["job_memory_warn_mb"],
+        job_memory_limit_mb=w["job_memory_limit_mb"],
         drain_timeout=w["drain_timeout"],
         port=w["port"],
         setup_fnc=prewarm_process,

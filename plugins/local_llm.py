@@ -73,7 +73,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
 
 
 def _build(options: Mapping[str, Any], runtime: Any) -> Any:
-    from plugins.engines.scripted_llm import LocalLLM  # heavy: only when built
+    from .engines.scripted_llm import LocalLLM  # heavy: only when built
 
     if problems := _validate(options):
         raise ValueError("llm.local: " + "; ".join(problems))

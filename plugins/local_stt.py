@@ -33,7 +33,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
 
 
 def _build(options: Mapping[str, Any], runtime: Any) -> Any:
-    from plugins.engines.pocketsphinx_stt import LocalSTT  # heavy: only when built
+    from .engines.pocketsphinx_stt import LocalSTT  # heavy: only when built
 
     if problems := _validate(options):
         raise ValueError("stt.local: " + "; ".join(problems))

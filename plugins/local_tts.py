@@ -39,7 +39,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
 
 
 def _build(options: Mapping[str, Any], runtime: Any) -> Any:
-    from plugins.engines.espeak_tts import LocalTTS  # heavy: only when built
+    from .engines.espeak_tts import LocalTTS  # heavy: only when built
 
     if problems := _validate(options):
         raise ValueError("tts.local: " + "; ".join(problems))

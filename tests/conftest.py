@@ -4,7 +4,6 @@ third-party plugins unless a test puts them there."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,9 +47,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the configuration files, so tests can add layers to it."""
-    shutil.copy(REPO / "settings.toml", tmp_path / "settings.toml")
-    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    """An empty directory to run in: the shipped defaults apply, and tests add their own layers
+    (settings.toml, environments/, .env, .secrets.toml) there; no developer's .env leaks in."""
+    (tmp_path / "environments").mkdir()
     monkeypatch.setenv("VOICE_HANDLER_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -70,7 +70,7 @@ def test_each_layer_wins_over_the_one_below(root: Path, monkeypatch: pytest.Monk
     assert load("fast").source(key) == config.DEFAULT_SOURCE
     (root / "environments" / "fast.toml").write_text("[fast.llm]\ntemperature = 0.1\n")
     s = load("fast")
-    assert (s.get(key), s.source(key)) == (0.1, "environments/fast.toml")
+    assert (s.get(key), s.source(key)) == (0.1, f"{root}/environments/fast.toml")
     (root / ".secrets.toml").write_text("[default.llm]\ntemperature = 0.2\n")
     s = load("fast")
     assert (s.get(key), s.source(key)) == (0.2, ".secrets.toml")
@@ -125,7 +125,7 @@ def test_unknown_environment_is_refused_not_defaulted(root: Path, monkeypatch: p
 
 def test_every_problem_is_reported_at_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (root / "environments" / "dev.toml").write_text(
-        "[dev.turn]\nmin_endpoint_delay = 0.4\n[dev.llm]\nmax_tokens = -5\n"
+        '[dev.turn]\nmin_endpoint_delay = 0.4\n[dev.llm]\nmax_tokens = -5\nprovider = "openai"\n'
     )
     monkeypatch.setenv("HANDLER_VAD__MIN_SILENCE_DURATION", "'long'")
     monkeypatch.setenv("INTERRUPTION_THRESHOLD", "1.5")
@@ -133,7 +133,7 @@ def test_every_problem_is_reported_at_once(root: Path, monkeypatch: pytest.Monke
     found = {p.key: p for p in problems()}
     typo = found["turn.min_endpoint_delay"]
     assert "did you mean 'min_endpointing_delay'" in typo.message
-    assert typo.source == "environments/dev.toml"
+    assert typo.source == f"{root}/environments/dev.toml"
     assert found["llm.max_tokens"].value == -5 and "from 1" in found["llm.max_tokens"].message
     assert found["vad.min_silence_duration"].message == "must be a number"
     assert (
@@ -218,7 +218,10 @@ def test_a_higher_layer_replaces_a_list_instead_of_appending_to_it(
 ) -> None:
     (root / "environments" / "fast.toml").write_text('[fast.stt]\nlanguage_hints = ["en"]\n')
     s = load("fast")
-    assert (s.get("stt.language_hints"), s.source("stt.language_hints")) == (["en"], "environments/fast.toml")
+    assert (s.get("stt.language_hints"), s.source("stt.language_hints")) == (
+        ["en"],
+        f"{root}/environments/fast.toml",
+    )
     monkeypatch.setenv("HANDLER_STT__LANGUAGE_HINTS", '["de"]')
     assert load("fast").get("stt.language_hints") == ["de"]
 

@@ -12,8 +12,8 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, llm, stt
 from livekit.agents.metrics import LLMMetrics
 
 from handler.runtime import Runtime
-from plugins import local_llm, local_stt, local_tts
-from plugins.engines import espeak_tts
+from handler_plugins import local_llm, local_stt, local_tts
+from handler_plugins.engines import espeak_tts
 
 # the factories read only their options; they never touch the settings
 RUNTIME = Runtime(settings=None, http_session=None, conn_options=DEFAULT_API_CONNECT_OPTIONS)  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -73,11 +72,9 @@ PLANTED_KEYS = {  # the production stack's keys: dummies the local provider serv
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A copy of the checkout's settings (no developer .env), and the short scenario."""
+    """The shipped settings (no developer .env), and the short scenario."""
     r = tmp_path / "root"
     r.mkdir()
-    shutil.copy(REPO / "settings.toml", r / "settings.toml")
-    shutil.copytree(REPO / "environments", r / "environments")
     (r / "short.toml").write_text(SHORT)
     (r / "story.toml").write_text(STORY)
     return r

@@ -7,12 +7,10 @@ Plus fast in-process checks of the fake server's own protocol handling."""
 from __future__ import annotations
 
 import secrets
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,19 +45,15 @@ PLANTED = {
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A copy of the checkout's settings, so a developer's .env / .secrets.toml cannot leak in."""
+    """An empty directory: the shipped settings apply, and a developer's .env / .secrets.toml cannot
+    leak in."""
     r = tmp_path / "root"
     r.mkdir()
-    shutil.copy(REPO / "settings.toml", r / "settings.toml")
-    shutil.copytree(REPO / "environments", r / "environments")
     return r
 
 
 def configured_agent_name(root: Path, env: str = "production") -> str:
-    with (root / "settings.toml").open("rb") as f:
-        name = tomllib.load(f)["default"]["worker"]["agent_name"]
-    with (root / "environments" / f"{env}.toml").open("rb") as f:
-        return tomllib.load(f).get(env, {}).get("worker", {}).get("agent_name", name)
+    return str(config.load(env, root=root).get("worker.agent_name"))
 
 
 def worker_env(root: Path, **overrides: str | None) -> dict[str, str]:

@@ -73,7 +73,7 @@ def speech_frames() -> list[rtc.AudioFrame]:
     """PHRASE spoken by espeak-ng at 16 kHz after 0.2 s of silence, then 1 s of silence, 10 ms frames."""
     global _speech
     if _speech is None:
-        from plugins.engines.espeak_tts import synthesize
+        from handler_plugins.engines.espeak_tts import synthesize
 
         pcm, _ = synthesize(PHRASE, voice="en-us", rate=175, sample_rate=16000)
         lead, tail = np.zeros(int(LEAD_IN * 16000), np.int16), np.zeros(16000, np.int16)

@@ -14,7 +14,8 @@ import numpy as np
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, utils
 
 from handler.audio import resample
-from plugins.local_tts import DEFAULT_RATE, DEFAULT_VOICE
+
+from ..local_tts import DEFAULT_RATE, DEFAULT_VOICE
 
 # espeak-ng's C API constants (speak_lib.h)
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns only once the callback got all the audio

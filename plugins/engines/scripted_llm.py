@@ -10,7 +10,7 @@ from typing import Any
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, llm, utils
 from livekit.agents.types import NotGivenOr
 
-from plugins.local_llm import DEFAULT_REPLY
+from ..local_llm import DEFAULT_REPLY
 
 
 def tokenize(text: str) -> list[str]:

@@ -35,6 +35,13 @@ def _livekit_server(session: nox.Session) -> None:
     session.run(_python(session), "-m", "handler.testing.livekit_server", "install", success_codes=[0, 1])
 
 
+def _kubeconform(session: nox.Session) -> None:
+    """The deployment tests' validator: kubeconform found or built from its Go module into .cache,
+    and the Kubernetes schemas from the kubernetes-validate package; as for livekit-server, those
+    tests skip (or fail under CI=true) when this could not be done."""
+    session.run(_python(session), "-m", "handler.testing.kubeconform", "install", success_codes=[0, 1])
+
+
 @nox.session
 @nox.parametrize("env", ENVIRONMENTS)
 def tests(session: nox.Session, env: str) -> None:
@@ -44,6 +51,7 @@ def tests(session: nox.Session, env: str) -> None:
     would test the same thing four times."""
     _install(session, "-e", ".[dev]")
     _livekit_server(session)
+    _kubeconform(session)
     # Under dev the whole suite runs on two pytest-xdist workers: most of its time is conversations
     # played at real-time pace, which wait far more than they compute, so two at once take half
     # the time without slowing each other (each worker has its own livekit-server).

@@ -40,14 +40,17 @@ class ServerNotFound(Exception):
     """No livekit-server binary, and none can be built here; the message says how to get one."""
 
 
-def cache_dir() -> Path:
-    """`.cache/livekit-server/<version>` in the checkout (beside pyproject.toml); for an installed
-    package, the user's cache directory."""
+def cache_root() -> Path:
+    """Where tools built for the tests go: `.cache/` in the checkout (beside pyproject.toml); for an
+    installed package, the user's cache directory."""
     root = Path(__file__).resolve().parents[2]
-    base = (
-        root / ".cache" if (root / "pyproject.toml").is_file() else Path.home() / ".cache" / "voice-handler"
-    )
-    return base / "livekit-server" / VERSION
+    in_checkout = (root / "pyproject.toml").is_file()
+    return root / ".cache" if in_checkout else Path.home() / ".cache" / "voice-handler"
+
+
+def cache_dir() -> Path:
+    """`<cache root>/livekit-server/<version>`."""
+    return cache_root() / "livekit-server" / VERSION
 
 
 def find() -> Path | None:

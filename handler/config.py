@@ -349,11 +349,11 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
 
     # each file's [default] section, then its [<env>] section: the order Dynaconf merges them in
     layers: list[tuple[str, dict[str, Any]]] = []
-    for label, path in files:
-        raw = _read_layer(path, envs)
-        for section in ("default", env):
-            if isinstance(raw.get(section), Mapping):
-                layers.append((_layer_label(label, section, env), _lower_keys(raw[section])))
+    for label, file in files:
+        raw = _read_layer(file, envs)
+        for name in ("default", env):
+            if isinstance(raw.get(name), Mapping):
+                layers.append((_layer_label(label, name, env), _lower_keys(raw[name])))
     raw_secrets: dict[str, Any] = {}
     if secrets_path.is_file():
         raw = _read_layer(secrets_path, envs)
@@ -380,7 +380,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
 
     dyn = Dynaconf(
         root_path=str(root),
-        settings_files=[str(path) for _, path in files],
+        settings_files=[str(file) for _, file in files],
         secrets=str(secrets_path) if secrets_path.is_file() else None,
         environments=True,
         env=env,

@@ -243,3 +243,27 @@ def test_an_environment_section_that_is_not_a_table_is_refused(root: Path) -> No
     with pytest.raises(config.ConfigError) as e:
         load()
     assert ".secrets.toml [default]" in str(e.value) and "must be a table" in str(e.value)
+
+
+def test_a_directorys_settings_toml_changes_the_defaults_and_the_environments_apply_over_it(
+    root: Path,
+) -> None:
+    # stable sets no log level, production sets WARNING: a directory's [default] reaches the first
+    # only, so a full copy of settings.toml used as a template cannot undo production.toml
+    (root / "settings.toml").write_text('[default.logging]\nlevel = "ERROR"\n')
+    stable, production = load("stable"), load("production")
+    assert (stable.get("logging.level"), stable.source("logging.level")) == (
+        "ERROR",
+        f"{root}/settings.toml [default]",
+    )
+    assert (production.get("logging.level"), production.source("logging.level")) == (
+        "WARNING",
+        "environments/production.toml",
+    )
+
+
+def test_a_root_that_is_not_a_directory_is_refused(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.ROOT_VAR, str(root / "nowhere"))
+    with pytest.raises(config.ConfigError) as e:
+        load()
+    assert "is not a directory" in str(e.value) and config.ROOT_VAR in str(e.value)

@@ -77,12 +77,23 @@ def problems(settings: Settings) -> list[tuple[str, Any, str]]:
     return out
 
 
+def ids_of(span: Any) -> dict[str, Any]:
+    """The `voice_handler.<id>` attributes a span carries ({} for a non-recording one)."""
+    return {k: v for k, v in (getattr(span, "attributes", None) or {}).items() if k.startswith(ID_PREFIX)}
+
+
 class _IdsProcessor:
-    """Stamps the session's ids on every span started in its context."""
+    """Stamps the session's ids on every span: those it was started with, else its parent's, else
+    the ids bound where it started. The parent's come first because a span may start in a context
+    the ids were never bound in (the session's close, from the caller of `aclose`)."""
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
-        for key, value in logcontext.current_ids().items():
-            span.set_attribute(ID_PREFIX + key, str(value))
+        from opentelemetry import trace
+
+        ids = {**ids_attributes(logcontext.current_ids()), **ids_of(trace.get_current_span(parent_context))}
+        for key, value in ids.items():
+            if key not in span.attributes:
+                span.set_attribute(key, value)
 
     def on_end(self, span: Any) -> None:
         pass
@@ -163,16 +174,17 @@ def install(settings: Settings) -> Any:
             return _installed
         from livekit.agents.telemetry import set_tracer_provider
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ParentBased
+
+        from handler.turn_traces import SessionSampler, TurnTracerProvider
 
         # the exporter logs a stack per failed batch; _WarnOnce says it once instead
         for name in ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.exporter.otlp.proto.grpc"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        provider = TracerProvider(
+        provider = TurnTracerProvider(  # a trace per user turn (handler/turn_traces.py)
             resource=Resource.create({"service.name": settings.get("telemetry.service_name")}),
-            sampler=ParentBased(TraceIdRatioBased(settings.get("telemetry.sample_ratio"))),
+            sampler=ParentBased(SessionSampler(settings.get("telemetry.sample_ratio"))),
         )
         provider.add_span_processor(_IdsProcessor())  # type: ignore[arg-type]
         exporter = _WarnOnce(_exporter(settings))

@@ -11,6 +11,13 @@ from aiohttp import web
 
 
 @dataclass
+class ReceivedLink:
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+
+
+@dataclass
 class ReceivedSpan:
     name: str
     trace_id: str
@@ -20,6 +27,7 @@ class ReceivedSpan:
     end_ns: int
     attributes: dict[str, Any]
     resource: dict[str, Any]
+    links: list[ReceivedLink] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -70,6 +78,14 @@ class OTLPReceiver:
                             end_ns=s.end_time_unix_nano,
                             attributes={a.key: _value(a.value) for a in s.attributes},
                             resource=resource,
+                            links=[
+                                ReceivedLink(
+                                    trace_id=link.trace_id.hex(),
+                                    span_id=link.span_id.hex(),
+                                    attributes={a.key: _value(a.value) for a in link.attributes},
+                                )
+                                for link in s.links
+                            ],
                         )
                     )
         return web.Response(
@@ -91,3 +107,10 @@ class OTLPReceiver:
 
     def named(self, name: str) -> list[ReceivedSpan]:
         return [s for s in self.spans if s.name == name]
+
+    def traces(self) -> dict[str, list[ReceivedSpan]]:
+        """trace id -> its spans by start time, traces in the order they started."""
+        out: dict[str, list[ReceivedSpan]] = {}
+        for s in sorted(self.spans, key=lambda s: s.start_ns):
+            out.setdefault(s.trace_id, []).append(s)
+        return out

@@ -4,8 +4,9 @@ exported over OTLP when `telemetry.endpoint` is set; nothing is imported or star
 - Exports are batched on a background thread with a bounded queue and a bounded export timeout:
   an unreachable collector costs the call nothing; spans that cannot be sent are dropped, and the
   first failure logs one WARNING (the exporter's own per-batch errors are silenced).
+- Each user turn is a trace of its own, linked to the session's (handler/turn_traces.py).
 - Every span carries the ids the session's log lines carry (`logcontext`: session, job, room),
-  as `voice_handler.<id>` attributes, set when the span starts in that session's context.
+  as `voice_handler.<id>` attributes: its parent's, else those bound where it starts.
 - Message content (transcripts, replies, tool arguments) is withheld unless
   `telemetry.capture_content` is on: livekit's PII filter strips it before any exporter.
 - Headers (auth) come from the secret named by `telemetry.headers_env`, in the OTLP

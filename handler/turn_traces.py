@@ -51,21 +51,16 @@ LINK_KIND = ID_PREFIX + "link"
 """Link attribute: "session" on a turn root's link to its session, "turn" on the reverse."""
 
 
-class _Session:
-    """A live `agent_session` span and the context of its latest user turn."""
-
-    def __init__(self, span: Span) -> None:
-        self.span = span
-        self.turn: otel_context.Context | None = None
-
-
 class TurnTracerProvider(TracerProvider):
     """An SDK TracerProvider whose tracers start a trace per user turn (see the module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # keyed by the session span object: the state goes with the span (one entry per session)
-        self._sessions: weakref.WeakKeyDictionary[Span, _Session] = weakref.WeakKeyDictionary()
+        # each live `agent_session` span -> the context of its latest user turn (None before the
+        # first); keyed weakly by the span object, so an entry goes with its session
+        self._turns: weakref.WeakKeyDictionary[Span, otel_context.Context | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()  # livekit's loop monitor starts spans from its own thread
 
     def get_tracer(self, *args: Any, **kwargs: Any) -> trace_api.Tracer:
@@ -83,8 +78,8 @@ class TurnTracerProvider(TracerProvider):
     ) -> Span:
         parent = trace_api.get_current_span(context)
         with self._lock:
-            session = self._sessions.get(parent) if name == TURN_ROOT or name in TURN_MEMBERS else None
-            if session is not None and name == TURN_ROOT and parent.is_recording():
+            of_session = (name == TURN_ROOT or name in TURN_MEMBERS) and parent in self._turns
+            if of_session and name == TURN_ROOT and parent.is_recording():
                 session_ctx = parent.get_span_context()
                 # the session's ids (job, room, session) on the root, as on every span under it
                 ids = ids_of(parent)
@@ -97,14 +92,14 @@ class TurnTracerProvider(TracerProvider):
                     **rest,
                 )
                 parent.add_link(span.get_span_context(), {LINK_KIND: "turn"})
-                session.turn = trace_api.set_span_in_context(span)
+                self._turns[parent] = trace_api.set_span_in_context(span)
                 return span
-            if session is not None and name in TURN_MEMBERS and session.turn is not None:
-                context = session.turn
+            if of_session and name in TURN_MEMBERS:
+                context = self._turns[parent] or context  # before the first user turn: the session
         span = inner.start_span(name, context, kind, attributes, links, **rest)
         if name == SESSION_SPAN and span.is_recording():
             with self._lock:
-                self._sessions[span] = _Session(span)
+                self._turns[span] = None
         return span
 
 

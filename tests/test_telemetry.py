@@ -201,6 +201,16 @@ async def test_a_simulated_conversation_is_a_trace_per_turn_with_ids_and_the_met
         llm = one(spans, "llm_node", "lk.response.ttft", line.llm_ttft)
         tts = one(spans, "tts_node", "lk.response.ttfb", line.tts_ttfb)
         assert llm.duration >= (line.llm_ttft or 0) and tts.duration >= (line.tts_ttfb or 0)
+    # livekit's latency histograms reach the collector too, one observation per turn line
+    for metric, attr in (
+        ("e2e_latency", "ttfa"),
+        ("llm_ttft", "llm_ttft"),
+        ("end_of_turn_delay", "end_of_turn_delay"),
+    ):
+        count, total = receiver.totals(f"lk.agents.turn.{metric}")
+        assert count == len(lines) and total == pytest.approx(
+            sum(getattr(r, attr) for r in lines), abs=0.001 * count
+        )
     # ... and the session span links to every turn, so the session view keeps its turns
     assert [(x.trace_id, x.span_id) for x in session.links] == [(r.trace_id, r.span_id) for r in roots]
     assert {s.name for spans in turns for s in spans}.isdisjoint({"session_start", "session_close"})

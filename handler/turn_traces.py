@@ -31,7 +31,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -39,6 +38,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.util._decorator import _agnosticcontextmanager  # livekit's tracer uses it too
 from opentelemetry.util.types import Attributes
 
 from handler.telemetry import ID_PREFIX, ids_of
@@ -133,7 +133,7 @@ class _TurnTracer(trace_api.Tracer):
             set_status_on_exception=set_status_on_exception,
         )
 
-    @contextmanager  # type: ignore[override]  # the API's is a generator context manager too
+    @_agnosticcontextmanager  # the API's decorator: usable in `with`, and on sync or async functions
     def start_as_current_span(
         self,
         name: str,

@@ -86,13 +86,21 @@ def ids_of(span: Any) -> dict[str, Any]:
 
 class _IdsProcessor:
     """Stamps the session's ids on every span: those it was started with, else its parent's, else
-    the ids bound where it started. The parent's come first because a span may start in a context
-    the ids were never bound in (the session's close, from the caller of `aclose`)."""
+    the ids bound where it started, else its job's. The parent's come first because a span may
+    start in a context the ids were never bound in (the session's close, from `aclose`'s caller)."""
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
+        from livekit.agents import get_job_context
         from opentelemetry import trace
 
-        ids = {**ids_attributes(logcontext.current_ids()), **ids_of(trace.get_current_span(parent_context))}
+        # livekit's own job spans (room disconnect, session upload) start outside the entrypoint's
+        # context, where the ids were bound: the job they run for names them
+        job = get_job_context(required=False)
+        ids = {
+            **(ids_attributes(logcontext.job_ids(job.job)) if job is not None else {}),
+            **ids_attributes(logcontext.current_ids()),
+            **ids_of(trace.get_current_span(parent_context)),
+        }
         for key, value in ids.items():
             if key not in span.attributes:
                 span.set_attribute(key, value)

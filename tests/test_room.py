@@ -233,7 +233,7 @@ def test_a_worker_exports_a_trace_per_turn_with_the_job_and_room_ids(
 
     with InBackground(OTLPReceiver) as receiver:
         worker = start_worker(HANDLER_TELEMETRY__ENDPOINT=receiver.endpoint)
-        rc, doc, err = call(real_livekit, root, "short", "--room", "traced")
+        rc, doc, err = call(real_livekit, root, "short.toml", "--room", "traced")
         assert rc == 0 and doc is not None, err[-3000:]
         worker.wait_for_log("job ended: session and HTTP pool closed", 20)
         deadline = time.monotonic() + 10  # spans go out in 1 s batches

@@ -33,6 +33,11 @@ def bind(**ids: str) -> None:
     _ids.set({**_ids.get(), **ids})
 
 
+def job_ids(job: Any) -> dict[str, str]:
+    """The ids a livekit job's log lines carry (`job` is `JobContext.job`, a protocol `Job`)."""
+    return {"job": job.id, "room": job.room.name}
+
+
 def fields(**values: Any) -> dict[str, Any]:
     """`logger.info("turn", extra=fields(n=1, ttfa_ms=900))`: structured values for formatters."""
     return {"fields": values}

@@ -54,6 +54,18 @@ TRANSCRIPT_WAIT = 2.0
 """Seconds the call stays after its last reply for the final transcripts to arrive."""
 
 
+def late_silence(frame: rtc.AudioFrame, due: float) -> bool:
+    """Whether to drop this frame instead of sending it: silence more than a tick behind `due`
+    (monotonic time).
+
+    An AudioSource sends 10 ms every 10 ms from what it holds and fills a gap with silence, so a
+    frame handed over late (the caller's loop was busy) puts everything after it that much behind
+    its tick for good (`benchmarks/room_oneway.py --stall 80`: 131 ms one way instead of 59), and
+    the report would count that as the room's. Dropping late silence puts the track back on the
+    clock before the next sound; speech is never dropped."""
+    return time.monotonic() - due > TICK and not np.frombuffer(frame.data, np.int16).any()
+
+
 class CallError(Exception):
     """The call could not go on; `exit_code` 2 for the user's mistakes, 1 for a failed service."""
 
@@ -323,6 +335,8 @@ class Call:
         sound would leave later than the report says."""
         self.clock = self.input.clock = self.agent_audio.clock = Clock()
         async for frame in self.input:
+            if late_silence(frame, self.clock.start + (self.input.tick - 1) * TICK):
+                continue
             await source.capture_frame(frame)
 
     # the conversation -----------------------------------------------------------

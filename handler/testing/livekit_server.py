@@ -34,6 +34,15 @@ MODULE = "github.com/livekit/livekit-server/cmd/server"
 BIN_VAR = "LIVEKIT_SERVER_BIN"
 INSTALL_COMMAND = "python -m handler.testing.livekit_server install"
 START_TIMEOUT = 20.0
+TARGET_LOAD = 2.0
+"""livekit-server's own gate on the load a worker reports (livekit-agents reports the machine's CPU,
+0..1, averaged over 2.5 s): it offers a room's job only when the sum over available workers of
+`target_load - load` is above 0 (psrpc's claim affinity; at 0 the request fails with "no servers
+available (received 1 responses)"), and it tries once per room. Its default, 0.7, turned calls away
+whenever the machine was busy (one core busy plus a caller starting: 0.95), whatever the worker's
+own `load_threshold`; above 1 this gate never closes. A second gate stays: a worker is picked with
+weight `1 - load`, so one that reports a load of exactly 1.0 (every core busy for the whole 2.5 s)
+is still skipped."""
 
 
 class ServerNotFound(Exception):
@@ -132,6 +141,7 @@ class LiveKitServer:
         }
 
     def config(self) -> str:
+        # agents.target_load: see TARGET_LOAD.
         # STUN: with none configured the server hands clients Google's public STUN servers; a closed
         # loopback port keeps clients from reaching out (host candidates on 127.0.0.1 connect anyway)
         return f"""\
@@ -154,6 +164,8 @@ rtc:
 room:
   empty_timeout: 10
   departure_timeout: 5
+agents:
+  target_load: {TARGET_LOAD}
 """
 
     def start(self, timeout: float = START_TIMEOUT) -> Self:

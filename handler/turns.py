@@ -142,11 +142,33 @@ def to_line(record: TurnRecord) -> dict[str, Any]:
     for f in LINE_FIELDS:
         value = getattr(record, f.attr)
         out[f.key] = _ms(value) if f.kind == "ms" else value
-    for stage, faults in record.faults.items():
+    return {**out, **fault_fields(record.faults)}
+
+
+def fault_fields(faults: Mapping[str, StageFaults]) -> dict[str, int]:
+    """`<stage>_<kind>` for every count that is not zero (`llm_timeouts=1`): the turn line's and
+    the summary line's per-stage faults."""
+    return {
+        f"{stage}_{kind}": count
+        for stage, counts in faults.items()
+        for kind in FAULT_KINDS
+        if (count := getattr(counts, kind))
+    }
+
+
+def read_fault_fields(fields: Mapping[str, Any]) -> tuple[dict[str, StageFaults], int]:
+    """The `<stage>_<kind>` keys of a line back into per-stage counts, and how many were unusable."""
+    faults = _no_faults()
+    bad = 0
+    for stage in FAULT_STAGES:
         for kind in FAULT_KINDS:
-            if count := getattr(faults, kind):
-                out[f"{stage}_{kind}"] = count
-    return out
+            if (key := f"{stage}_{kind}") in fields:
+                number = _number(fields[key])
+                if number is None:
+                    bad += 1
+                else:
+                    setattr(faults[stage], kind, int(number))
+    return faults, bad
 
 
 def from_line(fields: Mapping[str, Any]) -> tuple[TurnRecord, int]:
@@ -184,17 +206,9 @@ def from_line(fields: Mapping[str, Any]) -> tuple[TurnRecord, int]:
             bad += 1
         else:
             record.false_interruptions = int(flag)
-    staged = {"retries": 0, "errors": 0}
-    for stage in FAULT_STAGES:
-        for kind in FAULT_KINDS:
-            if (key := f"{stage}_{kind}") in fields:
-                number = _number(fields[key])
-                if number is None:
-                    bad += 1
-                    continue
-                setattr(record.faults[stage], kind, int(number))
-                if kind in staged:
-                    staged[kind] += int(number)
+    record.faults, bad_faults = read_fault_fields(fields)
+    bad += bad_faults
+    staged = {kind: sum(getattr(f, kind) for f in record.faults.values()) for kind in totals}
     for kind, total in totals.items():
         if total > staged[kind]:  # the remainder has no stage in the line
             setattr(record.faults["llm"], kind, getattr(record.faults["llm"], kind) + total - staged[kind])
@@ -271,6 +285,9 @@ class SessionSummary:
     unanswered_faults: TurnRecord | None = None
     """Faults seen after the last answered turn (a reply that failed for good): counted in
     `retries` and `errors`, kept apart so counters fed per turn can add them."""
+    faults: dict[str, StageFaults] = field(default_factory=_no_faults)
+    """The session's faults per stage, the turns' and those after the last turn: a session
+    whose recognizer never heard a word has no turn line, and its faults show here."""
 
     def to_line(self) -> dict[str, Any]:
         """The `session summary` line's fields."""
@@ -287,6 +304,7 @@ class SessionSummary:
             "llm_tokens": self.llm_tokens,
             "tts_characters": self.tts_characters,
             "minutes": round(self.minutes, 2),
+            **fault_fields(self.faults),
         }
 
 
@@ -295,7 +313,7 @@ def summarize(
 ) -> SessionSummary:
     """The summary of a session's records; `usage` is livekit's `session.usage` (tokens, chars);
     `unanswered` holds faults after the last answered turn."""
-    if unanswered is not None and not (unanswered.retries or unanswered.errors):
+    if unanswered is not None and not fault_fields(unanswered.faults):
         unanswered = None
     extra = [unanswered] if unanswered is not None else []
     ttfas = [r.ttfa for r in records if r.ttfa is not None]
@@ -321,7 +339,18 @@ def summarize(
         llm_tokens=tokens,
         tts_characters=characters,
         unanswered_faults=unanswered,
+        faults=add_faults(r.faults for r in records + extra),
     )
+
+
+def add_faults(many: Iterable[Mapping[str, StageFaults]]) -> dict[str, StageFaults]:
+    """Per-stage counts summed."""
+    total = _no_faults()
+    for faults in many:
+        for stage, counts in faults.items():
+            for kind in FAULT_KINDS:
+                setattr(total[stage], kind, getattr(total[stage], kind) + getattr(counts, kind))
+    return total
 
 
 # ------------------------------------------------------------------------------- the tracker

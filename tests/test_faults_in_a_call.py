@@ -121,3 +121,27 @@ async def test_a_stt_stream_that_stalls_mid_utterance_costs_the_turn_at_most_the
     assert faults == {"stt_retries": 1, "stt_timeouts": 1}
     assert not [k for k in second if k.partition("_")[2] in FAULT_KINDS]  # no fault on the second turn
     assert fakes.stt.stats.attempts("/transcribe-websocket") == 2
+
+
+async def test_a_reply_the_tts_cuts_short_is_recorded_as_the_words_the_caller_heard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="handler.metrics")
+    sc = write(tmp_path / "two.toml", "what time do you open tomorrow", "thank you very much")
+    full = "We are open from nine in the morning to six in the evening."  # llm.local.replies
+    settings, registry = cloudsim.load_checked("production")
+    settings = settings.with_overrides(FAST, "test")
+    async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
+        # the ElevenLabs connection drops 1.2 s into the first reply's audio (of about 3.5 s)
+        fakes.tts.faults.push(Fault.disconnect(after=12))
+        report, clock = await simulate(cloud, registry, sc)
+
+    cut, normal = report.turns
+    assert cut.user_text == "what time do you open tomorrow" and cut.ttfa_played is not None
+    heard = cut.reply_text.split()
+    # a first part of the sentence, never the whole of it
+    assert 0 < len(heard) < len(full.split()) and full.split()[: len(heard)] == heard, cut.reply_text
+    assert cut.record is not None and cut.record.interrupted  # the turn line says it stopped early
+    assert normal.reply_text == "You are welcome. Goodbye!"
+    first, _ = (r.fields for r in caplog.records if r.msg == "turn")  # type: ignore[attr-defined]
+    assert first["interrupted"] and first["tts_errors"] == 1

@@ -316,6 +316,37 @@ def test_a_stage_down_for_good_ends_the_call_with_one_decision_the_caller_is_tol
     assert_no_secrets(log + err, real_livekit)
 
 
+def test_a_reply_the_tts_cuts_short_is_reported_as_what_the_caller_heard(
+    real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    from handler.registry import Registry
+    from handler.sim import cloudsim
+    from handler.testing import Fault
+
+    full = "It is sunny and warm today, about twenty degrees.".split()  # llm.local.replies
+    production = config.load("production", root=REPO)
+    servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
+    with servers as (_, fakes):
+        # the ElevenLabs connection drops 1.2 s into the first reply's audio (of about 3 s)
+        fakes.tts.faults.push(Fault.disconnect(after=12))
+        worker = start_worker(
+            **{config.ENV_VAR: "production", **PLANTED_KEYS, **settings_env(fakes.overrides())}
+        )
+        rc, doc, err = call(real_livekit, root, "short.toml", env="production")
+        worker.wait_for_log("job ended: session and HTTP pool closed", 30)
+
+    assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+    cut, normal = doc["turns"]
+    heard = cut["reply"].split()
+    # the caller's report: the first words of the sentence, never the whole of it
+    assert cut["ttfa"] is not None and 0 < len(heard) < len(full), cut
+    assert full[: len(heard)] == heard, cut
+    assert normal["reply"] == "Your order shipped yesterday and arrives tomorrow.", normal
+    # the worker's turn line: the reply stopped early, the TTS failed once
+    first = next(line for line in json_lines(worker.stderr) if line.get("msg") == "turn")
+    assert first["interrupted"] and first.get("tts_errors") == 1, first
+
+
 # ------------------------------------------------------------------------------ workers coming and going
 
 

@@ -371,6 +371,8 @@ class TurnTracker:
         self.started = time.monotonic()
         self._user: Any = None
         self._pending = TurnRecord(n=0)
+        self._faults_taken = False
+        """The unanswered turn's faults were taken when the user spoke again (see _on_user_state)."""
         self.ledger = ledger_of(session)
         """The session's fault ledger (`build_session` attaches one): it also sees what the
         session's error events miss (chain members behind a fallback adapter, our watchdogs, lost
@@ -378,12 +380,14 @@ class TurnTracker:
         session.on("conversation_item_added", self._on_item)
         session.on("agent_false_interruption", self._on_false_interruption)
         session.on("error", self._on_error)
+        session.on("user_state_changed", self._on_user_state)
 
     def detach(self) -> None:
         self.finish()
         self.session.off("conversation_item_added", self._on_item)
         self.session.off("agent_false_interruption", self._on_false_interruption)
         self.session.off("error", self._on_error)
+        self.session.off("user_state_changed", self._on_user_state)
 
     @property
     def minutes(self) -> float:
@@ -432,9 +436,20 @@ class TurnTracker:
                 if n := getattr(counts, kind, 0):
                     self.count_fault(stage, kind, n)
 
+    def _on_user_state(self, ev: Any) -> None:
+        # The user speaks again while a turn waits for its reply: the faults so far are that
+        # turn's. From here on they are the next one's: preemptive generation sends the next
+        # reply's first LLM attempts before the user's message is committed, which is when the
+        # unanswered turn is completed.
+        if getattr(ev, "new_state", None) == "speaking" and self._user is not None and not self._faults_taken:
+            self._take_ledger()
+            self._faults_taken = True
+
     def _complete(self, user: Any, reply: Any) -> None:
         um, rm = dict(user.metrics or {}), dict((reply.metrics if reply else None) or {})
-        self._take_ledger()
+        if not self._faults_taken:
+            self._take_ledger()
+        self._faults_taken = False
         record = self._pending
         record.n = len(self.records) + 1
         record.answered = reply is not None

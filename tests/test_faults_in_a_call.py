@@ -88,6 +88,10 @@ async def test_with_the_llm_down_the_caller_hears_the_apology_and_the_call_ends(
     assert report.ended is not None and report.ended.startswith("llm is down")
     assert all(not t.reply_text for t in report.turns)  # nothing answered, and the call did not go on
     assert report.turns[-1].n <= 3 and report.turns[-1].ttfa is None
+    # each failed request's attempts on its own turn (MAX_RETRIES retried, then the error), even
+    # though preemptive generation sends the next turn's first attempts before its message lands
+    llm = [t.record.faults["llm"] for t in report.turns if t.record is not None]
+    assert llm and all(f.errors >= 1 and f.retries == FAST["retry.max_retries"] * f.errors for f in llm), llm
     assert any("Sorry, we have to stop here." in text for text in spoken)  # the apology was spoken
     assert np.abs(np.frombuffer(bytes(clock.agent), np.int16)).max() > 1000  # ...and played
     decisions = [r for r in caplog.records if r.levelno == logging.ERROR and "ending the session" in r.msg]

@@ -310,6 +310,8 @@ def test_a_stage_down_for_good_ends_the_call_with_one_decision_the_caller_is_tol
     assert len(errors) - 1 == summary["errors"], [e["msg"][:100] for e in errors]
     turns = [line for line in lines if line.get("msg") == "turn"]
     assert sum(t.get(f"{stage}_errors", 0) for t in turns) == (summary["errors"] if turns else 0), turns
+    # ...each on the turn it belongs to: MAX_RETRIES retried attempts per request that failed
+    assert all(t.get(f"{stage}_retries", 0) == 2 * t.get(f"{stage}_errors", 0) for t in turns), turns
     # ...and the job ended cleanly, within the apology's time of the decision
     [ended] = [line for line in lines if line["msg"] == "job ended: session and HTTP pool closed"]
     assert stamp(ended) - stamp(decisions[0]) < production.get("resilience.apology_timeout") + 5
@@ -323,7 +325,8 @@ def test_a_reply_the_tts_cuts_short_is_reported_as_what_the_caller_heard(
     from handler.sim import cloudsim
     from handler.testing import Fault
 
-    full = "It is sunny and warm today, about twenty degrees.".split()  # llm.local.replies
+    reply = "It is sunny and warm today, about twenty degrees."  # llm.local.replies
+    full = reply.split()
     production = config.load("production", root=REPO)
     servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
     with servers as (_, fakes):

@@ -75,7 +75,8 @@ class TurnRecord:
     """LLM start -> its first sentence handed to the TTS (livekit's llm_node_ttfs)."""
     tts_ttfb: float | None = None
     interrupted: bool = False
-    """The user cut the reply short."""
+    """The user cut the reply short (a reply the TTS cut short is not: its words are what played,
+    its fault is on `faults["tts"]`)."""
     false_interruptions: int = 0
     """The reply was paused by user sound and resumed (livekit's agent_false_interruption)."""
     faults: dict[str, StageFaults] = field(default_factory=_no_faults)
@@ -462,10 +463,20 @@ class TurnTracker:
         record.llm_ttft = rm.get("llm_node_ttft")
         record.llm_ttfs = rm.get("llm_node_ttfs")
         record.tts_ttfb = rm.get("tts_node_ttfb")
-        record.interrupted = bool(reply.interrupted) if reply else False
+        record.interrupted = self._interrupted(reply) if reply else False
         self._pending = TurnRecord(n=0)
         self.records.append(record)
         self.on_turn(record)
+
+    def _interrupted(self, reply: Any) -> bool:
+        """Whether the reply was interrupted (by the user, or the agent's code). livekit marks a
+        reply its TTS cut short as interrupted too, so the LLM knows it was not heard whole; that
+        is a TTS fault (counted as one), not an interruption. The speech handle playing the reply
+        (still current while its message is added) knows which it was."""
+        handle = getattr(self.session, "current_speech", None)
+        if handle is None or not reply.interrupted:
+            return bool(reply.interrupted)
+        return bool(handle.interrupted)
 
     def _on_false_interruption(self, ev: Any) -> None:
         if ev.resumed:

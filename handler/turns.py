@@ -75,7 +75,8 @@ class TurnRecord:
     """LLM start -> its first sentence handed to the TTS (livekit's llm_node_ttfs)."""
     tts_ttfb: float | None = None
     interrupted: bool = False
-    """The user cut the reply short."""
+    """The user cut the reply short (a reply the TTS cut short is not: its words are what played,
+    its fault is on `faults["tts"]`)."""
     false_interruptions: int = 0
     """The reply was paused by user sound and resumed (livekit's agent_false_interruption)."""
     faults: dict[str, StageFaults] = field(default_factory=_no_faults)
@@ -142,11 +143,33 @@ def to_line(record: TurnRecord) -> dict[str, Any]:
     for f in LINE_FIELDS:
         value = getattr(record, f.attr)
         out[f.key] = _ms(value) if f.kind == "ms" else value
-    for stage, faults in record.faults.items():
+    return {**out, **fault_fields(record.faults)}
+
+
+def fault_fields(faults: Mapping[str, StageFaults]) -> dict[str, int]:
+    """`<stage>_<kind>` for every count that is not zero (`llm_timeouts=1`): the turn line's and
+    the summary line's per-stage faults."""
+    return {
+        f"{stage}_{kind}": count
+        for stage, counts in faults.items()
+        for kind in FAULT_KINDS
+        if (count := getattr(counts, kind))
+    }
+
+
+def read_fault_fields(fields: Mapping[str, Any]) -> tuple[dict[str, StageFaults], int]:
+    """The `<stage>_<kind>` keys of a line back into per-stage counts, and how many were unusable."""
+    faults = _no_faults()
+    bad = 0
+    for stage in FAULT_STAGES:
         for kind in FAULT_KINDS:
-            if count := getattr(faults, kind):
-                out[f"{stage}_{kind}"] = count
-    return out
+            if (key := f"{stage}_{kind}") in fields:
+                number = _number(fields[key])
+                if number is None:
+                    bad += 1
+                else:
+                    setattr(faults[stage], kind, int(number))
+    return faults, bad
 
 
 def from_line(fields: Mapping[str, Any]) -> tuple[TurnRecord, int]:
@@ -184,17 +207,9 @@ def from_line(fields: Mapping[str, Any]) -> tuple[TurnRecord, int]:
             bad += 1
         else:
             record.false_interruptions = int(flag)
-    staged = {"retries": 0, "errors": 0}
-    for stage in FAULT_STAGES:
-        for kind in FAULT_KINDS:
-            if (key := f"{stage}_{kind}") in fields:
-                number = _number(fields[key])
-                if number is None:
-                    bad += 1
-                    continue
-                setattr(record.faults[stage], kind, int(number))
-                if kind in staged:
-                    staged[kind] += int(number)
+    record.faults, bad_faults = read_fault_fields(fields)
+    bad += bad_faults
+    staged = {kind: sum(getattr(f, kind) for f in record.faults.values()) for kind in totals}
     for kind, total in totals.items():
         if total > staged[kind]:  # the remainder has no stage in the line
             setattr(record.faults["llm"], kind, getattr(record.faults["llm"], kind) + total - staged[kind])
@@ -271,6 +286,9 @@ class SessionSummary:
     unanswered_faults: TurnRecord | None = None
     """Faults seen after the last answered turn (a reply that failed for good): counted in
     `retries` and `errors`, kept apart so counters fed per turn can add them."""
+    faults: dict[str, StageFaults] = field(default_factory=_no_faults)
+    """The session's faults per stage, the turns' and those after the last turn: a session
+    whose recognizer never heard a word has no turn line, and its faults show here."""
 
     def to_line(self) -> dict[str, Any]:
         """The `session summary` line's fields."""
@@ -287,6 +305,7 @@ class SessionSummary:
             "llm_tokens": self.llm_tokens,
             "tts_characters": self.tts_characters,
             "minutes": round(self.minutes, 2),
+            **fault_fields(self.faults),
         }
 
 
@@ -295,7 +314,7 @@ def summarize(
 ) -> SessionSummary:
     """The summary of a session's records; `usage` is livekit's `session.usage` (tokens, chars);
     `unanswered` holds faults after the last answered turn."""
-    if unanswered is not None and not (unanswered.retries or unanswered.errors):
+    if unanswered is not None and not fault_fields(unanswered.faults):
         unanswered = None
     extra = [unanswered] if unanswered is not None else []
     ttfas = [r.ttfa for r in records if r.ttfa is not None]
@@ -321,7 +340,18 @@ def summarize(
         llm_tokens=tokens,
         tts_characters=characters,
         unanswered_faults=unanswered,
+        faults=add_faults(r.faults for r in records + extra),
     )
+
+
+def add_faults(many: Iterable[Mapping[str, StageFaults]]) -> dict[str, StageFaults]:
+    """Per-stage counts summed."""
+    total = _no_faults()
+    for faults in many:
+        for stage, counts in faults.items():
+            for kind in FAULT_KINDS:
+                setattr(total[stage], kind, getattr(total[stage], kind) + getattr(counts, kind))
+    return total
 
 
 # ------------------------------------------------------------------------------- the tracker
@@ -342,6 +372,8 @@ class TurnTracker:
         self.started = time.monotonic()
         self._user: Any = None
         self._pending = TurnRecord(n=0)
+        self._faults_taken = False
+        """The unanswered turn's faults were taken when the user spoke again (see _on_user_state)."""
         self.ledger = ledger_of(session)
         """The session's fault ledger (`build_session` attaches one): it also sees what the
         session's error events miss (chain members behind a fallback adapter, our watchdogs, lost
@@ -349,12 +381,14 @@ class TurnTracker:
         session.on("conversation_item_added", self._on_item)
         session.on("agent_false_interruption", self._on_false_interruption)
         session.on("error", self._on_error)
+        session.on("user_state_changed", self._on_user_state)
 
     def detach(self) -> None:
         self.finish()
         self.session.off("conversation_item_added", self._on_item)
         self.session.off("agent_false_interruption", self._on_false_interruption)
         self.session.off("error", self._on_error)
+        self.session.off("user_state_changed", self._on_user_state)
 
     @property
     def minutes(self) -> float:
@@ -403,9 +437,20 @@ class TurnTracker:
                 if n := getattr(counts, kind, 0):
                     self.count_fault(stage, kind, n)
 
+    def _on_user_state(self, ev: Any) -> None:
+        # The user speaks again while a turn waits for its reply: the faults so far are that
+        # turn's. From here on they are the next one's: preemptive generation sends the next
+        # reply's first LLM attempts before the user's message is committed, which is when the
+        # unanswered turn is completed.
+        if getattr(ev, "new_state", None) == "speaking" and self._user is not None and not self._faults_taken:
+            self._take_ledger()
+            self._faults_taken = True
+
     def _complete(self, user: Any, reply: Any) -> None:
         um, rm = dict(user.metrics or {}), dict((reply.metrics if reply else None) or {})
-        self._take_ledger()
+        if not self._faults_taken:
+            self._take_ledger()
+        self._faults_taken = False
         record = self._pending
         record.n = len(self.records) + 1
         record.answered = reply is not None
@@ -418,10 +463,20 @@ class TurnTracker:
         record.llm_ttft = rm.get("llm_node_ttft")
         record.llm_ttfs = rm.get("llm_node_ttfs")
         record.tts_ttfb = rm.get("tts_node_ttfb")
-        record.interrupted = bool(reply.interrupted) if reply else False
+        record.interrupted = self._interrupted(reply) if reply else False
         self._pending = TurnRecord(n=0)
         self.records.append(record)
         self.on_turn(record)
+
+    def _interrupted(self, reply: Any) -> bool:
+        """Whether the reply was interrupted (by the user, or the agent's code). livekit marks a
+        reply its TTS cut short as interrupted too, so the LLM knows it was not heard whole; that
+        is a TTS fault (counted as one), not an interruption. The speech handle playing the reply
+        (still current while its message is added) knows which it was."""
+        handle = getattr(self.session, "current_speech", None)
+        if handle is None or not reply.interrupted:
+            return bool(reply.interrupted)
+        return bool(handle.interrupted)
 
     def _on_false_interruption(self, ev: Any) -> None:
         if ev.resumed:

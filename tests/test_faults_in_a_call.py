@@ -88,6 +88,10 @@ async def test_with_the_llm_down_the_caller_hears_the_apology_and_the_call_ends(
     assert report.ended is not None and report.ended.startswith("llm is down")
     assert all(not t.reply_text for t in report.turns)  # nothing answered, and the call did not go on
     assert report.turns[-1].n <= 3 and report.turns[-1].ttfa is None
+    # each failed request's attempts on its own turn (MAX_RETRIES retried, then the error), even
+    # though preemptive generation sends the next turn's first attempts before its message lands
+    llm = [t.record.faults["llm"] for t in report.turns if t.record is not None]
+    assert llm and all(f.errors >= 1 and f.retries == FAST["retry.max_retries"] * f.errors for f in llm), llm
     assert any("Sorry, we have to stop here." in text for text in spoken)  # the apology was spoken
     assert np.abs(np.frombuffer(bytes(clock.agent), np.int16)).max() > 1000  # ...and played
     decisions = [r for r in caplog.records if r.levelno == logging.ERROR and "ending the session" in r.msg]
@@ -121,3 +125,28 @@ async def test_a_stt_stream_that_stalls_mid_utterance_costs_the_turn_at_most_the
     assert faults == {"stt_retries": 1, "stt_timeouts": 1}
     assert not [k for k in second if k.partition("_")[2] in FAULT_KINDS]  # no fault on the second turn
     assert fakes.stt.stats.attempts("/transcribe-websocket") == 2
+
+
+async def test_a_reply_the_tts_cuts_short_is_recorded_as_the_words_the_caller_heard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="handler.metrics")
+    sc = write(tmp_path / "two.toml", "what time do you open tomorrow", "thank you very much")
+    full = "We are open from nine in the morning to six in the evening."  # llm.local.replies
+    settings, registry = cloudsim.load_checked("production")
+    settings = settings.with_overrides(FAST, "test")
+    async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
+        # the ElevenLabs connection drops 1.2 s into the first reply's audio (of about 3.5 s)
+        fakes.tts.faults.push(Fault.disconnect(after=12))
+        report, clock = await simulate(cloud, registry, sc)
+
+    cut, normal = report.turns
+    assert cut.user_text == "what time do you open tomorrow" and cut.ttfa_played is not None
+    heard = cut.reply_text.split()
+    # a first part of the sentence, never the whole of it
+    assert 0 < len(heard) < len(full.split()) and full.split()[: len(heard)] == heard, cut.reply_text
+    assert normal.reply_text == "You are welcome. Goodbye!"
+    # the turn line: a TTS fault, not an interruption by the user
+    first, _ = (r.fields for r in caplog.records if r.msg == "turn")  # type: ignore[attr-defined]
+    assert first["tts_errors"] == 1 and not first["interrupted"]
+    assert report.summary()["interruptions"] == 0

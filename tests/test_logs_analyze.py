@@ -336,3 +336,67 @@ def test_plot_png_is_valid(tmp_path):
     empty = tmp_path / "e.png"
     plot(analyze([write(tmp_path, "x.log", ["nothing"])]), str(empty))
     assert image.imread(str(empty)).shape[:2] == (360, 720)  # no data: still a valid, empty chart
+
+
+def _session_lines(records, unanswered, session: str, fmt: str) -> list[str]:
+    """What the metrics plugin writes for a session (its turn lines and summary), through the
+    logging plugin's own formatter: the analyzer reads what the worker writes."""
+    import logging
+
+    from handler import logcontext, turns
+    from plugins import logging_default, metrics
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    formatter = logging_default.JsonFormatter if fmt == "json" else logging_default.TextFormatter
+    handler.setFormatter(formatter())
+    metrics.logger.addHandler(handler)
+    try:
+        with logcontext.bound(session=session):
+            for record in records:
+                metrics.turn_completed(record=record, info={})
+            summary = turns.summarize(records, 1.0, unanswered=unanswered)
+            metrics.session_summary(summary=summary, info={})
+    finally:
+        metrics.logger.removeHandler(handler)
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_faults_per_stage_are_reported_from_turn_lines_and_what_follows_the_last_turn(tmp_path, fmt):
+    from handler.turns import StageFaults, TurnRecord
+
+    def record(n, **faults):
+        r = TurnRecord(n=n, ttfa=1.0)
+        for stage, counts in faults.items():
+            r.faults[stage] = StageFaults(**counts)
+        return r
+
+    # a call whose LLM timed out once and whose TTS fell back, then failed after its last turn
+    first = [
+        record(1, llm={"retries": 1, "timeouts": 1}),
+        record(2, tts={"fallbacks": 1, "errors": 1}),
+    ]
+    after_last = record(0, llm={"retries": 2, "errors": 1})
+    # a call whose recognizer never heard a word: no turn line, only the summary says so
+    deaf = record(0, stt={"retries": 2, "timeouts": 3, "errors": 2, "lost": 2})
+    lines = _session_lines(first, after_last, "call-1", fmt) + _session_lines([], deaf, "call-2", fmt)
+    r = analyze([write(tmp_path, "calls.log", lines)])
+
+    assert r.faults() == {
+        "stt": {"retries": 2, "timeouts": 3, "errors": 2, "lost": 2},
+        "llm": {"retries": 3, "timeouts": 1, "errors": 1},
+        "tts": {"fallbacks": 1, "errors": 1},
+    }
+    assert r.to_dict()["faults"] == r.faults()
+    findings = [f for f in r.findings() if f["kind"] == "faults"]
+    assert [f["finding"] for f in findings] == [
+        "stt faults: 2 retries, 3 timeouts, 2 errors, 2 lost",
+        "llm faults: 3 retries, 1 timeouts, 1 errors",
+        "tts faults: 1 fallbacks, 1 errors",
+    ]
+    assert all("HTTP_TIMEOUT" in f["advice"] for f in findings)
+    assert "  stt: 2 retries, 3 timeouts, 2 errors, 2 lost" in render_text(r)
+    # a session without faults adds none, and says so
+    calm = analyze([write(tmp_path, "calm.log", _session_lines([record(1)], None, "call-3", fmt))])
+    assert calm.faults() == {} and "faults per stage: none" in render_text(calm)

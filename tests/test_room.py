@@ -9,12 +9,14 @@ never exact timings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,20 @@ description = "one question with a long answer"
 say = "tell me a story"
 pause = 0.5
 """
+THREE = """\
+name = "three"
+description = "three questions: a stage that fails for good is decided on before the last"
+
+[[turns]]
+say = "what is the weather like today"
+pause = 0.5
+
+[[turns]]
+say = "where is my order"
+
+[[turns]]
+say = "thank you very much"
+"""
 PHRASES = json.dumps(
     [
         "what is the weather like today",
@@ -77,6 +93,7 @@ def root(tmp_path: Path) -> Path:
     r.mkdir()
     (r / "short.toml").write_text(SHORT)
     (r / "story.toml").write_text(STORY)
+    (r / "three.toml").write_text(THREE)
     return r
 
 
@@ -253,6 +270,113 @@ def test_a_worker_exports_a_trace_per_turn_with_the_job_and_room_ids(
     turn_traces = {r.trace_id for r in roots}
     assert {s.trace_id for s in receiver.named("llm_node")} <= turn_traces
     assert error_lines(worker.stderr) == []
+
+
+# ------------------------------------------------------------------------------ a stage down for good
+
+APOLOGY = "Sorry, our service is down; please call again later."
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The worker's log lines (production logs JSON), garbage skipped."""
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict):
+                out.append(doc)
+    return out
+
+
+def stamp(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(line["ts"].replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.parametrize("stage", ["llm", "stt"], ids=["llm-refused", "stt-stalled"])
+def test_a_stage_down_for_good_ends_the_call_with_one_decision_the_caller_is_told(
+    stage: str, real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    from handler.registry import Registry
+    from handler.sim import cloudsim
+    from handler.testing import Fault
+    from handler.testing.livekit_server import free_port
+
+    production = config.load("production", root=REPO)
+    servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
+    with servers as (_, fakes):
+        overrides = fakes.overrides()
+        if stage == "llm":  # nobody listens: every connection is refused, for the whole call
+            overrides["llm.openai.base_url"] = f"http://127.0.0.1:{free_port()}/v1"
+        else:  # every stream takes the audio and never says a word
+            fakes.stt.faults.push(*[Fault.stall(300.0, after=0)] * 50)
+        worker = start_worker(
+            **{
+                config.ENV_VAR: "production",
+                **PLANTED_KEYS,
+                **settings_env({**overrides, "resilience.apology": APOLOGY}),
+                "HTTP_TIMEOUT": "2",
+                "MAX_RETRIES": "2",
+            }
+        )
+        rc, doc, err = call(real_livekit, root, "three.toml", env="production")
+        worker.wait_for_log("job ended: session and HTTP pool closed", 30)
+        spoken = [data.get("text", "") for _, data in fakes.tts.received if isinstance(data, dict)]
+
+    log = worker.stderr
+    # the caller is told: the agent left mid-call, and `call` exits with a failed service's status
+    assert rc == 1 and "the agent left" in err, err[-3000:] + log[-3000:]
+    assert doc is not None and all(t["reply"] in ("", APOLOGY) for t in doc["turns"]), doc
+    assert any(APOLOGY in text for text in spoken)  # the TTS works: the apology was said
+    lines = json_lines(log)
+    errors = [line for line in lines if line.get("level") == "ERROR"]
+    decisions = [line for line in errors if line["msg"].startswith("ending the session")]
+    # one ERROR line says what was decided and why
+    assert len(decisions) == 1 and f"{stage} is down" in decisions[0]["msg"], log[-3000:]
+    # every request that failed for good was reported: counted (the summary; the turn lines, for
+    # the turns the STT heard) and one ERROR line each (livekit's for the LLM, ours for the STT)
+    [summary] = [line for line in lines if line.get("msg") == "session summary"]
+    assert summary["errors"] >= production.get("resilience.down_after"), summary
+    assert len(errors) - 1 == summary["errors"], [e["msg"][:100] for e in errors]
+    turns = [line for line in lines if line.get("msg") == "turn"]
+    assert sum(t.get(f"{stage}_errors", 0) for t in turns) == (summary["errors"] if turns else 0), turns
+    # ...each on the turn it belongs to: MAX_RETRIES retried attempts per request that failed
+    assert all(t.get(f"{stage}_retries", 0) == 2 * t.get(f"{stage}_errors", 0) for t in turns), turns
+    # ...and the job ended cleanly, within the apology's time of the decision
+    [ended] = [line for line in lines if line["msg"] == "job ended: session and HTTP pool closed"]
+    assert stamp(ended) - stamp(decisions[0]) < production.get("resilience.apology_timeout") + 5
+    assert_no_secrets(log + err, real_livekit)
+
+
+def test_a_reply_the_tts_cuts_short_is_reported_as_what_the_caller_heard(
+    real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    from handler.registry import Registry
+    from handler.sim import cloudsim
+    from handler.testing import Fault
+
+    reply = "It is sunny and warm today, about twenty degrees."  # llm.local.replies
+    full = reply.split()
+    production = config.load("production", root=REPO)
+    servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
+    with servers as (_, fakes):
+        # the ElevenLabs connection drops 1.2 s into the first reply's audio (of about 3 s)
+        fakes.tts.faults.push(Fault.disconnect(after=12))
+        worker = start_worker(
+            **{config.ENV_VAR: "production", **PLANTED_KEYS, **settings_env(fakes.overrides())}
+        )
+        rc, doc, err = call(real_livekit, root, "short.toml", env="production")
+        worker.wait_for_log("job ended: session and HTTP pool closed", 30)
+
+    assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+    cut, normal = doc["turns"]
+    heard = cut["reply"].split()
+    # the caller's report: the first words of the sentence, never the whole of it
+    assert cut["ttfa"] is not None and 0 < len(heard) < len(full), cut
+    assert full[: len(heard)] == heard, cut
+    assert normal["reply"] == "Your order shipped yesterday and arrives tomorrow.", normal
+    # the worker's turn line: the TTS failed once; that is no interruption by the user
+    first = next(line for line in json_lines(worker.stderr) if line.get("msg") == "turn")
+    assert first.get("tts_errors") == 1 and not first["interrupted"], first
 
 
 # ------------------------------------------------------------------------------ workers coming and going

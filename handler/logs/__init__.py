@@ -1,6 +1,6 @@
 """Log analyzer behind `python -m handler logs analyze`: the performance guide's grep recipes
-(false interruptions, slow LLM, `_SegmentSynchronizerImpl`, volume) plus errors, retries and
-TTFA percentiles, in one streaming pass over any number of files (or "-" for stdin).
+(false interruptions, slow LLM, `_SegmentSynchronizerImpl`, volume) plus errors, retries, faults
+per stage and TTFA percentiles, in one streaming pass over any number of files (or "-" for stdin).
 
 Line formats, auto-detected per line (ANSI colour codes and a leading "\\r" are stripped first,
 because livekit's dev formatter colours the level):
@@ -13,7 +13,10 @@ because livekit's dev formatter colours the level):
   time (naive times are taken as UTC), and a level is recognised among its first tokens.
 
 A "turn" line is a project line whose message is ``turn``; ``session summary`` lines are counted
-but their totals are not added (the turn lines already carry the same data).
+but their totals are not added (the turn lines already carry the same data), except the per-stage
+faults (``stt_lost=2``) a summary counts beyond its own session's turn lines: the faults after
+the last turn (a recognizer that never heard a word leaves no turn line at all). Sessions are
+told apart by their ``job``/``session``/``job_id`` field.
 
 Rates are per minute of log time: count / max(last ts - first ts, 1 minute) over every
 timestamped line of all inputs (None when no line has a time). A false interruption shows up both

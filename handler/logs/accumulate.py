@@ -36,7 +36,11 @@ ADVICE = {
     "usually harmless after an interruption",
     "volume": "set LOG_LEVEL=WARNING (production)",
     "errors": "check HTTP_TIMEOUT / MAX_RETRIES and the provider's status page",
+    "faults": "the stage's provider failed: see its status page; timeouts: check HTTP_TIMEOUT; "
+    "errors or lost utterances with no fallback: set <stage>.fallback",
 }
+SESSION_KEYS = ("job", "session", "job_id")
+"""The id fields that tell one session's lines from another's (worker: job; simulate: session)."""
 
 
 class LatencyCounts:
@@ -113,6 +117,11 @@ class Report:
     retry_lines: int = 0  # livekit "retrying" messages
     turn_retries: int = 0  # sum of retries=N over turn lines
     error_samples: list[str] = field(default_factory=list)
+    stage_faults: dict[str, Counter] = field(default_factory=dict)
+    """Per stage, per kind (retries, timeouts, fallbacks, errors, lost): the turn lines' counts,
+    plus what a session's summary counts beyond its turn lines (faults after its last turn)."""
+    _open_sessions: dict[Any, Counter] = field(default_factory=dict, repr=False)
+    """(stage, kind) counts of the turn lines of sessions whose summary has not been read yet."""
     ttfa: LatencyCounts = field(default_factory=LatencyCounts)
     llm_ttft: LatencyCounts = field(default_factory=LatencyCounts)
     openai_ms: LatencyCounts = field(default_factory=LatencyCounts)
@@ -187,7 +196,18 @@ class Report:
         retries = self.retry_lines + self.turn_retries
         if errors or retries:
             add("errors", f"{errors} errors/tracebacks, {retries} retries")
+        for stage, counts in self.faults().items():
+            listed = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+            add("faults", f"{stage} faults: {listed}")
         return out
+
+    def faults(self) -> dict[str, dict[str, int]]:
+        """Per stage (in pipeline order) the kinds that were counted, in the ledger's order."""
+        return {
+            stage: {kind: c[kind] for kind in turns.FAULT_KINDS if c[kind]}
+            for stage in turns.FAULT_STAGES
+            if (c := self.stage_faults.get(stage)) and any(c.values())
+        }
 
     def volume(self) -> list[dict[str, Any]]:
         return [{"minute": minute_iso(m), "lines": n} for m, n in sorted(self.per_minute.items())]
@@ -229,6 +249,7 @@ class Report:
                 "samples": self.error_samples,
             },
             "retries": {"livekit_lines": self.retry_lines, "turn_retries": self.turn_retries},
+            "faults": self.faults(),
             "volume": {
                 "lines_per_minute": self.lines_per_minute,
                 "peak_lines_per_minute": max(self.per_minute.values(), default=0),
@@ -277,12 +298,30 @@ class Report:
                 self.false_turn_times.add(ts)
         self.turn_retries += record.retries
         self.turn_errors += record.errors
+        # per stage only what the line names per stage (`llm_timeouts=1`): older lines' bare
+        # totals stay in the errors finding rather than be guessed onto a stage
+        staged, _ = turns.read_fault_fields(fields)  # its bad values are counted above
+        seen = self._open_sessions.setdefault(_session_key(fields), Counter())
+        for stage, kind, n in _counts(staged):
+            self._add_fault(stage, kind, n)
+            seen[(stage, kind)] += n
+
+    def _add_fault(self, stage: str, kind: str, n: int) -> None:
+        self.stage_faults.setdefault(stage, Counter())[kind] += n
 
     def _summary(self, fields: dict[str, Any]) -> None:
         self.session_summaries += 1
         minutes = turns._number(fields.get("minutes"))
         if minutes is not None:
             self.summary_minutes = (self.summary_minutes or 0.0) + minutes
+        # the summary's per-stage totals cover the session's turn lines too: add only the rest
+        # (faults after the last turn, e.g. every utterance lost by a recognizer that is down)
+        totals, bad = turns.read_fault_fields(fields)
+        self.bad_values += bad
+        seen = self._open_sessions.pop(_session_key(fields), Counter())
+        for stage, kind, n in _counts(totals):
+            if (rest := n - seen[(stage, kind)]) > 0:
+                self._add_fault(stage, kind, rest)
 
     def feed(self, raw: bytes, overlong: bool = False) -> None:
         """Account for one raw line (bytes, newline included or not)."""
@@ -333,6 +372,19 @@ class Report:
                 self.error_samples.append(text[:200])
         if _RETRY.search(text):
             self.retry_lines += 1
+
+
+def _session_key(fields: dict[str, Any]) -> Any:
+    return next((str(fields[k]) for k in SESSION_KEYS if k in fields), None)
+
+
+def _counts(faults: dict[str, turns.StageFaults]) -> list[tuple[str, str, int]]:
+    return [
+        (stage, kind, n)
+        for stage, counts in faults.items()
+        for kind in turns.FAULT_KINDS
+        if (n := getattr(counts, kind))
+    ]
 
 
 def _has_valid(fields: dict[str, Any], keys: tuple[str, ...]) -> bool:

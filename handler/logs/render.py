@@ -47,6 +47,12 @@ def render_text(report: Report) -> str:
         f"retries: {r.retry_lines} livekit retry lines, {r.turn_retries} turn retries",
     ]
     out += [f"  {s}" for s in r.error_samples]
+    faults = d["faults"]
+    out.append("faults per stage:" + ("" if faults else " none"))
+    out += [
+        f"  {stage}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        for stage, counts in faults.items()
+    ]
     vol = d["volume"]
     out += [
         f"log volume: {_fmt(vol['lines_per_minute'], ' lines/min')} overall, "

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from livekit.agents.voice import TranscriptSynchronizer
 
 from handler import audio, logcontext
 from handler.config import Settings
@@ -59,7 +60,12 @@ class Conversation:
         self.failed_at = 0.0
         """Wall time of the last error the session gave up on (a request that spent its retries)."""
         session.input.audio = self.input
-        session.output.audio = self.sink
+        # the speaker behind livekit's transcript synchronizer, as in a room (RoomIO) and in
+        # livekit's console: a reply that stops early (the user cut in, the TTS failed mid-stream)
+        # goes into the chat history, and so the turn record, as the words actually played
+        self.transcript = TranscriptSynchronizer(next_in_chain_audio=self.sink, next_in_chain_text=None)
+        session.output.audio = self.transcript.audio_output
+        session.output.transcription = self.transcript.text_output
         # flow control only (stop waiting for a reply that failed for good, and say why): the
         # turn tracker counts the errors for every report
         session.on("error", self._on_error)
@@ -169,7 +175,7 @@ async def simulate(
     )
     runtime = make_runtime(settings, registry)
     warming = None
-    session = sink = None
+    session = convo = None
     records: list[TurnRecord] = []
     ended: str | None = None
     try:
@@ -180,7 +186,6 @@ async def simulate(
         info = {"simulation": scenario.name}
         with logcontext.bound(session=f"sim-{scenario.name}"):
             convo = Conversation(session, scenario, clips, progress)
-            sink = convo.sink
             await prewarm_settled(warming)
             async with observed(session, settings, registry, info) as tracker:
                 await session.start(agent=agent)
@@ -193,11 +198,13 @@ async def simulate(
     finally:  # the session, the sink, the pre-warm and the process's pool go with the run
         if session is not None:
             await session.aclose()
-        if sink is not None:
-            await sink.aclose()
+        if convo is not None:
+            await convo.transcript.aclose()
+            await convo.sink.aclose()
         if warming is not None:
             warming.cancel()
         await close_shared_session()
+    assert convo is not None  # set before anything that can end the run without raising
     convo.attach_records(records)
     report = Report(
         scenario=scenario.name,

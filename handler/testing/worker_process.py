@@ -21,8 +21,8 @@ EXIT_TIMEOUT = 20.0
 
 
 def clean_env(**overrides: str | None) -> dict[str, str]:
-    """This process's environment minus anything that configures voice-handler or livekit, plus
-    `overrides` (None removes a variable)."""
+    """This process's environment minus anything that configures voice-handler or livekit, with
+    this checkout first on PYTHONPATH, plus `overrides` (None removes a variable)."""
     drop = set(config.SECRETS) | set(config.FLAT_KEYS) | {config.ENV_VAR}
     env = {
         k: v
@@ -30,6 +30,10 @@ def clean_env(**overrides: str | None) -> dict[str, str]:
         if k not in drop and not k.startswith(("HANDLER_", "LIVEKIT_", "VOICE_HANDLER_"))
     }
     env["PYTHONUNBUFFERED"] = "1"
+    # run this checkout's code whatever the cwd (a test's temp dir): in a git worktree the shared
+    # venv's editable install points at another checkout
+    source = str(Path(config.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
     for k, v in overrides.items():
         if v is None:
             env.pop(k, None)

@@ -34,6 +34,7 @@ ID_PREFIX = "voice_handler."
 PROTOCOLS = ("http", "grpc")
 _lock = threading.Lock()
 _installed: Any = None
+_meters: Any = None
 
 
 def enabled(settings: Settings) -> bool:
@@ -252,7 +253,7 @@ def _install_metrics(settings: Settings, resource: Any, drops: _Drops) -> Any:
 
 def install(settings: Settings) -> Any:
     """Set livekit's tracer provider once per process (idempotent); None when telemetry is off."""
-    global _installed
+    global _installed, _meters
     if not enabled(settings):
         return None
     with _lock:
@@ -287,7 +288,7 @@ def install(settings: Settings) -> Any:
         set_tracer_provider(provider, allow_pii=bool(settings.get("telemetry.capture_content")))
         provider.drops = drops  # type: ignore[attr-defined]  # what was exported and dropped
         atexit.register(provider.shutdown)  # the last batch goes out (bounded by export_timeout)
-        _install_metrics(settings, resource, drops)
+        _meters = _install_metrics(settings, resource, drops)
         _installed = provider
         logger.info(
             "telemetry: exporting spans and metrics over OTLP/%s to %s",
@@ -298,8 +299,13 @@ def install(settings: Settings) -> Any:
 
 
 def flush(timeout: float = 5.0) -> None:
+    """Send what is batched now (blocking, at most `timeout` per signal). A job process needs it:
+    multiprocessing ends it with os._exit, so the atexit shutdown never runs there and the job's
+    last spans (agent_session ends with the session) would be lost."""
     if _installed is not None:
         _installed.force_flush(int(timeout * 1000))
+    if _meters is not None:
+        _meters.force_flush(int(timeout * 1000))
 
 
 def ids_attributes(ids: Mapping[str, str]) -> dict[str, str]:

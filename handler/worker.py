@@ -3,6 +3,7 @@ session, pre-warm provider connections, and build each job's session through the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -11,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from handler import config, logcontext
+from handler import config, logcontext, telemetry
 from handler.http import close_shared_session
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
@@ -60,6 +61,8 @@ async def entrypoint(ctx: Any) -> None:
                 warming.cancel()
             await session.aclose()
             await close_shared_session()
+            # the session's spans end with it; the process exits without atexit (see flush)
+            await asyncio.to_thread(telemetry.flush, settings.get("telemetry.export_timeout"))
             logger.info("job ended: session and HTTP pool closed")
 
     ctx.add_shutdown_callback(shutdown)

@@ -3,6 +3,8 @@ who pauses mid-sentence.
 
     python benchmarks/smart_turn.py inference [--runs 60] [--threads 1,2]
     python benchmarks/smart_turn.py cutoffs [--envs fast,production] [--gaps 1.5] [--voices en-us]
+                                            [--rest TEXT]
+    python benchmarks/smart_turn.py complete [--envs fast,production] [--scenario qa]
 
 `inference`: one prediction as the detector makes it (Whisper features of the last 8 s, then the
 ONNX model), timed `--runs` times per thread count over espeak-ng clips of complete and unfinished
@@ -12,8 +14,10 @@ not depend on the clip).
 `cutoffs`: `python -m handler simulate <mid_sentence> --env E --offline --json` (the scenario of
 `handler.testing.pauses`: "my order number is, um," + a silent gap + "four two seven", then a
 complete question) for each environment, gap and voice, with turn.detection "vad" and
-"smart-turn": whether the agent cut the user off, and time to first audio of both turns. Each run
-takes about 15 s of real time.
+"smart-turn": whether the agent cut the user off, and time to first audio of both turns.
+
+`complete`: the same with a scenario of complete questions (`qa`): time to first audio per turn,
+p50 and p95, with and without the model. Each simulate run takes 15-30 s of real time.
 """
 
 from __future__ import annotations
@@ -80,8 +84,11 @@ def inference(runs: int, threads: list[int]) -> None:
         print(f"  {model.probability(pcm):.2f}  {text!r}")
 
 
-def cutoffs(envs: list[str], gaps: list[float], voices: list[str]) -> None:
-    print("mid-sentence pause, then a complete question; offline stack; ttfa in ms (livekit's e2e)")
+def cutoffs(envs: list[str], gaps: list[float], voices: list[str], rest: str) -> None:
+    print(
+        f"'{pauses.FIRST}' + gap + '{rest}', then '{pauses.QUESTION}'; offline stack; "
+        "ttfa in ms (livekit's e2e)"
+    )
     print(
         f"{'env':<11} {'gap':>4} {'voice':<9} {'detection':<10} {'cut off':>7} {'ttfa paused':>11} "
         f"{'ttfa question':>13}"
@@ -91,7 +98,7 @@ def cutoffs(envs: list[str], gaps: list[float], voices: list[str]) -> None:
             for gap in gaps:
                 where = Path(tmp) / f"{voice}-{gap}"
                 where.mkdir()
-                scenario = str(pauses.write_scenario(where, gap, voice=voice))
+                scenario = str(pauses.write_scenario(where, gap, voice=voice, rest=rest))
                 for env in envs:
                     for detection in ("vad", "smart-turn"):
                         doc, _ = simulate_offline(scenario, env, {"HANDLER_TURN__DETECTION": detection})
@@ -105,6 +112,20 @@ def cutoffs(envs: list[str], gaps: list[float], voices: list[str]) -> None:
                         )
 
 
+def complete_turns(envs: list[str], scenario: str) -> None:
+    print(f"complete utterances ({scenario}); offline stack; ttfa per turn and p50/p95 in ms")
+    for env in envs:
+        for detection in ("vad", "smart-turn"):
+            doc, _ = simulate_offline(scenario, env, {"HANDLER_TURN__DETECTION": detection})
+            s = doc["summary"]
+            per_turn = " ".join("-" if t["ttfa"] is None else f"{t['ttfa'] * 1000:.0f}" for t in doc["turns"])
+            print(
+                f"{env:<11} {detection:<10} p50 {s['ttfa_p50'] * 1000:>5.0f} p95 {s['ttfa_p95'] * 1000:>5.0f}"
+                f"  turns: {per_turn}  cut-offs {s['cut_offs']}",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -115,11 +136,18 @@ def main() -> None:
     cut.add_argument("--envs", default="fast,production")
     cut.add_argument("--gaps", default="1.5")
     cut.add_argument("--voices", default="en-us")
+    cut.add_argument("--rest", default=pauses.REST, help="what the user says after the pause")
+    complete = sub.add_parser("complete")
+    complete.add_argument("--envs", default="fast,production")
+    complete.add_argument("--scenario", default="qa")
     args = ap.parse_args()
     if args.what == "inference":
         inference(args.runs, [int(t) for t in args.threads.split(",")])
+    elif args.what == "cutoffs":
+        gaps = [float(g) for g in args.gaps.split(",")]
+        cutoffs(args.envs.split(","), gaps, args.voices.split(","), args.rest)
     else:
-        cutoffs(args.envs.split(","), [float(g) for g in args.gaps.split(",")], args.voices.split(","))
+        complete_turns(args.envs.split(","), args.scenario)
 
 
 if __name__ == "__main__":

@@ -226,6 +226,33 @@ def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(
     assert_no_secrets(worker.stderr + err, real_livekit)
 
 
+def test_smart_turn_holds_a_pause_mid_sentence_in_a_real_room(
+    real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    from handler.testing import pauses
+
+    sc = pauses.write_scenario(root, gap=1.5)  # "my order number is, um," ... "four two seven"
+    phrases = json.dumps(
+        ["my order number is", pauses.REST, f"my order number is {pauses.REST}", pauses.QUESTION]
+    )
+    worker = start_worker(
+        **{
+            config.ENV_VAR: "fast",
+            "HANDLER_TURN__DETECTION": "smart-turn",
+            "HANDLER_STT__LOCAL__PHRASES": phrases,
+        }
+    )
+    rc, doc, err = call(real_livekit, root, sc.name, env="fast")
+    assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+    # the model was loaded by the job process's prewarm, once
+    assert worker.stderr.count("smart-turn model smart-turn-v3.2-cpu loaded") >= 1, worker.stderr[-3000:]
+    paused, question = doc["turns"]
+    # held through the pause: the agent heard one sentence, not "my order number is" on its own
+    assert "four two seven" in paused["recognized"] and "order" in paused["recognized"], paused
+    assert paused["reply"] and question["reply"], doc
+    assert doc["errors"] == [] and error_lines(worker.stderr) == []
+
+
 # ------------------------------------------------------------------------------ workers coming and going
 
 

@@ -31,25 +31,28 @@ def spoken(text: str, *, voice: str = "en-us", rate: int = 175) -> np.ndarray:
     return pcm[lead : pcm.size - tail]
 
 
-def paused_utterance(gap: float, *, voice: str = "en-us", rate: int = 175) -> np.ndarray:
+def paused_utterance(gap: float, *, voice: str = "en-us", rate: int = 175, rest: str = REST) -> np.ndarray:
     silence = np.zeros(round(gap * audio.RATE), np.int16)
     return np.concatenate(
-        [spoken(FIRST, voice=voice, rate=rate), silence, spoken(REST, voice=voice, rate=rate)]
+        [spoken(FIRST, voice=voice, rate=rate), silence, spoken(rest, voice=voice, rate=rate)]
     )
 
 
-def write_scenario(directory: Path, gap: float, *, voice: str = "en-us", rate: int = 175) -> Path:
-    """`mid_sentence.toml` (and its WAV) in `directory`: the paused order number, then a
-    complete question; returns the scenario's path."""
+def write_scenario(
+    directory: Path, gap: float, *, voice: str = "en-us", rate: int = 175, rest: str = REST
+) -> Path:
+    """`mid_sentence.toml` (and its WAV) in `directory`: the paused order number (ending in
+    `rest`), then a complete question; returns the scenario's path."""
     wav = directory / "mid_sentence.wav"
-    audio.write_wav(wav, paused_utterance(gap, voice=voice, rate=rate))
+    audio.write_wav(wav, paused_utterance(gap, voice=voice, rate=rate, rest=rest))
     path = directory / "mid_sentence.toml"
+    words = " ".join(rest.replace(",", " ").replace(".", " ").split())  # the recognizer's words
     path.write_text(
         'name = "mid_sentence"\n'
         f'description = "A {gap} s pause mid-sentence, then a complete question."\n'
         f'user_voice = "{voice}"\n'
         # the recognizer hears the two parts as two VAD segments (or as one, when the turn is held)
-        f'phrases = ["my order number is", "{REST}", "my order number is {REST}"]\n'
+        f'phrases = ["my order number is", "{words}", "my order number is {words}"]\n'
         f'[[turns]]\nwav = "{wav.name}"\n'
         f'[[turns]]\nsay = "{QUESTION}"\n'
     )

@@ -197,8 +197,10 @@ async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart
     assert not paused.cut_off and not report.errors, (paused, report.errors)
     # one turn, heard whole, answered once the user had finished
     assert "four two seven" in paused.user_text and "my order number" in paused.user_text
-    assert paused.reply_text and 0 < paused.ttfa < 5.0, paused
-    assert question.reply_text and 0 < question.ttfa < 5.0, question
+    # at most the model's hold (turn.max_endpointing_delay, 3 s: espeak's "four two seven" is a
+    # close call for it) plus a generous allowance for the recognizer, LLM and TTS
+    assert paused.reply_text and 0 < paused.ttfa < 3.0 + 2.5, paused
+    assert question.reply_text and 0 < question.ttfa < 3.0 + 2.5, question
     assert report.summary()["cut_offs"] == 0
 
 

@@ -107,7 +107,7 @@ def cutoffs(envs: list[str], gaps: list[float], voices: list[str], rest: str) ->
                         print(
                             f"{env:<11} {gap:>4} {voice:<9} {detection:<10} "
                             f"{'yes' if paused['cut_off'] else 'no':>7} {ms(paused['ttfa']):>11} "
-                            f"{ms(question['ttfa']):>13}",
+                            f"{ms(question['ttfa']):>13}  {'; '.join(doc['errors'])[:120]}",
                             flush=True,
                         )
 

@@ -16,6 +16,7 @@ import pytest
 from livekit import rtc
 
 from handler import audio
+from handler.cli import OFFLINE_STACK
 from handler.config import ConfigError
 from handler.registry import Registry, load_checked
 from handler.sim import scenario, simulate
@@ -176,6 +177,8 @@ async def test_the_stream_predicts_on_pushed_frames_at_any_rate(model) -> None:
 
 
 async def run(sc: Path, env: str, **overrides: object):
+    # the environment's turn handling with the offline stack, as `simulate --offline`
+    overrides = {**OFFLINE_STACK, **overrides}
     settings, registry = load_checked(env, overrides=overrides, overrides_source="test")
     report, _ = await simulate(settings, registry, scenario.load(sc))
     return report

@@ -235,20 +235,16 @@ def test_smart_turn_holds_a_pause_mid_sentence_in_a_real_room(
     phrases = json.dumps(
         ["my order number is", pauses.REST, f"my order number is {pauses.REST}", pauses.QUESTION]
     )
-    worker = start_worker(
-        **{
-            config.ENV_VAR: "fast",
-            "HANDLER_TURN__DETECTION": "smart-turn",
-            "HANDLER_STT__LOCAL__PHRASES": phrases,
-        }
-    )
-    rc, doc, err = call(real_livekit, root, sc.name, env="fast")
+    # dev (the offline stack): the turn would end 0.5 s after the VAD's 0.5 s of silence, well
+    # inside the 1.5 s pause, but for the model
+    worker = start_worker(HANDLER_TURN__DETECTION="smart-turn", HANDLER_STT__LOCAL__PHRASES=phrases)
+    rc, doc, err = call(real_livekit, root, sc.name)
     assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
-    # the model was loaded by the job process's prewarm, once
-    assert worker.stderr.count("smart-turn model smart-turn-v3.2-cpu loaded") >= 1, worker.stderr[-3000:]
+    # the model was loaded by the job process's prewarm
+    assert "smart-turn model smart-turn-v3.2-cpu loaded" in worker.stderr, worker.stderr[-3000:]
     paused, question = doc["turns"]
     # held through the pause: the agent heard one sentence, not "my order number is" on its own
-    assert "four two seven" in paused["recognized"] and "order" in paused["recognized"], paused
+    assert "order" in paused["recognized"] and "four" in paused["recognized"], paused
     assert paused["reply"] and question["reply"], doc
     assert doc["errors"] == [] and error_lines(worker.stderr) == []
 

@@ -198,8 +198,9 @@ async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart
         assert paused.cut_off, paused
         return
     assert not paused.cut_off and not report.errors, (paused, report.errors)
-    # one turn, heard whole, answered once the user had finished
-    assert "four two seven" in paused.user_text and "my order number" in paused.user_text
+    # one turn, heard whole (both parts' words in it; the recognizer's exact words are not the
+    # point), answered once the user had finished
+    assert "my order number" in paused.user_text and "four" in paused.user_text, paused
     # at most the model's hold (turn.max_endpointing_delay, 3 s: espeak's "four two seven" is a
     # close call for it) plus a generous allowance for the recognizer, LLM and TTS
     assert paused.reply_text and 0 < paused.ttfa < 3.0 + 2.5, paused

@@ -20,6 +20,7 @@ import typer
 
 from handler import config
 from handler.config import ConfigError
+from handler.hookspecs import PROVIDER_STAGES, STAGES, selector
 from handler.registry import load_checked
 
 app = typer.Typer(
@@ -177,7 +178,8 @@ def render_report(report: Any) -> str:
         "",
         f"time to first audio p50 {_ms(s['ttfa_p50'])} ms, p95 {_ms(s['ttfa_p95'])} ms | "
         f"interruptions {s['interruptions']} | false interruptions {s['false_interruptions']} "
-        f"({s['false_interruptions_per_min']}/min) | WER {s['wer']} | errors {s['errors']}",
+        f"({s['false_interruptions_per_min']}/min) | cut-offs {s['cut_offs']} | WER {s['wer']} | "
+        f"errors {s['errors']}",
     ]
     b = s["breakdown_p50"]
     if b["floor"] is not None:
@@ -511,7 +513,7 @@ def config_check(
 ) -> None:
     """Validate the configuration: every problem at once, exit status 2 if any."""
     settings, registry = load_checked(env, for_start=for_start)
-    chosen = ", ".join(f"{s}={settings.get(s + '.provider')}" for s in ("vad", "stt", "llm", "tts"))
+    chosen = ", ".join(f"{s}={settings.get(selector(s))}" for s in PROVIDER_STAGES)
     print(f"configuration OK (environment {settings.env}: {chosen})")
 
 
@@ -522,19 +524,18 @@ def config_check(
 @user_errors
 def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
     """Every stage, its available providers, the one this environment selects, and their origin."""
-    from handler.hookspecs import STAGES
     from handler.registry import Registry
 
     settings = config.load(env)
     registry = Registry.load()
     stages = {
         stage: {
-            "selected": settings.get(f"{stage}.provider"),
+            "selected": settings.get(selector(stage)),
             "providers": [
                 {
                     "name": p.name,
                     "origin": p.origin,
-                    "selected": p.name == settings.get(f"{stage}.provider"),
+                    "selected": p.name == settings.get(selector(stage)),
                 }
                 for p in registry.providers()
                 if p.stage == stage

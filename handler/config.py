@@ -499,7 +499,6 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Ranges: what a value may be beyond its type. Upper bounds catch absurd values (a 10-minute
 # endpointing delay is a typo, not a tuning choice).
 CHECKS: dict[str, Check] = {
-    "turn.detection": _one_of("vad", "stt"),
     "turn.min_endpointing_delay": _between(0.0, 10.0),
     "turn.max_endpointing_delay": _between(0.0, 30.0),
     "turn.endpointing_mode": _one_of("fixed", "dynamic"),

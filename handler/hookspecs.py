@@ -1,9 +1,10 @@
 """The contract between the core and its plugins.
 
 Every pipeline stage is provided by a plugin and chosen by name in config: providers (VAD, STT,
-LLM, TTS) and policies (logging, retry) alike are declared through `register_providers`, so the
-registry can list and validate every name before anything is built. Observers (metrics, ...) use
-the broadcast session hooks and the turn tracker's `turn_completed` / `session_summary`.
+LLM, TTS, turn detection) and policies (logging, retry) alike are declared through
+`register_providers`, so the registry can list and validate every name before anything is
+built. Observers (metrics, ...) use the broadcast session hooks and the turn tracker's
+`turn_completed` / `session_summary`.
 Built-ins implement hooks with `trylast=True` so an installed plugin that registers the same
 stage and name overrides them. Plugins import from `handler.hookspecs`, `handler.runtime` and
 `handler.turns` (the record types) only.
@@ -27,13 +28,23 @@ PROJECT = "voice_handler"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-PROVIDER_STAGES = ("vad", "stt", "llm", "tts")
+PROVIDER_STAGES = ("vad", "stt", "llm", "tts", "turn")
 POLICY_STAGES = ("logging", "retry")
 STAGES = PROVIDER_STAGES + POLICY_STAGES
+SELECTORS = {"turn": "detection"}
+"""The key that names a stage's provider, where it is not `provider`: `turn.detection` predates
+turn detection's providers ("vad", "stt") and keeps its name."""
+
+
+def selector(stage: str) -> str:
+    """The dotted key that selects `stage`'s provider: "stt.provider", "turn.detection"."""
+    return f"{stage}.{SELECTORS.get(stage, 'provider')}"
+
 
 Factory = Callable[[Mapping[str, Any], "Runtime"], Any]
 """`factory(options, runtime)` returns the stage object: the livekit `vad.VAD`, `stt.STT`,
-`llm.LLM` or `tts.TTS`; a `handler.retry.RetryPolicy` for "retry"; for "logging" it configures the
+`llm.LLM` or `tts.TTS`; for "turn" what livekit's `turn_detection` takes (a mode name such as
+"vad", or a turn-detector object); a `handler.retry.RetryPolicy` for "retry"; for "logging" it configures the
 process's logging and returns None. `options` holds the stage's shared keys (`[<stage>]`) merged
 with the provider's own table (`[<stage>.<name>]`)."""
 
@@ -52,6 +63,9 @@ class Provider:
     """URLs whose hosts are pre-warmed (DNS, TCP, TLS) when `http.prewarm` is on."""
     validate: Callable[[Mapping[str, Any]], list[str]] | None = None
     """Extra checks on the merged options; returns problems as `key: message` strings."""
+    unavailable: Callable[[], str | None] | None = None
+    """Why the provider cannot run in this installation (an optional extra not installed, say
+    what to install), or None; checked only when selected, reported at the selecting key."""
     origin: str = field(default="", compare=False)
     """Filled by the registry: "built-in" or the distribution that provides it."""
     livekit_module: str | None = None
@@ -70,6 +84,7 @@ class Register(Protocol):
         secrets: tuple[str, ...] = (),
         endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
         validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
+        unavailable: Callable[[], str | None] | None = None,
     ) -> None: ...
 
 

@@ -26,7 +26,7 @@ from handler.config import (
     unknown_key_problem,
     validate,
 )
-from handler.hookspecs import STAGES, Provider
+from handler.hookspecs import STAGES, Provider, selector
 
 ENTRY_POINT_GROUP = "voice_handler"
 OWN_DISTRIBUTION = "voice-handler"
@@ -143,6 +143,7 @@ class Registry:
             secrets: tuple[str, ...] = (),
             endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
             validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
+            unavailable: Callable[[], str | None] | None = None,
         ) -> None:
             if stage not in STAGES:
                 raise PluginLoadError(
@@ -161,6 +162,7 @@ class Registry:
                 secrets=tuple(secrets),
                 endpoints=endpoints,
                 validate=validate,
+                unavailable=unavailable,
                 origin=origin,
             )
             if (stage, name) in self._providers:
@@ -199,7 +201,7 @@ class Registry:
         chain = settings.get(f"{stage}.fallback")
         if isinstance(chain, list) and chain:
             return [name for name in chain if isinstance(name, str)]
-        name = settings.get(f"{stage}.provider")
+        name = settings.get(selector(stage))
         return [name] if isinstance(name, str) else []
 
     def options(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
@@ -207,7 +209,7 @@ class Registry:
         provider = self.get(stage, name)
         section = settings.section(stage)
         common = {k: v for k, v in section.items() if not isinstance(v, Mapping)}
-        common.pop("provider", None)
+        common.pop(selector(stage).split(".")[1], None)
         common.pop("fallback", None)  # the registry's business, not the provider's
         own = section.get(name, {})
         own = own if isinstance(own, Mapping) else {}
@@ -232,10 +234,11 @@ class Registry:
         for stage in STAGES:
             names = self.names(stage)
             section = settings.section(stage)
-            chosen = section.get("provider")
+            selecting = selector(stage)
+            chosen = settings.get(selecting)
             if chosen not in names:
                 add(
-                    f"{stage}.provider",
+                    selecting,
                     chosen,
                     f"unknown {stage} provider; available: {', '.join(names) or 'none installed'}",
                 )
@@ -261,6 +264,11 @@ class Registry:
                 if name not in names:
                     continue
                 provider = self.get(stage, name)
+                role = "provider" if name == chosen else "fallback provider"
+                why = provider.unavailable() if provider.unavailable else None
+                if why:  # nothing else about it matters until it is installed
+                    add(selecting if name == chosen else f"{stage}.fallback", name, why)
+                    continue
                 if provider.livekit_module and not isinstance(section.get(name), Mapping):
                     # no table: still its required parameters, and whether it imports at all
                     problems.extend(self._table_problems(settings, stage, name, {}))
@@ -269,7 +277,6 @@ class Registry:
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{name}.{key}"
                         add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
-                role = "provider" if name == chosen else "fallback provider"
                 secrets = provider.secrets
                 if provider.livekit_module and not self._import_problem(provider):
                     own = section.get(name, {})
@@ -353,7 +360,7 @@ class Registry:
     # ------------------------------------------------------------------ building
 
     def build(self, stage: str, settings: Settings, runtime: Any, name: str | None = None) -> Any:
-        name = name or settings.get(f"{stage}.provider")
+        name = name or settings.get(selector(stage))
         provider = self.get(stage, name)
         return provider.factory(self.options(settings, stage, name), runtime)
 

@@ -38,16 +38,19 @@ def min_interruption_duration(settings: Settings) -> float:
     )
 
 
-def turn_handling(settings: Settings) -> dict[str, Any]:
+def turn_handling(settings: Settings, registry: Registry, detection: Any) -> dict[str, Any]:
     """`TurnHandlingOptions` from config, with turn detection and interruption mode always explicit
-    (left out, livekit picks cloud models that stall offline)."""
+    (left out, livekit picks cloud models that stall offline). `detection` is the built `turn`
+    stage: a mode's name ("vad", "stt") or a turn-detector object."""
     t = settings.section("turn")
+    # the detector's table may set its own hold (`[turn.smart-turn] max_endpointing_delay`)
+    own = registry.options(settings, "turn", t["detection"])
     return {
-        "turn_detection": t["detection"],
+        "turn_detection": detection,
         "endpointing": {
             "mode": t["endpointing_mode"],
             "min_delay": t["min_endpointing_delay"],
-            "max_delay": t["max_endpointing_delay"],
+            "max_delay": own["max_endpointing_delay"],
         },
         "interruption": {
             "enabled": t["interruptions_enabled"],
@@ -104,9 +107,10 @@ def configure_logging(settings: Settings, registry: Registry) -> None:
 
 
 def build_session(
-    settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None
+    settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None, turn: Any = None
 ) -> tuple[Any, Any]:
-    """Resolve every stage through the registry and assemble the session and its agent."""
+    """Resolve every stage through the registry and assemble the session and its agent. `vad` and
+    `turn` (detection) may come pre-loaded from the worker's prewarm."""
     from livekit.agents import Agent, AgentSession
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
@@ -114,6 +118,7 @@ def build_session(
     from handler.resilience import stages as resilient
 
     vad = vad if vad is not None else registry.build("vad", settings, runtime)
+    turn = turn if turn is not None else registry.build("turn", settings, runtime)
     faults = ledger.FaultLedger()
     members: dict[str, list[Any]] = {}
     stages = {
@@ -131,7 +136,8 @@ def build_session(
         stt=stages["stt"],
         llm=stages["llm"],
         tts=stages["tts"],
-        turn_handling=cast(Any, turn_handling(settings)),  # a plain dict of TurnHandlingOptions' keys
+        # a plain dict of TurnHandlingOptions' keys
+        turn_handling=cast(Any, turn_handling(settings, registry, turn)),
         aec_warmup_duration=settings.get("turn.aec_warmup_duration") or None,
         conn_options=SessionConnectOptions(
             stt_conn_options=conn["stt"], llm_conn_options=conn["llm"], tts_conn_options=conn["tts"]

@@ -30,13 +30,16 @@ logger = logging.getLogger("handler.worker")
 
 
 def prewarm_process(proc: Any) -> None:
-    """livekit's per-process setup (synchronous, before the job's event loop exists): load config
-    and the VAD model once. The HTTP pool needs the loop, so the entrypoint creates it."""
+    """livekit's per-process setup (synchronous, before the job's event loop exists): load config,
+    the VAD model and the turn detector (a model, for `smart-turn`) once. The HTTP pool needs the
+    loop, so the entrypoint creates it."""
     settings, registry = load_checked()
     configure_logging(settings, registry)
     proc.userdata["settings"] = settings
     proc.userdata["registry"] = registry
-    proc.userdata["vad"] = registry.build("vad", settings, Runtime(settings, None, None))
+    runtime = Runtime(settings, None, None)
+    proc.userdata["vad"] = registry.build("vad", settings, runtime)
+    proc.userdata["turn"] = registry.build("turn", settings, runtime)
 
 
 async def entrypoint(ctx: Any) -> None:
@@ -47,7 +50,9 @@ async def entrypoint(ctx: Any) -> None:
     runtime = make_runtime(settings, registry)
     # opens provider connections while the room connects, so turn one pays for neither
     warming = start_prewarm(settings, registry, runtime)
-    session, agent = build_session(settings, registry, runtime, vad=ctx.proc.userdata["vad"])
+    session, agent = build_session(
+        settings, registry, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"]
+    )
     info = {"job": ctx.job.id, "room": ctx.job.room.name}
 
     end_observation: Any = None

@@ -110,7 +110,13 @@ async def test_the_cloud_stack_recognizes_answers_and_reuses_one_connection_per_
     async with cloudsim.running(settings, registry, sc.recognizer_phrases()) as (cloud, fakes):
         report, _ = await simulate(cloud, registry, sc)
 
-    assert report.providers == {"vad": "silero", "stt": "soniox", "llm": "openai", "tts": "elevenlabs"}
+    assert report.providers == {
+        "vad": "silero",
+        "stt": "soniox",
+        "llm": "openai",
+        "tts": "elevenlabs",
+        "turn": "vad",
+    }
     assert [t.user_text for t in report.turns] == said  # recognized from the audio Soniox received
     assert [t.reply_text for t in report.turns] == [
         "You are welcome. Goodbye!",

@@ -143,6 +143,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "interruptions",
         "false_interruptions",
         "false_interruptions_per_min",
+        "cut_offs",
         "wer",
         "errors",
         "breakdown_p50",
@@ -155,6 +156,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "recognized",
         "reply",
         "answered",
+        "cut_off",
         *LATENCY_FIELDS,
         "llm_ttfs",
         "floor",
@@ -165,7 +167,13 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "errors",
         "notes",
     }
-    assert doc["providers"] == {"vad": "silero", "stt": "local", "llm": "local", "tts": "local"}
+    assert doc["providers"] == {
+        "vad": "silero",
+        "stt": "local",
+        "llm": "local",
+        "tts": "local",
+        "turn": "vad",
+    }
     # a newcomer reads progress on stderr and the table (here JSON) on stdout; the environment's
     # log lines (dev: DEBUG) go to a file the run names
     log = tmp_path / "out" / "session.log"

@@ -189,6 +189,8 @@ class CallTurn:
     n: int
     kind: str
     said: str
+    speech_start: float = 0.0
+    """Wall time its first sample was sent."""
     speech_end: float = 0.0
     """Wall time the last voiced sample was sent."""
     ttfa: float | None = None
@@ -344,7 +346,7 @@ class Call:
     async def _say(self, kind: str, said: str, pcm: np.ndarray, pause: float = 0.0) -> CallTurn:
         report = CallTurn(n=len(self.turns) + 1, kind=kind, said=said)
         self.turns.append(report)
-        began = time.time()
+        began = report.speech_start = time.time()
         ended = self.clock.wall(await self.input.play_at(pcm, self.input.tick + ticks(pause)))
         if kind == "barge_in":
             self.sounds.append((began, ended))
@@ -427,14 +429,15 @@ class Call:
 
     def _attribute(self) -> None:
         """Transcripts and the agent's state changes onto the turns they belong to."""
-        ends = [t.speech_end for t in self.turns]
         for at, text in self.events.user_transcripts:
-            # the latest turn that had ended (1 s slack for the recognizer) and has no transcript yet
-            open_turns = [t for t, end in zip(self.turns, ends, strict=True) if end and end <= at + 1.0]
-            for t in reversed(open_turns):
-                if not t.recognized:
-                    t.recognized = text
-                    break
+            # the latest turn that had begun: the recognizer hears nothing before it is said, and
+            # the caller speaks again only after the reply. A turn with a pause in it ("my order
+            # number is ... four two seven") can come as several final segments, the first before
+            # the turn's speech ends: they are joined.
+            begun = [t for t in self.turns if t.speech_start and t.speech_start <= at]
+            if begun:
+                t = begun[-1]
+                t.recognized = f"{t.recognized} {text}".strip()
             else:
                 self.errors.append(f"unscripted user message recognized: {text!r}")
         replies = [(t, t.speech_end + (t.ttfa or 0.0)) for t in self.turns if t.ttfa is not None]

@@ -38,8 +38,13 @@ class SimTurn:
     kind: str
     """"turn" for a scripted user turn, "barge_in" for speech that cut into a reply."""
     said: str
+    speech_start: float = 0.0
+    """Wall time of the utterance's first sample."""
     speech_end: float = 0.0
     """Wall time of the last voiced sample the user sent."""
+    cut_off: bool = False
+    """The agent started answering while this utterance was still being spoken: a premature end
+    of turn (a pause mid-sentence taken for its end)."""
     ttfa_played: float | None = None
     """End of user speech (last voiced sample sent) -> first agent sample played, measured by
     the simulator on its own clock. `ttfa` (livekit's e2e_latency) is the canonical figure."""
@@ -69,6 +74,7 @@ class SimTurn:
             "recognized": r.user_text,
             "reply": r.reply_text,
             "answered": r.answered if self.record is not None else False,
+            "cut_off": self.cut_off,
         }
         for k in TIMINGS:
             v = getattr(self, k)
@@ -134,6 +140,7 @@ class Report:
             "interruptions": s.interruptions,
             "false_interruptions": s.false_interruptions,
             "false_interruptions_per_min": s.false_interruptions_per_min,
+            "cut_offs": sum(t.cut_off for t in self.turns),
             "wer": round(edits / refs, 3) if refs else None,
             "errors": len(self.errors),
             "breakdown_p50": self.breakdown(),

@@ -20,12 +20,13 @@ from livekit.agents.voice import TranscriptSynchronizer
 
 from handler import audio, logcontext
 from handler.config import Settings
+from handler.hookspecs import PROVIDER_STAGES, selector
 from handler.http import close_shared_session
 from handler.registry import Registry
 from handler.resilience.session_end import run_until_closed
 from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
 from handler.sim.clips import make_clips
-from handler.sim.io import TICK, Clock, PlayStart, RealtimeSink, ScriptedInput, ticks
+from handler.sim.io import SAMPLES, TICK, Clock, PlayStart, RealtimeSink, ScriptedInput, ticks
 from handler.sim.report import Report, SimTurn
 from handler.sim.scenario import Event, Scenario
 from handler.turns import TurnRecord
@@ -96,8 +97,15 @@ class Conversation:
         turn = SimTurn(n=len(self.turns) + 1, kind=kind, said=said)
         self.turns.append(turn)
         end_tick = await self.input.play_at(pcm, at_tick)
+        turn.speech_start = self.clock.wall(end_tick - -(-len(pcm) // SAMPLES))
         turn.speech_end = self.clock.wall(end_tick) - audio.trailing_silence(pcm)
         return turn
+
+    def _check_cut_off(self, turn: SimTurn) -> None:
+        """Whether a reply started while the user was still speaking (mid-sentence pause)."""
+        if any(turn.speech_start < s.wall < turn.speech_end for s in self.sink.play_starts):
+            turn.cut_off = True
+            turn.notes.append("cut off: the agent started answering before the user had finished")
 
     async def _wait_reply_start(self, after: float) -> PlayStart | None:
         deadline = time.monotonic() + REPLY_START_TIMEOUT
@@ -123,6 +131,7 @@ class Conversation:
     async def _barge_in(self, event: Event, pcm: np.ndarray, at_tick: int) -> None:
         barge = await self._say("barge_in", event.say or str(event.wav), pcm, at_tick)
         first = await self._wait_reply_start(barge.speech_end)
+        self._check_cut_off(barge)
         barge.ttfa_played = None if first is None else first.wall - barge.speech_end
         self._progress_turn(barge)
 
@@ -137,6 +146,7 @@ class Conversation:
             turn = await self._say("turn", t.say or str(t.wav), next(clips), self.input.tick + ticks(t.pause))
             during = [(event, next(clips)) for event in t.during_reply]
             start = await self._wait_reply_start(turn.speech_end)
+            self._check_cut_off(turn)
             if start is None:
                 failed = self.failed_at > turn.speech_end
                 turn.notes.append("no reply: " + (self.errors[-1] if failed else "timed out"))
@@ -209,7 +219,7 @@ async def simulate(
     report = Report(
         scenario=scenario.name,
         env=settings.env,
-        providers={s: settings.get(f"{s}.provider") for s in ("vad", "stt", "llm", "tts")},
+        providers={s: settings.get(selector(s)) for s in PROVIDER_STAGES},
         turns=convo.turns,
         duration=time.monotonic() - convo.clock.start,
         errors=convo.errors,

@@ -1,0 +1,100 @@
+"""Turn detection `smart-turn`: Smart Turn v3, an end-of-turn model that listens to the user's
+audio, run offline in the job process (the engine: `plugins.engines.smart_turn`).
+
+Silence alone cannot tell "my order number is ..." from a finished question; the model can. When
+it says "not finished" (probability below `threshold`) the turn is held open for up to
+`max_endpointing_delay`; otherwise it ends after `min_endpointing_delay`, as with `vad`.
+
+Options (`[default.turn.smart-turn]`):
+    threshold = 0.5     # end-of-turn probability below which the user is taken as mid-sentence
+    threads = 1         # CPU threads one prediction uses
+    max_endpointing_delay   # optional: overrides [turn]'s for this detector (the longest hold)
+
+Needs the `smart-turn` extra (`pip install 'voice-handler[smart-turn]'`): the model ships in
+the `pipecat-ai` wheel, of which only two files are used (see the engine's docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from handler.hookspecs import hookimpl
+
+DISTRIBUTION = "pipecat-ai"
+MODEL = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+FEATURES = "pipecat/audio/turn/smart_turn/_whisper_features.py"
+INSTALL = "pip install 'voice-handler[smart-turn]'"
+MAX_THREADS = 16
+
+
+@hookimpl(trylast=True)
+def register_providers(register: Any) -> None:
+    register(
+        "turn",
+        "smart-turn",
+        _build,
+        # the key this table may override; the registry puts [turn]'s value in its place when
+        # the table leaves it out, so this default is never used
+        options={"max_endpointing_delay": 3.0},
+        validate=_validate,
+        unavailable=_unavailable,
+    )
+
+
+def model_files() -> tuple[Path, Path] | str:
+    """The installed wheel's model and feature extractor, or why they cannot be found. Reads the
+    distribution's metadata only: nothing of pipecat is imported."""
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return (
+            "Smart Turn needs the smart-turn extra, which is not installed (the model ships in "
+            f"the {DISTRIBUTION} wheel): {INSTALL}"
+        )
+    files = Path(str(dist.locate_file(MODEL))), Path(str(dist.locate_file(FEATURES)))
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        return (
+            f"{DISTRIBUTION} {dist.version} is installed but has no {missing[0].name} "
+            f"(looked for {missing[0]}); install a version that ships it: {INSTALL}"
+        )
+    return files
+
+
+def _unavailable() -> str | None:
+    found = model_files()
+    return found if isinstance(found, str) else None
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _validate(options: Mapping[str, Any]) -> list[str]:
+    problems = []
+    threshold = options.get("threshold")
+    if _number(threshold) and not 0.0 <= threshold <= 1.0:
+        problems.append("threshold: must be a probability from 0.0 to 1.0")
+    threads = options.get("threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and not 1 <= threads <= MAX_THREADS:
+        problems.append(f"threads: must be a whole number from 1 to {MAX_THREADS}")
+    hold, least = options.get("max_endpointing_delay"), options.get("min_endpointing_delay")
+    if _number(hold):
+        if not 0.0 <= hold <= 30.0:
+            problems.append("max_endpointing_delay: must be a number from 0.0 to 30.0 (s)")
+        elif _number(least) and hold < least:
+            problems.append(
+                f"max_endpointing_delay: must not be below turn.min_endpointing_delay ({least!r})"
+            )
+    return problems
+
+
+def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+    from plugins.engines.smart_turn import SmartTurnDetector, load  # heavy: only when built
+
+    if problems := _validate(options):
+        raise ValueError("turn.smart-turn: " + "; ".join(problems))
+    return SmartTurnDetector(load(options["threads"]), threshold=options["threshold"])

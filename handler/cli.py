@@ -487,7 +487,9 @@ def bench(
         raise UserError("--envs: name at least one variant, e.g. --envs production")
     names = [v.name for v in chosen]
     if len(set(names)) != len(names):
-        raise UserError(f"variants named twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        raise UserError(
+            f"variants named twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}"
+        )
     from handler.sim import cloudsim
 
     for v in chosen:  # every variant's configuration, before minutes of running

@@ -45,7 +45,7 @@ async def test_part_of_an_utterance_names_its_text_and_two_parts_name_both_in_or
     sounds = await corpus()
     recognize = known_transcripts({t: p for s in sounds.values() for t, p in s.spoken.items()})
     story = sounds["pause_order_number"]
-    first, second = story.spoken["my order number is"], story.spoken["four two seven"]
+    first = story.spoken["my order number is"]
     # the second half of a clip alone (a stream that missed the start)
     assert recognize(in_utterance(first[len(first) // 2 :], 0)) == "my order number is"
     # the whole mid-sentence-pause turn as one utterance: both parts, in the order said

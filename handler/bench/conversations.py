@@ -24,7 +24,6 @@ from typing import Any
 
 from handler.bench.variants import Variant
 
-
 RAMP = 1.0
 """Seconds between the starts of the first conversations: started in the same instant, their
 sessions' set-up (the VAD's model, the provider connections) competed for the CPU with the first
@@ -44,7 +43,9 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
     from handler.sim.transcripts import known_transcripts
     from handler.testing.background import InBackground
 
-    settings, registry = cloudsim.load_checked(variant.env, variant.overrides, f"bench variant {variant.name}")
+    settings, registry = cloudsim.load_checked(
+        variant.env, variant.overrides, f"bench variant {variant.name}"
+    )
     configure_logging(settings, registry)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         redirect_log_lines(log)
@@ -53,7 +54,9 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
         spoken = {text: pcm for s in sounds.values() for text, pcm in s.spoken.items()}
         profiles = cloudsim.connection_per_request() if variant.connection_per_request else cloudsim.PROFILES
         servers = InBackground(
-            lambda: load_mode_servers(known_transcripts(spoken), cloudsim.responder(settings, registry), profiles)
+            lambda: load_mode_servers(
+                known_transcripts(spoken), cloudsim.responder(settings, registry), profiles
+            )
         )
         gate = asyncio.Semaphore(concurrency)
         with servers as urls:
@@ -64,7 +67,9 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
                     if i < concurrency:  # the first wave spread out, as callers do not all start at once
                         await asyncio.sleep(i * RAMP)
                     try:
-                        report, _ = await simulate(cloud, registry, sc, sounds=sounds[sc.path], close_pool=False)
+                        report, _ = await simulate(
+                            cloud, registry, sc, sounds=sounds[sc.path], close_pool=False
+                        )
                     except Exception as e:  # one broken conversation does not stop the others
                         _emit({"scenario": str(sc.path), "failed": f"{type(e).__name__}: {e}"})
                         return

@@ -33,10 +33,11 @@ def table(scores: list[VariantScore]) -> list[str]:
     for v in scores:
         s = v.summary()
         caught = f"{s['barge_ins_caught']}/{s['barge_ins']} {_num(s['barge_ins_caught_pct'], '.0f')}%"
+        declared = f"{s['as_declared']}/{s['conversations']}"
         lines.append(
             f"{v.name:<12} {_ms(s['ttfa_p50']):>8} {_ms(s['ttfa_p95']):>8} "
             f"{_num(s['false_interruptions_per_min'], '.2f'):>9} {caught:>16} {s['premature_cutoffs']:>8} "
-            f"{_num(s['log_lines_per_min'], '.1f'):>13} {str(s['as_declared']) + '/' + str(s['conversations']):>11}"
+            f"{_num(s['log_lines_per_min'], '.1f'):>13} {declared:>11}"
         )
     return lines
 
@@ -49,9 +50,17 @@ def guide_table(before: VariantScore, after: VariantScore) -> list[str]:
             f"{_num(b['false_interruptions_per_min'], '.2f')}/min",
             f"{_num(a['false_interruptions_per_min'], '.2f')}/min",
         ),
-        "log volume": (f"{_num(b['log_lines_per_min'], '.0f')} lines/min", f"{_num(a['log_lines_per_min'], '.0f')} lines/min"),
+        "log volume": (
+            f"{_num(b['log_lines_per_min'], '.0f')} lines/min",
+            f"{_num(a['log_lines_per_min'], '.0f')} lines/min",
+        ),
     }
-    heads = ("guide: before", "guide: after (expected)", f"measured: {before.name}", f"measured: {after.name}")
+    heads = (
+        "guide: before",
+        "guide: after (expected)",
+        f"measured: {before.name}",
+        f"measured: {after.name}",
+    )
     lines = [f"{'':<22} " + " ".join(f"{h:>24}" for h in heads)]
     for row, (g_before, g_after) in GUIDE.items():
         cells = (g_before, g_after, *measured[row])
@@ -67,17 +76,24 @@ def verdicts(scores: list[VariantScore]) -> list[str]:
     if "fast" in timed and len(timed) > 1:
         lowest = min(timed, key=lambda n: timed[n])
         ok = all(timed["fast"] <= t for t in timed.values())
-        out.append(f"fast has the lowest TTFA p50 ({_ms(timed['fast'])} ms; lowest: {lowest}): {'ok' if ok else 'NO'}")
+        verdict = "ok" if ok else "NO"
+        out.append(f"fast has the lowest TTFA p50 ({_ms(timed['fast'])} ms; lowest: {lowest}): {verdict}")
     if "stable" in by and len(by) > 1:
         s = by["stable"]
-        rates = {n: x["false_interruptions_per_min"] for n, x in by.items() if x["false_interruptions_per_min"] is not None}
+        rates = {
+            n: x["false_interruptions_per_min"]
+            for n, x in by.items()
+            if x["false_interruptions_per_min"] is not None
+        }
         fewest = s["false_interruptions_per_min"] is not None and all(
             s["false_interruptions_per_min"] <= r for r in rates.values()
         )
         caught = s["barge_ins_caught_pct"]
+        rate = _num(s["false_interruptions_per_min"], ".2f")
         out.append(
-            f"stable has the fewest false interruptions ({_num(s['false_interruptions_per_min'], '.2f')}/min): "
-            f"{'ok' if fewest else 'NO'}; barge-ins caught {_num(caught, '.0f')}% (>= {BARGE_IN_TARGET:.0f}%): "
+            f"stable has the fewest false interruptions ({rate}/min): "
+            f"{'ok' if fewest else 'NO'}; barge-ins caught {_num(caught, '.0f')}% "
+            f"(>= {BARGE_IN_TARGET:.0f}%): "
             f"{'ok' if caught is None or caught >= BARGE_IN_TARGET else 'NO'}; premature cut-offs "
             f"{s['premature_cutoffs']}: {'ok' if s['premature_cutoffs'] == 0 else 'NO'}"
         )
@@ -93,14 +109,19 @@ def verdicts(scores: list[VariantScore]) -> list[str]:
 def render(scores: list[VariantScore], header: str) -> str:
     lines = [header, "", *table(scores)]
     lines.append(
-        "ms; ttfa = end of user speech -> first agent audio (livekit's e2e latency), over every answered turn; "
-        "false/min = replies paused or stopped by a sound that was no barge-in, per minute of agent speech; "
+        "ms; ttfa = end of user speech -> first agent audio (livekit's e2e latency), over every answered "
+        "turn; false/min = replies paused or stopped by a sound that was no barge-in, per minute of agent "
+        "speech; "
         "cut-offs = replies begun while the user was mid-sentence; log lines per minute of conversation; "
         "as declared = conversations whose [expect] held"
     )
     by = {v.name: v for v in scores}
     if "before" in by and "production" in by:
-        lines += ["", "the guide's Benchmark Results, measured (before -> production):", *guide_table(by["before"], by["production"])]
+        lines += [
+            "",
+            "the guide's Benchmark Results, measured (before -> production):",
+            *guide_table(by["before"], by["production"]),
+        ]
     if checks := verdicts(scores):
         lines += ["", *checks]
     for v in scores:

@@ -70,7 +70,10 @@ def run(
 ) -> list[VariantScore]:
     out = []
     for i, v in enumerate(variants, 1):
-        progress(f"variant {i}/{len(variants)}: {v.name} ({v.about}), {len(scenarios)} conversations, {concurrency} at once")
+        progress(
+            f"variant {i}/{len(variants)}: {v.name} ({v.about}), "
+            f"{len(scenarios)} conversations, {concurrency} at once"
+        )
         out.append(run_variant(v, scenarios, concurrency, progress))
     return out
 

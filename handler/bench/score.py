@@ -100,7 +100,9 @@ class VariantScore:
             "premature_cutoffs": sum(c.premature_cutoffs for c in self.conversations),
             "log_lines": self.log_lines,
             "minutes": round(minutes, 2),
-            "log_lines_per_min": round(self.log_lines / minutes, 1) if self.log_lines is not None and minutes else None,
+            "log_lines_per_min": round(self.log_lines / minutes, 1)
+            if self.log_lines is not None and minutes
+            else None,
             "as_declared": sum(not c.unmet for c in self.conversations),
             "errors": sum(len(c.errors) for c in self.conversations),
             "failed": len(self.failed),

@@ -52,7 +52,8 @@ BUILT_IN: dict[str, Variant] = {
         "dev",
         {**LIVEKIT_DEFAULTS, "logging.level": "DEBUG", "http.prewarm": False},
         connection_per_request=True,
-        about="the guide's before: livekit's defaults, a new HTTP session per request, DEBUG logs, no token cap",
+        about="the guide's before: livekit's defaults, a new HTTP session per request, DEBUG logs, "
+        "no token cap",
     ),
     "livekit": Variant(
         "livekit",
@@ -81,7 +82,9 @@ def parse(spec: str) -> Variant:
     name, _, rest = spec.partition("=")
     env, _, pairs = rest.partition(":")
     if not name.strip() or not env.strip():
-        raise VariantError(f"variant {spec!r}: expected NAME=ENV[:key=value,...], e.g. quick=fast:llm.max_tokens=200")
+        raise VariantError(
+            f"variant {spec!r}: expected NAME=ENV[:key=value,...], e.g. quick=fast:llm.max_tokens=200"
+        )
     base = BUILT_IN.get(env.strip())
     overrides: dict[str, Any] = dict(base.overrides) if base else {}
     for pair in filter(None, (p.strip() for p in pairs.split(","))):

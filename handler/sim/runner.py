@@ -141,7 +141,9 @@ class Conversation:
                 turn.speech_end, EARLY_REPLY_TIMEOUT if early else REPLY_START_TIMEOUT
             )
             if start is None and early:
-                turn.notes.append(f"cut off: the reply began {turn.speech_end - early[0].wall:.2f}s before the end")
+                turn.notes.append(
+                    f"cut off: the reply began {turn.speech_end - early[0].wall:.2f}s before the end"
+                )
                 self.progress(f"turn {turn.n}: the agent began its reply before the user had finished")
                 start = early[-1]
             elif start is not None:

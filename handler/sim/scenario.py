@@ -243,9 +243,7 @@ def load(path: Path) -> Scenario:
                         level=_number(f"{ew}.level", d["level"], -90.0, 0.0, problems),
                     )
                 )
-        turns.append(
-            Turn(say, wav, pause, tuple(sorted(events, key=lambda ev: ev.at)), parts, hesitation)
-        )
+        turns.append(Turn(say, wav, pause, tuple(sorted(events, key=lambda ev: ev.at)), parts, hesitation))
     expect = raw.get("expect", {})
     if not isinstance(expect, dict):
         problems.append("expect: must be a table")

@@ -51,7 +51,8 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
         redirect_log_lines(log)
         scenarios = [scenario.load(Path(p)) for p in paths]
         sounds = {sc.path: await make_sounds(sc, registry, settings) for sc in scenarios}
-        spoken = {text: pcm for s in sounds.values() for text, pcm in s.spoken.items()}
+        # one text in several voices: each voice's audio (a dict by text would keep only the last)
+        spoken = [(text, pcm) for s in sounds.values() for text, pcm in s.spoken.items()]
         profiles = cloudsim.connection_per_request() if variant.connection_per_request else cloudsim.PROFILES
         servers = InBackground(
             lambda: load_mode_servers(

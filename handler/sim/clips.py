@@ -39,7 +39,7 @@ async def make_sounds(scenario: Scenario, registry: Registry, settings: Settings
     """The clips, and the audio of every text spoken in them."""
     from handler.runtime import Runtime
 
-    voice = {"tts.local.voice": scenario.user_voice}
+    voice: dict[str, Any] = {"tts.local.voice": scenario.user_voice}
     if scenario.user_rate is not None:
         voice["tts.local.rate"] = scenario.user_rate
     user_tts = registry.build(

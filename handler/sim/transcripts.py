@@ -13,7 +13,7 @@ would not match: the corpus never overlaps them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -31,35 +31,47 @@ does, as a streaming recognizer would."""
 
 
 def _needles(pcm: np.ndarray) -> list[bytes]:
+    """The loudest NEEDLE-long stretch of each STEP of the text's voice."""
     n, step = round(NEEDLE * audio.RATE), round(STEP * audio.RATE)
     start = round(audio.trailing_silence(pcm[::-1]) * audio.RATE)  # the first voiced sample
     end = len(pcm) - round(audio.trailing_silence(pcm) * audio.RATE)
+    voice = pcm[start:end].astype(np.float64)
+    if len(voice) < n:
+        return []
+    energy = np.convolve(voice**2, np.ones(n), mode="valid")  # energy of the stretch from each sample
     out = []
-    for at in range(start, max(start + 1, end - n), step):
-        needle = pcm[at : at + n]
+    for at in range(0, len(energy), step):
+        best = at + int(np.argmax(energy[at : at + step]))
         # voice only: a near-silent stretch (between two words) could be found in other sounds
-        if np.sqrt(np.mean(needle.astype(np.float64) ** 2)) >= VOICED:
-            out.append(needle.astype("<i2").tobytes())
+        if np.sqrt(energy[best] / n) >= VOICED:
+            out.append(pcm[start + best : start + best + n].astype("<i2").tobytes())
     return out
 
 
-def known_transcripts(spoken: Mapping[str, np.ndarray]) -> Callable[[bytes], str]:
-    """A recognizer of 16 kHz mono s16le utterances that knows `spoken` (text -> its audio)."""
-    needles = [(text, _needles(pcm)) for text, pcm in spoken.items() if len(pcm)]
+def known_transcripts(spoken: Iterable[tuple[str, np.ndarray]]) -> Callable[[bytes], str]:
+    """A recognizer of 16 kHz mono s16le utterances that knows `spoken`: (text, its audio) pairs,
+    a text once per voice that says it."""
+    needles = [(text, _needles(pcm)) for text, pcm in spoken if len(pcm)]
 
     def recognize(pcm_16k: bytes) -> str:
         found: dict[str, set[int]] = {}
+        complete: dict[str, set[int]] = {}
         for text, ns in needles:
-            if at := {a for needle in ns if (a := _find(pcm_16k, needle)) >= 0}:
-                found[text] = at
-        # a text whose audio is the start of another's ("thank you" in "thank you very much", if
-        # the voice says both alike) is that other text
-        said = [
+            at = [a for needle in ns if (a := _find(pcm_16k, needle)) >= 0]
+            if at:
+                found[text] = found.get(text, set()) | set(at)
+            if at and len(at) == len(ns):
+                complete[text] = complete.get(text, set()) | set(at)
+        # a text said whole wins over texts only partly found in it (one voice says "thank you"
+        # as the start of its "thank you very much"); with none whole, the parts heard so far
+        # name their texts (an interim result)
+        said = complete or found
+        texts = [
             (min(at), text)
-            for text, at in found.items()
-            if not any(other != text and at <= o and len(o) > len(at) for other, o in found.items())
+            for text, at in said.items()
+            if not any(other != text and at < o for other, o in said.items())
         ]
-        return without_fillers(" ".join(text for _, text in sorted(said)))
+        return without_fillers(" ".join(text for _, text in sorted(texts)))
 
     return recognize
 

@@ -95,3 +95,28 @@ def test_bench_runs_variants_over_a_corpus_slice_and_prints_the_table_and_writes
     assert "before        1/1 clean_weather_us: ttfa" in out.stderr
     for name in ("ttfa.png", "tradeoff.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_the_guides_table_and_the_verdicts_come_from_the_scores() -> None:
+    from handler.bench.render import render
+    from handler.bench.score import ConversationScore, VariantScore
+
+    def variant(name: str, ttfa: float, false: int, caught: int, cutoffs: int, lines: int) -> VariantScore:
+        c = ConversationScore(
+            name, [ttfa, ttfa + 0.1], false, 2, caught, cutoffs, agent_speech_s=60.0, duration_s=120.0
+        )
+        return VariantScore(name, name, "", {}, [c], log_lines=lines)
+
+    scores = [
+        variant("before", 2.0, 3, 2, 1, 1000),
+        variant("fast", 1.2, 2, 2, 1, 20),
+        variant("stable", 1.9, 0, 2, 0, 20),
+        variant("production", 1.3, 1, 1, 0, 20),
+    ]
+    text = render(scores, "header")
+    row = next(line for line in text.splitlines() if line.startswith("stable "))
+    assert row.split() == ["stable", "1900", "2000", "0.00", "2/2", "100%", "0", "10.0", "1/1"]
+    assert "average response time" in text and "2.05 s" in text and "500 lines/min" in text
+    assert "fast has the lowest TTFA p50 (1200 ms; lowest: fast): ok" in text
+    assert "stable has the fewest false interruptions (0.00/min): ok; barge-ins caught 100%" in text
+    assert "production's TTFA p50 is 0.65x the guide's before (<= 0.5): NO" in text

@@ -25,9 +25,8 @@ from typing import Any
 from handler.bench.variants import Variant
 
 RAMP = 1.0
-"""Seconds between the starts of the first conversations: started in the same instant, their
-sessions' set-up (the VAD's model, the provider connections) competed for the CPU with the first
-utterance, which then went unheard."""
+"""Seconds between the starts of the first conversations: callers do not all start in the same
+instant, and the sessions' set-up (the VAD's model, the provider connections) is spread out."""
 
 
 def _emit(doc: dict[str, Any]) -> None:

@@ -143,10 +143,13 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "interruptions",
         "false_interruptions",
         "false_interruptions_per_min",
+        "premature_cutoffs",  # issue 11: replies begun while the user was mid-sentence
+        "agent_speech_s",
         "wer",
         "errors",
         "breakdown_p50",
     }
+    assert doc["summary"]["premature_cutoffs"] == 0 and doc["summary"]["agent_speech_s"] > 0.5
     (turn,) = doc["turns"]
     assert set(turn) == {
         "n",
@@ -163,6 +166,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "false_interruptions",
         "retries",
         "errors",
+        "premature_cutoffs",
         "notes",
     }
     assert doc["providers"] == {"vad": "silero", "stt": "local", "llm": "local", "tts": "local"}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import statistics
 import sys
 import tempfile
@@ -35,19 +34,10 @@ SENTENCE = "thank you very much"
 TARGET = 1.05
 
 
-def before_profiles() -> dict[str, cloudsim.LatencyProfile]:
-    """A new connection for every LLM request and TTS stream: its cost moves into each first byte."""
-    out = dict(cloudsim.PROFILES)
-    for stage in ("llm", "tts"):
-        p = out[stage]
-        out[stage] = dataclasses.replace(p, connect_delay=0.0, first_byte=p.first_byte + p.connect_delay)
-    return out
-
-
 MODES = {
     "pre-warm on": (True, cloudsim.PROFILES),
     "pre-warm off": (False, cloudsim.PROFILES),
-    'guide "before"': (False, before_profiles()),
+    'guide "before"': (False, cloudsim.connection_per_request()),
 }
 
 

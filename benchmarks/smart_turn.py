@@ -106,7 +106,7 @@ def cutoffs(envs: list[str], gaps: list[float], voices: list[str], rest: str) ->
                         ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
                         print(
                             f"{env:<11} {gap:>4} {voice:<9} {detection:<10} "
-                            f"{'yes' if paused['cut_off'] else 'no':>7} {ms(paused['ttfa']):>11} "
+                            f"{'yes' if paused['premature_cutoffs'] else 'no':>7} {ms(paused['ttfa']):>11} "
                             f"{ms(question['ttfa']):>13}  {'; '.join(doc['errors'])[:120]}",
                             flush=True,
                         )
@@ -121,7 +121,7 @@ def complete_turns(envs: list[str], scenario: str) -> None:
             per_turn = " ".join("-" if t["ttfa"] is None else f"{t['ttfa'] * 1000:.0f}" for t in doc["turns"])
             print(
                 f"{env:<11} {detection:<10} p50 {s['ttfa_p50'] * 1000:>5.0f} p95 {s['ttfa_p95'] * 1000:>5.0f}"
-                f"  turns: {per_turn}  cut-offs {s['cut_offs']}",
+                f"  turns: {per_turn}  cut-offs {s['premature_cutoffs']}",
                 flush=True,
             )
 

@@ -90,6 +90,17 @@ def trailing_silence(pcm: np.ndarray, rate: int = RATE, threshold_db: float = -4
     return (len(pcm) - last * window) / rate
 
 
+def voiced_seconds(pcm: np.ndarray, rate: int = RATE, threshold_db: float = -45.0) -> float:
+    """Seconds of a track that are not near-silence, in 10 ms windows (the agent's speaking time
+    on a recorded track whose gaps are silence)."""
+    window = rate // 100
+    n = len(pcm) // window
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(pcm[: n * window].astype(np.float64).reshape(n, window) ** 2, axis=1))
+    return float(np.count_nonzero(rms > 32768 * 10 ** (threshold_db / 20))) * window / rate
+
+
 def at_level(pcm: np.ndarray, level_db: float) -> np.ndarray:
     """Scale a clip to an RMS level in dBFS."""
     x = pcm.astype(np.float64)

@@ -1,4 +1,5 @@
-"""`python -m handler ...`: start, health, dev, simulate, call, config show|check, plugins list, logs analyze.
+"""`python -m handler ...`: start, health, dev, simulate, call, loadtest, bench, config show|check,
+plugins list, logs analyze.
 
 User mistakes (configuration, input files, missing keys) end in one clear message and exit status
 2; bugs keep their traceback. Heavy imports (livekit, onnxruntime, pocketsphinx) happen only in
@@ -178,7 +179,7 @@ def render_report(report: Any) -> str:
         "",
         f"time to first audio p50 {_ms(s['ttfa_p50'])} ms, p95 {_ms(s['ttfa_p95'])} ms | "
         f"interruptions {s['interruptions']} | false interruptions {s['false_interruptions']} "
-        f"({s['false_interruptions_per_min']}/min) | cut-offs {s['cut_offs']} | WER {s['wer']} | "
+        f"({s['false_interruptions_per_min']}/min) | cut-offs {s['premature_cutoffs']} | WER {s['wer']} | "
         f"errors {s['errors']}",
     ]
     b = s["breakdown_p50"]
@@ -201,7 +202,6 @@ def _log_to_file(out_dir: Any, scenario: str) -> str:
     """Point the logging policy's stderr handlers at a file: the same lines at the same levels,
     out of the way of the progress and the table. `--out DIR` holds it as DIR/session.log;
     otherwise it goes to the temporary directory, named after the scenario and the time."""
-    import logging
     import tempfile
     import time
     from pathlib import Path
@@ -211,13 +211,13 @@ def _log_to_file(out_dir: Any, scenario: str) -> str:
     else:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = Path(tempfile.gettempdir()) / f"voice-handler-simulate-{scenario}-{stamp}.log"
+    from handler.session import redirect_log_lines
+
     try:
         stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
     except OSError as e:
         raise UserError(f"cannot write the log file {path}: {e.strerror}") from None
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
-            handler.setStream(stream)
+    redirect_log_lines(stream)
     return str(path)
 
 
@@ -462,6 +462,125 @@ def loadtest(
     )
     if plot:
         lt.plot(results, ttfas, plot)
+
+
+@app.command()
+@user_errors
+def bench(
+    envs: Annotated[
+        str,
+        typer.Option(
+            "--envs",
+            help="Comma-separated variants: the environments (dev, fast, stable, production), `before` (the "
+            "guide's starting point) and `livekit` (livekit's defaults).",
+        ),
+    ] = "before,livekit,dev,fast,stable,production",
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="An extra variant NAME=ENV[:key=value,...] (values in TOML; ENV may be a built-in variant), "
+            "e.g. quick=fast:vad.min_silence_duration=0.2. Repeatable.",
+        ),
+    ] = None,
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            help="A corpus conversation (its name), a bundled scenario or a .toml file; repeatable; "
+            "default: the whole corpus.",
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Conversations at once.")] = 4,
+    as_json: JsonOption = False,
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Write ttfa.png and tradeoff.png into this directory.")
+    ] = None,
+) -> None:
+    """The presets side by side on the conversation corpus: TTFA, false interruptions, barge-ins
+    caught, premature cut-offs and log volume, over the cloud stack on local provider servers."""
+    from pathlib import Path
+
+    from handler.bench import variants as bv
+
+    if not 1 <= concurrency <= 32:
+        raise UserError(f"--concurrency {concurrency}: must be 1 to 32 conversations at once")
+    try:
+        chosen = [bv.parse(n.strip()) for n in envs.split(",") if n.strip()]
+        chosen += [bv.parse(spec) for spec in variant or []]
+    except bv.VariantError as e:
+        raise UserError(f"--envs/--variant: {e}") from None
+    if not chosen:
+        raise UserError("--envs: name at least one variant, e.g. --envs production")
+    names = [v.name for v in chosen]
+    if len(set(names)) != len(names):
+        raise UserError(
+            f"variants named twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}"
+        )
+    from handler.sim import cloudsim
+
+    for v in chosen:  # every variant's configuration, before minutes of running
+        cloudsim.load_checked(v.env, v.overrides, f"bench variant {v.name}")
+    corpus = _bench_scenarios(scenarios)
+    out_dir = Path(plot) if plot else None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("ttfa.png", "tradeoff.png"):
+                (out_dir / name).touch()
+        except OSError as e:
+            raise UserError(f"--plot {plot}: cannot write {e.filename or plot}: {e.strerror}") from None
+
+    from handler.bench import render, run
+
+    voices = sorted({(sc.user_voice, sc.user_rate) for sc in corpus}, key=str)
+    header = (
+        f"bench: {len(corpus)} conversations, {len(voices)} voices/rates, {concurrency} at once; cloud stack "
+        f"(soniox, openai, elevenlabs plugins) on local provider servers in load mode; {cloudsim.describe()}"
+    )
+    _progress(header)
+    scores = run.run(chosen, corpus, concurrency, _progress)
+    if as_json:
+        print(json.dumps({"header": header, "variants": [v.to_dict() for v in scores]}, indent=2))
+    else:
+        print(render.render(scores, header))
+    if out_dir is not None:
+        from handler.bench.plot import plot as draw
+
+        for path in draw(scores, out_dir):
+            _progress(f"wrote {path}")
+    if any(v.failed for v in scores):
+        raise typer.Exit(1)
+
+
+def _bench_scenarios(given: list[str] | None) -> list[Any]:
+    """The conversations to run, each checked; `bench` knows what was said from the text of each
+    utterance, so every spoken sound must be text (`say`), not a WAV file."""
+    from handler.sim import scenario as scenarios
+
+    names = given or [f"corpus/{n}" for n in scenarios.corpus_names()]
+    out = []
+    for name in names:
+        path = scenarios.resolve(name)
+        if not path.is_file() and (scenarios.CORPUS / f"{name}.toml").is_file():
+            path = scenarios.CORPUS / f"{name}.toml"
+        try:
+            sc = scenarios.load(path)
+        except scenarios.ScenarioError as e:
+            fail(
+                [f"voice-handler: scenario {e.path}: {len(e.problems)} problem(s):"]
+                + [f"  - {p}" for p in e.problems]
+            )
+        wavs = [t for t in sc.turns if t.wav] + [e for t in sc.turns for e in t.during_reply if e.wav]
+        if wavs:
+            raise UserError(
+                f"scenario {sc.path}: bench needs the text of every utterance (say = ...), "
+                f"not a WAV file ({len(wavs)} found)"
+            )
+        out.append(sc)
+    if len({sc.path for sc in out}) != len(out):
+        raise UserError("--scenario: a conversation is named twice")
+    return out
 
 
 # ------------------------------------------------------------------------------ config

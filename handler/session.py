@@ -106,6 +106,16 @@ def configure_logging(settings: Settings, registry: Registry) -> None:
     registry.build("logging", settings, Runtime(settings, None, None))
 
 
+def redirect_log_lines(stream: Any) -> None:
+    """Point the logging policy's stderr handlers at `stream`: the same lines at the same levels,
+    out of the way of a command's own output (`simulate`'s table, `bench`'s progress)."""
+    import sys
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+            handler.setStream(stream)
+
+
 def build_session(
     settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None, turn: Any = None
 ) -> tuple[Any, Any]:

@@ -23,8 +23,10 @@ def problems(env: str = "dev") -> list[config.Problem]:
 
 
 GUIDE_TABLE = {
-    # key: (default, dev, fast, stable, production) as the guide and the issue give them
-    "turn.min_endpointing_delay": (0.5, 0.5, 0.3, 0.8, 0.5),
+    # key: (default, dev, fast, stable, production) as the guide and the issues give them (issue 11
+    # tuned fast's VAD silence and stable's endpointing and interruption words from `bench`)
+    "turn.min_endpointing_delay": (0.5, 0.5, 0.3, 1.5, 0.5),
+    "turn.min_interruption_words": (0, 0, 0, 3, 0),
     "turn.interruption_threshold": (0.8, 0.8, 0.8, 0.9, 0.8),
     "turn.interruptions_enabled": (True, True, True, True, True),
     "llm.max_tokens": (500, 500, 300, 500, 500),
@@ -33,7 +35,7 @@ GUIDE_TABLE = {
     "http.max_connections": (50, 50, 50, 50, 50),
     "retry.max_retries": (2, 2, 2, 2, 2),
     "vad.min_speech_duration": (0.25,) * 5,
-    "vad.min_silence_duration": (0.5,) * 5,
+    "vad.min_silence_duration": (0.5, 0.5, 0.3, 0.5, 0.5),
 }
 
 

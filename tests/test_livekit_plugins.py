@@ -275,7 +275,7 @@ async def test_a_simulated_conversation_runs_on_groq_by_configuration_alone(
     monkeypatch.setenv("GROQ_API_KEY", KEYS["GROQ_API_KEY"])
     monkeypatch.setenv("HANDLER_LLM__PROVIDER", "groq")
     settings, registry = load_checked("dev")
-    respond = cloudsim._responder(settings, registry)  # the local LLM's reply table, served as groq
+    respond = cloudsim.responder(settings, registry)  # the local LLM's reply table, served as groq
     async with OpenAIServer(responder=respond, profile=cloudsim.PROFILES["llm"]) as server:
         cloud = settings.with_overrides({"llm.groq.base_url": server.base_url}, "test")
         report, _ = await simulate(cloud, registry, sc)

@@ -143,11 +143,13 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "interruptions",
         "false_interruptions",
         "false_interruptions_per_min",
-        "cut_offs",
+        "premature_cutoffs",  # issue 11: replies begun while the user was mid-sentence
+        "agent_speech_s",
         "wer",
         "errors",
         "breakdown_p50",
     }
+    assert doc["summary"]["premature_cutoffs"] == 0 and doc["summary"]["agent_speech_s"] > 0.5
     (turn,) = doc["turns"]
     assert set(turn) == {
         "n",
@@ -156,7 +158,6 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "recognized",
         "reply",
         "answered",
-        "cut_off",
         *LATENCY_FIELDS,
         "llm_ttfs",
         "floor",
@@ -165,6 +166,7 @@ def test_simulate_json_has_the_documented_keys_and_out_writes_wavs(tmp_path: Pat
         "false_interruptions",
         "retries",
         "errors",
+        "premature_cutoffs",
         "notes",
     }
     assert doc["providers"] == {

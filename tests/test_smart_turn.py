@@ -189,15 +189,15 @@ async def run(sc: Path, env: str, **overrides: object):
 async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart_turn(
     tmp_path: Path, detection: str
 ) -> None:
-    # `fast` ends a turn 0.3 s after the VAD's 0.5 s of silence: a 1.5 s pause is far beyond it,
+    # `fast` ends a turn 0.3 s after the VAD's 0.3 s of silence: a 1.5 s pause is far beyond it,
     # and far inside the model's 3 s hold
     sc = pauses.write_scenario(tmp_path, gap=1.5)
     report = await run(sc, "fast", **{"turn.detection": detection})
     paused, question = report.turns
     if detection == "vad":
-        assert paused.cut_off, paused
+        assert paused.premature_cutoffs >= 1, paused
         return
-    assert not paused.cut_off and not report.errors, (paused, report.errors)
+    assert paused.premature_cutoffs == 0 and not report.errors, (paused, report.errors)
     # one turn, heard whole (both parts' words in it; the recognizer's exact words are not the
     # point), answered once the user had finished
     assert "my order number" in paused.user_text and "four" in paused.user_text, paused
@@ -205,7 +205,7 @@ async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart
     # close call for it) plus a generous allowance for the recognizer, LLM and TTS
     assert paused.reply_text and 0 < paused.ttfa < 3.0 + 2.5, paused
     assert question.reply_text and 0 < question.ttfa < 3.0 + 2.5, question
-    assert report.summary()["cut_offs"] == 0
+    assert report.summary()["premature_cutoffs"] == 0
 
 
 @pytest.mark.realtime
@@ -219,4 +219,4 @@ def test_smart_turn_runs_against_the_cloud_fakes(tmp_path: Path, cli) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
     assert doc["providers"]["turn"] == "smart-turn" and doc["providers"]["stt"] == "soniox"
-    assert doc["summary"]["cut_offs"] == 0 and doc["summary"]["answered"] == 2, doc
+    assert doc["summary"]["premature_cutoffs"] == 0 and doc["summary"]["answered"] == 2, doc

@@ -24,7 +24,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -172,16 +172,23 @@ def duration_recognizer(clips: dict[str, np.ndarray]) -> Callable[[bytes], str]:
 
 
 @contextlib.asynccontextmanager
-async def load_mode_servers(clips: dict[str, np.ndarray]) -> AsyncIterator[dict[str, str]]:
-    """The Soniox, OpenAI and ElevenLabs servers with the cloud latency profile and no per-request
-    work; yields the settings that point the worker at them."""
+async def load_mode_servers(
+    recognizer: Callable[[bytes], str],
+    responder: Callable[[list[dict[str, Any]]], str] = lambda messages: LOAD_REPLY,
+    profiles: Mapping[str, Any] | None = None,
+) -> AsyncIterator[dict[str, str]]:
+    """The Soniox, OpenAI and ElevenLabs servers with the cloud latency profile (or `profiles`)
+    and no costly per-request work: `recognizer` names what was said, `responder` answers
+    (default: a canned reply), the TTS sends a tone as long as the text. Yields the settings that
+    point a session at them."""
     from handler.sim import cloudsim
     from handler.testing import ElevenLabsServer, OpenAIServer, SonioxServer
 
+    profiles = profiles or cloudsim.PROFILES
     async with (
-        SonioxServer(recognizer=duration_recognizer(clips), profile=cloudsim.PROFILES["stt"]) as stt,
-        OpenAIServer(responder=lambda messages: LOAD_REPLY, profile=cloudsim.PROFILES["llm"]) as llm,
-        ElevenLabsServer(profile=cloudsim.PROFILES["tts"]) as tts,  # a tone as long as the text
+        SonioxServer(recognizer=recognizer, profile=profiles["stt"]) as stt,
+        OpenAIServer(responder=responder, profile=profiles["llm"]) as llm,
+        ElevenLabsServer(profile=profiles["tts"]) as tts,  # a tone as long as the text
     ):
         yield {
             cloudsim.BASE_URL["stt"]: stt.base_url,
@@ -378,7 +385,7 @@ async def _deployment(
     from handler.testing.worker_process import WorkerProcess, clean_env, settings_env
 
     said = {t.say: clips[i] for i, t in enumerate(_turn_clip_indexes(scenario)) if t.say}
-    fakes = InBackground(lambda: load_mode_servers(said))
+    fakes = InBackground(lambda: load_mode_servers(duration_recognizer(said)))
     with (
         tempfile.TemporaryDirectory(prefix="loadtest-") as tmp,
         fakes as overrides,

@@ -103,12 +103,29 @@ def _planted(names: list[str]) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def load_checked(env: str | None = None) -> tuple[Settings, Registry]:
+def connection_per_request(profiles: Mapping[str, LatencyProfile] = PROFILES) -> dict[str, LatencyProfile]:
+    """The guide's "before": a new HTTP session for every LLM request and TTS stream, so each
+    pays the connection's cost (moved into its first byte; the pool has nothing to reuse)."""
+    import dataclasses
+
+    out = dict(profiles)
+    for stage in ("llm", "tts"):
+        p = out[stage]
+        out[stage] = dataclasses.replace(p, connect_delay=0.0, first_byte=p.first_byte + p.connect_delay)
+    return out
+
+
+def load_checked(
+    env: str | None = None, overrides: Mapping[str, Any] | None = None, source: str = ""
+) -> tuple[Settings, Registry]:
     """Like `registry.load_checked`, for a run against the fakes: cloud providers selected, dummy
-    keys where real ones are absent (the fakes accept any key)."""
+    keys where real ones are absent (the fakes accept any key); `overrides` (labelled `source`)
+    go under the cloud selection."""
     from handler import config, registry
 
     settings = config.load(env)
+    if overrides:
+        settings = settings.with_overrides(overrides, source)
     plugins = registry.Registry.load()
     missing = sorted(
         {
@@ -120,7 +137,11 @@ def load_checked(env: str | None = None) -> tuple[Settings, Registry]:
         }
     )
     with _planted(missing):
-        return registry.load_checked(env, overrides=cloud_overrides(settings), overrides_source=SOURCE)
+        return registry.load_checked(
+            env,
+            overrides={**(overrides or {}), **cloud_overrides(settings)},
+            overrides_source=f"{SOURCE} ({source})" if overrides else SOURCE,
+        )
 
 
 # ------------------------------------------------------------------------- the servers
@@ -165,7 +186,8 @@ def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]
     return recognize
 
 
-def _responder(settings: Settings, registry: Registry) -> Callable[[list[dict[str, Any]]], str]:
+def responder(settings: Settings, registry: Registry) -> Callable[[list[dict[str, Any]]], str]:
+    """The OpenAI server's answers: the `local` LLM's reply table."""
     from handler.runtime import Runtime
     from handler.testing.openai_server import message_text
 
@@ -213,7 +235,7 @@ async def running(
     await recognize(bytes(3200))
     async with (
         SonioxServer(recognizer=recognize, profile=profiles["stt"]) as stt,
-        OpenAIServer(responder=_responder(settings, registry), profile=profiles["llm"]) as llm,
+        OpenAIServer(responder=responder(settings, registry), profile=profiles["llm"]) as llm,
         ElevenLabsServer(audio_for_text=_speaker(settings, registry), profile=profiles["tts"]) as tts,
     ):
         fakes = CloudFakes(stt=stt, llm=llm, tts=tts)

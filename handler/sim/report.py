@@ -38,18 +38,15 @@ class SimTurn:
     kind: str
     """"turn" for a scripted user turn, "barge_in" for speech that cut into a reply."""
     said: str
-    speech_start: float = 0.0
-    """Wall time of the utterance's first sample."""
     speech_end: float = 0.0
     """Wall time of the last voiced sample the user sent."""
-    cut_off: bool = False
-    """The agent started answering while this utterance was still being spoken: a premature end
-    of turn (a pause mid-sentence taken for its end)."""
     ttfa_played: float | None = None
     """End of user speech (last voiced sample sent) -> first agent sample played, measured by
     the simulator on its own clock. `ttfa` (livekit's e2e_latency) is the canonical figure."""
     record: TurnRecord | None = None
     """The turn tracker's record of this turn; None when the agent never answered it."""
+    premature_cutoffs: int = 0
+    """Replies the agent began while the user was still saying this turn (mid-sentence)."""
     notes: list[str] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
@@ -74,7 +71,6 @@ class SimTurn:
             "recognized": r.user_text,
             "reply": r.reply_text,
             "answered": r.answered if self.record is not None else False,
-            "cut_off": self.cut_off,
         }
         for k in TIMINGS:
             v = getattr(self, k)
@@ -84,6 +80,7 @@ class SimTurn:
             "false_interruptions": r.false_interruptions,
             "retries": r.retries,
             "errors": r.errors,
+            "premature_cutoffs": self.premature_cutoffs,
             "notes": self.notes,
         }
         return d
@@ -122,6 +119,8 @@ class Report:
     settings: dict[str, Any]
     ended: str | None = None
     """Why the session ended before the scenario did (a stage down for good), or None."""
+    agent_speech: float = 0.0
+    """Seconds of agent audio actually played."""
 
     def summary(self) -> dict[str, Any]:
         records = [t.record for t in self.turns if t.record is not None]
@@ -140,7 +139,8 @@ class Report:
             "interruptions": s.interruptions,
             "false_interruptions": s.false_interruptions,
             "false_interruptions_per_min": s.false_interruptions_per_min,
-            "cut_offs": sum(t.cut_off for t in self.turns),
+            "premature_cutoffs": sum(t.premature_cutoffs for t in self.turns),
+            "agent_speech_s": round(self.agent_speech, 2),
             "wer": round(edits / refs, 3) if refs else None,
             "errors": len(self.errors),
             "breakdown_p50": self.breakdown(),

@@ -25,8 +25,8 @@ from handler.http import close_shared_session
 from handler.registry import Registry
 from handler.resilience.session_end import run_until_closed
 from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
-from handler.sim.clips import make_clips
-from handler.sim.io import SAMPLES, TICK, Clock, PlayStart, RealtimeSink, ScriptedInput, ticks
+from handler.sim.clips import Sounds, make_sounds
+from handler.sim.io import TICK, Clock, PlayStart, RealtimeSink, ScriptedInput, ticks
 from handler.sim.report import Report, SimTurn
 from handler.sim.scenario import Event, Scenario
 from handler.turns import TurnRecord
@@ -38,6 +38,8 @@ REPLY_END_TIMEOUT = 60.0
 SETTLE = 0.6
 """Seconds the agent must stay quiet before a turn counts as finished (bridges the gap between
 sentences and a false-interruption pause)."""
+EARLY_REPLY_TIMEOUT = 5.0
+"""Seconds to wait for a second reply after the agent cut the user off (it may talk on instead)."""
 MATCH_SLACK = 1.0
 """Seconds livekit's end of user speech may lie after the simulator's (the recognizer's clock)."""
 
@@ -97,18 +99,11 @@ class Conversation:
         turn = SimTurn(n=len(self.turns) + 1, kind=kind, said=said)
         self.turns.append(turn)
         end_tick = await self.input.play_at(pcm, at_tick)
-        turn.speech_start = self.clock.wall(end_tick - -(-len(pcm) // SAMPLES))
         turn.speech_end = self.clock.wall(end_tick) - audio.trailing_silence(pcm)
         return turn
 
-    def _check_cut_off(self, turn: SimTurn) -> None:
-        """Whether a reply started while the user was still speaking (mid-sentence pause)."""
-        if any(turn.speech_start < s.wall < turn.speech_end for s in self.sink.play_starts):
-            turn.cut_off = True
-            turn.notes.append("cut off: the agent started answering before the user had finished")
-
-    async def _wait_reply_start(self, after: float) -> PlayStart | None:
-        deadline = time.monotonic() + REPLY_START_TIMEOUT
+    async def _wait_reply_start(self, after: float, timeout: float = REPLY_START_TIMEOUT) -> PlayStart | None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             starts = [s for s in self.sink.play_starts if s.wall > after]
             if starts:
@@ -131,7 +126,6 @@ class Conversation:
     async def _barge_in(self, event: Event, pcm: np.ndarray, at_tick: int) -> None:
         barge = await self._say("barge_in", event.say or str(event.wav), pcm, at_tick)
         first = await self._wait_reply_start(barge.speech_end)
-        self._check_cut_off(barge)
         barge.ttfa_played = None if first is None else first.wall - barge.speech_end
         self._progress_turn(barge)
 
@@ -143,10 +137,25 @@ class Conversation:
     async def run(self) -> None:
         clips = iter(self.clips)
         for t in self.scenario.turns:
+            seen = len(self.sink.play_starts)
             turn = await self._say("turn", t.say or str(t.wav), next(clips), self.input.tick + ticks(t.pause))
             during = [(event, next(clips)) for event in t.during_reply]
-            start = await self._wait_reply_start(turn.speech_end)
-            self._check_cut_off(turn)
+            # a reply that began while the user was still speaking (mid-sentence, in a pause) cut
+            # the user off; the agent may answer again once the sentence is complete, or not
+            early = [s for s in self.sink.play_starts[seen:] if s.wall < turn.speech_end]
+            turn.premature_cutoffs = len(early)
+            start = await self._wait_reply_start(
+                turn.speech_end, EARLY_REPLY_TIMEOUT if early else REPLY_START_TIMEOUT
+            )
+            if start is None and early:
+                turn.notes.append(
+                    f"cut off: the reply began {turn.speech_end - early[0].wall:.2f}s before the end"
+                )
+                self.progress(f"turn {turn.n}: the agent began its reply before the user had finished")
+                start = early[-1]
+            elif start is not None:
+                turn.ttfa_played = start.wall - turn.speech_end
+                self._progress_turn(turn)
             if start is None:
                 failed = self.failed_at > turn.speech_end
                 turn.notes.append("no reply: " + (self.errors[-1] if failed else "timed out"))
@@ -155,8 +164,6 @@ class Conversation:
                     + (f"({self.errors[-1]})" if failed else f"within {REPLY_START_TIMEOUT:.0f} s")
                 )
                 continue
-            turn.ttfa_played = start.wall - turn.speech_end
-            self._progress_turn(turn)
             # every sound of this reply goes onto the input's timeline now, at its offset from
             # the reply's first played sample
             barge_ins = []
@@ -179,7 +186,12 @@ async def simulate(
     registry: Registry,
     scenario: Scenario,
     progress: Callable[[str], None] = lambda s: None,
+    *,
+    sounds: Sounds | None = None,
+    close_pool: bool = True,
 ) -> tuple[Report, Clock]:
+    """One conversation. `sounds`: the scenario's clips when the caller made them already;
+    `close_pool=False` leaves the process's HTTP pool open for conversations running alongside."""
     settings = settings.with_overrides(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )
@@ -191,7 +203,7 @@ async def simulate(
     try:
         # as the worker does: connections open while the rest is set up (here: the user's audio)
         warming = start_prewarm(settings, registry, runtime)
-        clips = await make_clips(scenario, registry, settings)
+        clips = (sounds or await make_sounds(scenario, registry, settings)).clips
         session, agent = build_session(settings, registry, runtime)
         info = {"simulation": scenario.name}
         with logcontext.bound(session=f"sim-{scenario.name}"):
@@ -213,7 +225,8 @@ async def simulate(
             await convo.sink.aclose()
         if warming is not None:
             warming.cancel()
-        await close_shared_session()
+        if close_pool:
+            await close_shared_session()
     assert convo is not None  # set before anything that can end the run without raising
     convo.attach_records(records)
     report = Report(
@@ -230,5 +243,6 @@ async def simulate(
             "false_interruption_timeout": settings.get("turn.false_interruption_timeout"),
         },
         ended=ended,
+        agent_speech=audio.voiced_seconds(np.frombuffer(bytes(convo.clock.agent), np.int16)),
     )
     return report, convo.clock

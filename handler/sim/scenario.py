@@ -4,10 +4,13 @@
     description = "..."                           # optional
     phrases = ["..."]                             # optional extra phrases for the offline recognizer
     user_voice = "en-us"                          # optional espeak voice for text turns
+    user_rate = 175                               # optional speaking rate of text turns (words/min)
 
     [[turns]]
     say = "what time do you open"                 # text the local TTS speaks as 16 kHz user audio,
     # wav = "audio/question.wav"                  # ...or a WAV file (relative to the scenario file)
+    # say = ["my order number is", "four two seven"]   # ...or parts with a pause between them:
+    # hesitation = 1.0                            # s of silence between the parts (mid-sentence pause)
     pause = 1.0                                   # s of silence before the turn (default 0.5)
 
     [[turns.during_reply]]                        # sounds while the agent answers this turn
@@ -18,8 +21,10 @@
     # say = "uh-huh" / wav = "..."                # backchannel and barge_in: the words (or a WAV)
 
     [expect]                                      # optional: what a correct run shows
-    interruptions = 1
-    false_interruptions = 0
+    answered = 2                                  # scripted turns (barge-ins included) answered
+    interruptions = 1                             # replies cut short (by barge-ins)
+    false_interruptions = 0                       # replies paused by a sound and resumed
+    premature_cutoffs = 0                         # replies begun while the user was mid-sentence
 
 Kinds: `noise` is broadband noise with a syllable-like rhythm (a TV, traffic: a good VAD ignores
 it); `babble` is speech-like sound with no words in it (synthesized speech played backwards: a
@@ -38,13 +43,15 @@ from typing import Any
 from handler.audio import read_wav
 
 BUNDLED = Path(__file__).resolve().parent / "scenarios"
+CORPUS = BUNDLED / "corpus"
+"""The conversation corpus `bench` runs every preset over (`corpus/<name>` for `simulate`)."""
 DEFAULT_SCENARIO = "qa"
 
 EVENT_KINDS = ("noise", "babble", "cough", "backchannel", "barge_in")
-_TOP = {"name", "description", "phrases", "user_voice", "turns", "expect"}
-_TURN = {"say", "wav", "pause", "during_reply"}
+_TOP = {"name", "description", "phrases", "user_voice", "user_rate", "turns", "expect"}
+_TURN = {"say", "wav", "pause", "hesitation", "during_reply"}
 _EVENT = {"kind", "at", "duration", "level", "say", "wav"}
-_EXPECT = {"interruptions", "false_interruptions"}
+_EXPECT = {"answered", "interruptions", "false_interruptions", "premature_cutoffs"}
 _EVENT_DEFAULTS = {
     "noise": {"duration": 1.0, "level": -20.0},
     "babble": {"duration": 1.5, "level": -18.0},
@@ -78,9 +85,13 @@ class Event:
 @dataclass(frozen=True)
 class Turn:
     say: str | None
+    """Everything the user says in the turn (the parts joined)."""
     wav: Path | None
     pause: float
     during_reply: tuple[Event, ...] = ()
+    parts: tuple[str, ...] = ()
+    """The spoken parts of a text turn, `hesitation` seconds of silence between them."""
+    hesitation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,17 +102,22 @@ class Scenario:
     turns: tuple[Turn, ...]
     phrases: tuple[str, ...] = ()
     user_voice: str = "en-us"
+    user_rate: int | None = None
+    """Words per minute of the user's text turns; None: the `local` TTS's rate."""
     expect: dict[str, int] = field(default_factory=dict)
 
     def recognizer_phrases(self) -> list[str]:
-        """Everything a user says in this scenario, for the offline recognizer's language model."""
+        """Everything a user says in this scenario, for the offline recognizer's language model
+        (a turn with a mid-sentence pause gives its whole sentence and each part)."""
         said = [t.say for t in self.turns if t.say]
+        said += [p for t in self.turns if len(t.parts) > 1 for p in t.parts]
         said += [e.say for t in self.turns for e in t.during_reply if e.say]
         return list(dict.fromkeys([*said, *self.phrases]))
 
 
 def resolve(name_or_path: str | None) -> Path:
-    """A bundled scenario by name (`qa`, `noisy`, `barge_in`) or a path to a TOML file."""
+    """A bundled scenario by name (`qa`, `noisy`, `barge_in`, `corpus/<name>`) or a path to a
+    TOML file."""
     name = name_or_path or DEFAULT_SCENARIO
     bundled = BUNDLED / f"{name}.toml"
     if bundled.is_file() and not Path(name).suffix:
@@ -110,7 +126,16 @@ def resolve(name_or_path: str | None) -> Path:
 
 
 def bundled_names() -> list[str]:
+    """The bundled scenarios, the corpus's conversations among them as `corpus/<name>`."""
+    return _top_names() + [f"corpus/{n}" for n in corpus_names()]
+
+
+def _top_names() -> list[str]:
     return sorted(p.stem for p in BUNDLED.glob("*.toml"))
+
+
+def corpus_names() -> list[str]:
+    return sorted(p.stem for p in CORPUS.glob("*.toml"))
 
 
 def _unknown(where: str, keys: set[str], allowed: set[str]) -> list[str]:
@@ -151,7 +176,10 @@ def load(path: Path) -> Scenario:
     if not path.is_file():
         raise ScenarioError(
             path,
-            [f"scenario not found; bundled scenarios: {', '.join(bundled_names())}, or give a .toml path"],
+            [
+                f"scenario not found; bundled scenarios: {', '.join(_top_names())}, corpus/NAME with NAME "
+                f"one of {', '.join(corpus_names())}, or give a .toml path"
+            ],
         )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -170,7 +198,18 @@ def load(path: Path) -> Scenario:
             problems.append(f"{where}: must be a table")
             continue
         problems += _unknown(where, set(t), _TURN)
+        parts: tuple[str, ...] = ()
+        if isinstance(t.get("say"), list):
+            parts = tuple(p.strip() for p in t["say"] if isinstance(p, str) and p.strip())
+            if len(parts) != len(t["say"]) or len(parts) < 2:
+                problems.append(f"{where}.say = {t['say']!r}: a list must hold two or more non-empty texts")
+            t = {**t, "say": " ".join(parts) or "-"}
         say, wav = _speech(where, t, base, problems)
+        if say is not None and not parts:
+            parts = (say,)
+        hesitation = _number(f"{where}.hesitation", t.get("hesitation", 0.0), 0.0, 10.0, problems)
+        if len(parts) > 1 and not hesitation:
+            problems.append(f"{where}: a turn said in parts needs 'hesitation' (seconds between them)")
         pause = _number(f"{where}.pause", t.get("pause", 0.5), 0.0, 60.0, problems)
         events = []
         during = t.get("during_reply", [])
@@ -204,7 +243,7 @@ def load(path: Path) -> Scenario:
                         level=_number(f"{ew}.level", d["level"], -90.0, 0.0, problems),
                     )
                 )
-        turns.append(Turn(say, wav, pause, tuple(sorted(events, key=lambda ev: ev.at))))
+        turns.append(Turn(say, wav, pause, tuple(sorted(events, key=lambda ev: ev.at)), parts, hesitation))
     expect = raw.get("expect", {})
     if not isinstance(expect, dict):
         problems.append("expect: must be a table")
@@ -217,6 +256,9 @@ def load(path: Path) -> Scenario:
     if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
         problems.append(f"phrases = {phrases!r}: must be a list of strings")
         phrases = []
+    rate = raw.get("user_rate")
+    if rate is not None:
+        rate = int(_number("user_rate", rate, 80, 450, problems))
     if problems:
         raise ScenarioError(path, problems)
     return Scenario(
@@ -226,6 +268,7 @@ def load(path: Path) -> Scenario:
         turns=tuple(turns),
         phrases=tuple(phrases),
         user_voice=str(raw.get("user_voice", "en-us")),
+        user_rate=rate,
         expect=dict(expect),
     )
 

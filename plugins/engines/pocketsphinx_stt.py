@@ -15,6 +15,7 @@ from livekit.agents import NOT_GIVEN, APIConnectOptions, LanguageCode, NotGivenO
 from pocketsphinx.lm import ArpaBoLM
 
 from handler.audio import frames_to_mono, resample
+from handler.words import FILLERS, without_fillers
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ SAMPLE_RATE = 16000  # the bundled acoustic model's rate
 # degenerate frames that derail the silence model, and words at the very edge of a buffer
 # get dropped. Measured on espeak speech with a domain model: WER 0.42 without, 0.02 with.
 _EDGE_PAD_S = 0.2
-FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "hmm", "mm", "mhm", "huh", "uh-huh", "mm-hmm"})
 _NOISE_RMS = 16.0
 # Every domain model also has each filler as a sentence of its own, each a quarter as frequent
 # as a phrase. Without them, a filler-like sound must start one of the phrases: an espeak
@@ -147,7 +147,7 @@ class LocalSTT(stt.STT):
             if self._drop_fillers:
                 # like cloud recognizers' default: "uh", "hmm", "uh-huh" carry no words, so an
                 # utterance of only fillers comes back empty (and cannot take a turn)
-                text = " ".join(w for w in text.split() if w.lower() not in FILLERS)
+                text = without_fillers(text)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=utils.shortuuid(),

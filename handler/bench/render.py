@@ -1,0 +1,133 @@
+"""`bench`'s output: one row per variant, the guide's before/after table, and whether each preset
+earns its name on this run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handler.bench.score import VariantScore
+
+GUIDE = {
+    "average response time": ("3-5 s", "1-2 s"),
+    "false interruptions": ("~2/min", "<1/min"),
+    "log volume": ("500+ lines/min", "50-100 lines/min"),
+}
+"""The guide's "Benchmark Results": before, and after (expected, never measured)."""
+BARGE_IN_TARGET = 95.0
+PRODUCTION_VS_BEFORE = 0.5
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def _num(v: Any, fmt: str = "") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table(scores: list[VariantScore]) -> list[str]:
+    lines = [
+        f"{'variant':<12} {'ttfa p50':>8} {'ttfa p95':>8} {'false/min':>9} {'barge-ins caught':>16} "
+        f"{'cut-offs':>8} {'log lines/min':>13} {'as declared':>11}",
+    ]
+    for v in scores:
+        s = v.summary()
+        caught = f"{s['barge_ins_caught']}/{s['barge_ins']} {_num(s['barge_ins_caught_pct'], '.0f')}%"
+        declared = f"{s['as_declared']}/{s['conversations']}"
+        lines.append(
+            f"{v.name:<12} {_ms(s['ttfa_p50']):>8} {_ms(s['ttfa_p95']):>8} "
+            f"{_num(s['false_interruptions_per_min'], '.2f'):>9} {caught:>16} {s['premature_cutoffs']:>8} "
+            f"{_num(s['log_lines_per_min'], '.1f'):>13} {declared:>11}"
+        )
+    return lines
+
+
+def guide_table(before: VariantScore, after: VariantScore) -> list[str]:
+    b, a = before.summary(), after.summary()
+    measured = {
+        "average response time": (f"{_num(b['ttfa_mean'], '.2f')} s", f"{_num(a['ttfa_mean'], '.2f')} s"),
+        "false interruptions": (
+            f"{_num(b['false_interruptions_per_min'], '.2f')}/min",
+            f"{_num(a['false_interruptions_per_min'], '.2f')}/min",
+        ),
+        "log volume": (
+            f"{_num(b['log_lines_per_min'], '.0f')} lines/min",
+            f"{_num(a['log_lines_per_min'], '.0f')} lines/min",
+        ),
+    }
+    heads = (
+        "guide: before",
+        "guide: after (expected)",
+        f"measured: {before.name}",
+        f"measured: {after.name}",
+    )
+    lines = [f"{'':<22} " + " ".join(f"{h:>24}" for h in heads)]
+    for row, (g_before, g_after) in GUIDE.items():
+        cells = (g_before, g_after, *measured[row])
+        lines.append(f"{row:<22} " + " ".join(f"{c:>24}" for c in cells))
+    return lines
+
+
+def verdicts(scores: list[VariantScore]) -> list[str]:
+    """Whether `fast`, `stable` and `production` earn their names on this run (when they ran)."""
+    by = {v.name: v.summary() for v in scores}
+    out = []
+    timed = {n: s["ttfa_p50"] for n, s in by.items() if s["ttfa_p50"] is not None}
+    if "fast" in timed and len(timed) > 1:
+        lowest = min(timed, key=lambda n: timed[n])
+        ok = all(timed["fast"] <= t for t in timed.values())
+        verdict = "ok" if ok else "NO"
+        out.append(f"fast has the lowest TTFA p50 ({_ms(timed['fast'])} ms; lowest: {lowest}): {verdict}")
+    if "stable" in by and len(by) > 1:
+        s = by["stable"]
+        rates = {
+            n: x["false_interruptions_per_min"]
+            for n, x in by.items()
+            if x["false_interruptions_per_min"] is not None
+        }
+        fewest = s["false_interruptions_per_min"] is not None and all(
+            s["false_interruptions_per_min"] <= r for r in rates.values()
+        )
+        caught = s["barge_ins_caught_pct"]
+        rate = _num(s["false_interruptions_per_min"], ".2f")
+        out.append(
+            f"stable has the fewest false interruptions ({rate}/min): "
+            f"{'ok' if fewest else 'NO'}; barge-ins caught {_num(caught, '.0f')}% "
+            f"(>= {BARGE_IN_TARGET:.0f}%): "
+            f"{'ok' if caught is None or caught >= BARGE_IN_TARGET else 'NO'}; premature cut-offs "
+            f"{s['premature_cutoffs']}: {'ok' if s['premature_cutoffs'] == 0 else 'NO'}"
+        )
+    if "production" in by and "before" in by and by["before"]["ttfa_p50"] and by["production"]["ttfa_p50"]:
+        ratio = by["production"]["ttfa_p50"] / by["before"]["ttfa_p50"]
+        out.append(
+            f"production's TTFA p50 is {ratio:.2f}x the guide's before (<= {PRODUCTION_VS_BEFORE}): "
+            f"{'ok' if ratio <= PRODUCTION_VS_BEFORE else 'NO'}"
+        )
+    return out
+
+
+def render(scores: list[VariantScore], header: str) -> str:
+    lines = [header, "", *table(scores)]
+    lines.append(
+        "ms; ttfa = end of user speech -> first agent audio (livekit's e2e latency), over every answered "
+        "turn; false/min = replies paused or stopped by a sound that was no barge-in, per minute of agent "
+        "speech; "
+        "cut-offs = replies begun while the user was mid-sentence; log lines per minute of conversation; "
+        "as declared = conversations whose [expect] held"
+    )
+    by = {v.name: v for v in scores}
+    if "before" in by and "production" in by:
+        lines += [
+            "",
+            "the guide's Benchmark Results, measured (before -> production):",
+            *guide_table(by["before"], by["production"]),
+        ]
+    if checks := verdicts(scores):
+        lines += ["", *checks]
+    for v in scores:
+        for f in v.failed:
+            lines.append(f"{v.name}: failed: {f}")
+        for c in v.conversations:
+            if c.unmet:
+                lines.append(f"{v.name}: {c.scenario}: expected {'; '.join(c.unmet)}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""What `bench` measures, from each conversation's report (`handler.sim.Report.to_dict()`) and the
+scenario that declares what should have happened:
+
+- TTFA: livekit's e2e latency per answered turn (end of user speech -> first agent audio);
+- false interruptions: the agent stopped for a sound that was not a barge-in: a reply paused and
+  resumed (livekit's false interruption), or a reply cut short in a turn with no barge-in in it
+  (a backchannel "yeah" taken for a new turn); per minute of agent speech;
+- barge-ins caught: replies cut short by the barge-in scripted into them;
+- premature cut-offs: replies begun while the user was still saying the turn (mid-sentence);
+- log lines per minute of conversation;
+- whether each conversation went as it declares (`[expect]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from handler.sim.scenario import Scenario
+from handler.turns import per_minute, percentile
+
+
+@dataclass
+class ConversationScore:
+    scenario: str
+    ttfas: list[float] = field(default_factory=list)
+    false_interruptions: int = 0
+    barge_ins: int = 0
+    barge_ins_caught: int = 0
+    premature_cutoffs: int = 0
+    agent_speech_s: float = 0.0
+    duration_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    unmet: list[str] = field(default_factory=list)
+    """The scenario's expectations this run did not meet ("interruptions 1, got 0")."""
+
+
+def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
+    s = report["summary"]
+    out = ConversationScore(
+        scenario=report["scenario"],
+        premature_cutoffs=s["premature_cutoffs"],
+        agent_speech_s=s["agent_speech_s"],
+        duration_s=s["duration_s"],
+        errors=list(report["errors"]),
+    )
+    scripted = iter(sc.turns)
+    for turn in report["turns"]:
+        if turn["ttfa"] is not None:
+            out.ttfas.append(turn["ttfa"])
+        out.false_interruptions += turn["false_interruptions"]
+        if turn["kind"] != "turn":
+            continue
+        barge_ins = sum(e.kind == "barge_in" for e in next(scripted).during_reply)
+        out.barge_ins += barge_ins
+        if barge_ins:
+            out.barge_ins_caught += min(barge_ins, int(turn["interrupted"]))
+        elif turn["interrupted"]:
+            out.false_interruptions += 1
+    for key, want in sc.expect.items():
+        got = s.get(key)
+        if got != want:
+            out.unmet.append(f"{key} {want}, got {got}")
+    return out
+
+
+@dataclass
+class VariantScore:
+    name: str
+    env: str
+    about: str
+    overrides: dict[str, Any]
+    conversations: list[ConversationScore]
+    log_lines: int | None = None
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ttfas(self) -> list[float]:
+        return [t for c in self.conversations for t in c.ttfas]
+
+    def summary(self) -> dict[str, Any]:
+        ttfas = self.ttfas
+        speech_min = sum(c.agent_speech_s for c in self.conversations) / 60
+        minutes = sum(c.duration_s for c in self.conversations) / 60
+        false = sum(c.false_interruptions for c in self.conversations)
+        barge = sum(c.barge_ins for c in self.conversations)
+        caught = sum(c.barge_ins_caught for c in self.conversations)
+        return {
+            "conversations": len(self.conversations),
+            "turns_timed": len(ttfas),
+            "ttfa_p50": _r(percentile(ttfas, 50)),
+            "ttfa_p95": _r(percentile(ttfas, 95)),
+            "ttfa_mean": _r(sum(ttfas) / len(ttfas)) if ttfas else None,
+            "false_interruptions": false,
+            "agent_speech_min": round(speech_min, 2),
+            "false_interruptions_per_min": per_minute(false, speech_min) if speech_min else None,
+            "barge_ins": barge,
+            "barge_ins_caught": caught,
+            "barge_ins_caught_pct": round(100 * caught / barge, 1) if barge else None,
+            "premature_cutoffs": sum(c.premature_cutoffs for c in self.conversations),
+            "log_lines": self.log_lines,
+            "minutes": round(minutes, 2),
+            "log_lines_per_min": round(self.log_lines / minutes, 1)
+            if self.log_lines is not None and minutes
+            else None,
+            "as_declared": sum(not c.unmet for c in self.conversations),
+            "errors": sum(len(c.errors) for c in self.conversations),
+            "failed": len(self.failed),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "env": self.env,
+            "about": self.about,
+            "overrides": self.overrides,
+            "summary": self.summary(),
+            "conversations": [asdict(c) for c in self.conversations],
+            "failed": self.failed,
+        }
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)

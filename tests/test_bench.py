@@ -1,0 +1,122 @@
+"""`python -m handler bench`: its plumbing on a slice of the corpus (real sessions, real plugins,
+the provider servers in load mode), and the user's mistakes it refuses before running anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from handler.bench.variants import BUILT_IN, LIVEKIT_DEFAULTS, VariantError, parse
+from handler.sim import scenario
+
+
+def test_the_corpus_has_twenty_conversations_in_four_voices_each_declaring_what_must_happen() -> None:
+    corpus = [scenario.load(scenario.resolve(f"corpus/{n}")) for n in scenario.corpus_names()]
+    assert len(corpus) >= 20
+    assert len({(sc.user_voice, sc.user_rate) for sc in corpus}) >= 4
+    kinds = {e.kind for sc in corpus for t in sc.turns for e in t.during_reply}
+    assert kinds == {"cough", "noise", "babble", "backchannel", "barge_in"}
+    assert any(len(t.parts) > 1 for sc in corpus for t in sc.turns)  # mid-sentence pauses
+    for sc in corpus:
+        barge_ins = sum(e.kind == "barge_in" for t in sc.turns for e in t.during_reply)
+        assert sc.expect == {
+            "answered": len(sc.turns) + barge_ins,
+            "interruptions": barge_ins,
+            "premature_cutoffs": 0,
+        }, sc.name
+
+
+def test_a_variant_is_an_environment_plus_typed_overrides() -> None:
+    v = parse('smart=fast:turn.detection="stt",llm.max_tokens=200,vad.min_silence_duration=0.2')
+    assert (v.name, v.env) == ("smart", "fast")
+    assert v.overrides == {"turn.detection": "stt", "llm.max_tokens": 200, "vad.min_silence_duration": 0.2}
+    # on a built-in variant: its overrides and connection model, then these
+    quick = parse("quick=before:logging.level=WARNING")
+    assert quick.env == "dev" and quick.connection_per_request
+    assert quick.overrides == {**BUILT_IN["before"].overrides, "logging.level": "WARNING"}
+    assert BUILT_IN["livekit"].overrides == LIVEKIT_DEFAULTS
+    for bad in ("nosuch", "=fast", "x=fast:novalue"):
+        with pytest.raises(VariantError):
+            parse(bad)
+
+
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--envs", "nosuch"], "unknown variant 'nosuch'; built-in: before, livekit, dev, fast"),
+        (["--variant", "x=fast:turn.min_endpointing_delay=-1"], "turn.min_endpointing_delay = -1"),
+        (["--variant", "x=nosuchenv"], "nosuchenv"),
+        (["--envs", "fast,fast"], "variants named twice: fast"),
+        (["--scenario", "nosuch"], "corpus/NAME with NAME one of"),
+        (["--concurrency", "0"], "--concurrency 0: must be 1 to 32"),
+    ],
+)
+def test_bad_input_is_refused_with_one_message_before_anything_runs(cli, args: list[str], says: str) -> None:
+    out = cli("bench", *args, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_a_wav_scenario_and_an_unwritable_plot_directory_are_refused(cli, tmp_path: Path) -> None:
+    sc = tmp_path / "wav.toml"
+    sc.write_text('[[turns]]\nwav = "q.wav"\n')
+    out = cli("bench", "--scenario", str(sc), timeout=60)
+    assert out.returncode == 2 and "bench needs the text of every utterance" in out.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = cli("bench", "--scenario", "clean_weather_us", "--plot", str(blocker / "plots"), timeout=60)
+    assert out.returncode == 2 and f"--plot {blocker / 'plots'}: cannot write" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.realtime
+def test_bench_runs_variants_over_a_corpus_slice_and_prints_the_table_and_writes_the_plots(
+    cli, tmp_path: Path
+) -> None:
+    out = cli(
+        "bench", "--envs", "before,production", "--scenario", "clean_weather_us", "--json",
+        "--plot", str(tmp_path), timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    before, production = (v["summary"] for v in doc["variants"])
+    for s in (before, production):
+        assert s["conversations"] == 1 and s["failed"] == 0
+        assert s["turns_timed"] == 2 and 0.5 < s["ttfa_p50"] < 5.0
+        assert s["premature_cutoffs"] == 0 and s["as_declared"] == 1
+    # DEBUG logs against production's WARNING: many more lines per minute
+    assert before["log_lines_per_min"] > 5 * max(production["log_lines_per_min"], 1)
+    # a new connection per request: each turn pays it at least once more than the pooled run
+    assert before["ttfa_p50"] > production["ttfa_p50"] + 0.2
+    # progress on stderr, one line per conversation
+    assert "before        1/1 clean_weather_us: ttfa" in out.stderr
+    for name in ("ttfa.png", "tradeoff.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_the_guides_table_and_the_verdicts_come_from_the_scores() -> None:
+    from handler.bench.render import render
+    from handler.bench.score import ConversationScore, VariantScore
+
+    def variant(name: str, ttfa: float, false: int, caught: int, cutoffs: int, lines: int) -> VariantScore:
+        c = ConversationScore(
+            name, [ttfa, ttfa + 0.1], false, 2, caught, cutoffs, agent_speech_s=60.0, duration_s=120.0
+        )
+        return VariantScore(name, name, "", {}, [c], log_lines=lines)
+
+    scores = [
+        variant("before", 2.0, 3, 2, 1, 1000),
+        variant("fast", 1.2, 2, 2, 1, 20),
+        variant("stable", 1.9, 0, 2, 0, 20),
+        variant("production", 1.3, 1, 1, 0, 20),
+    ]
+    text = render(scores, "header")
+    row = next(line for line in text.splitlines() if line.startswith("stable "))
+    assert row.split() == ["stable", "1900", "2000", "0.00", "2/2", "100%", "0", "10.0", "1/1"]
+    assert "average response time" in text and "2.05 s" in text and "500 lines/min" in text
+    assert "fast has the lowest TTFA p50 (1200 ms; lowest: fast): ok" in text
+    assert "stable has the fewest false interruptions (0.00/min): ok; barge-ins caught 100%" in text
+    assert "production's TTFA p50 is 0.65x the guide's before (<= 0.5): NO" in text

@@ -68,4 +68,4 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     _install(session, "-e", ".[dev]")
-    session.run(_python(session), "-m", "mypy", "handler", "plugins")
+    session.run(_python(session), "-m", "mypy", "handler", "handler_plugins")

@@ -50,7 +50,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def inference(runs: int, threads: list[int]) -> None:
-    from plugins.engines.smart_turn import load
+    from handler_plugins.engines.smart_turn import load
 
     clips = [pauses.spoken(t) for t in CLIPS]
     silence = np.zeros(3200, np.int16)  # livekit asks after 200 ms of silence

@@ -344,7 +344,7 @@ def _session_lines(records, unanswered, session: str, fmt: str) -> list[str]:
     import logging
 
     from handler import logcontext, turns
-    from plugins import logging_default, metrics
+    from handler_plugins import logging_default, metrics
 
     out = io.StringIO()
     handler = logging.StreamHandler(out)

@@ -374,11 +374,6 @@ def test_a_reply_the_tts_cuts_short_is_reported_as_what_the_caller_heard(
     assert first.get("tts_errors") == 1 and not first["interrupted"], first
 
 
-@pytest.mark.xfail(
-    reason="issue 13, open: in the room (Opus audio) turn 1 was recognized as 'four two seven' only, "
-    "so the pause was not held as in simulate; cause not found yet",
-    strict=False,
-)
 def test_smart_turn_holds_a_pause_mid_sentence_in_a_real_room(
     real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:

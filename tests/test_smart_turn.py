@@ -21,7 +21,7 @@ from handler.config import ConfigError
 from handler.registry import Registry, load_checked
 from handler.sim import scenario, simulate
 from handler.testing import pauses
-from plugins import smart_turn
+from handler_plugins import smart_turn
 
 SMART = {"turn.detection": "smart-turn"}
 SILENCE = np.zeros(int(0.2 * audio.RATE), np.int16)
@@ -115,7 +115,7 @@ def test_config_check_with_smart_turn_imports_no_model_code(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def model():
-    from plugins.engines.smart_turn import load
+    from handler_plugins.engines.smart_turn import load
 
     return load(1)
 
@@ -149,7 +149,7 @@ def frames(pcm: np.ndarray, rate: int = audio.RATE, ms: int = 10) -> list[rtc.Au
 
 
 async def test_the_stream_predicts_on_pushed_frames_at_any_rate(model) -> None:
-    from plugins.engines.smart_turn import SmartTurnDetector
+    from handler_plugins.engines.smart_turn import SmartTurnDetector
 
     detector = SmartTurnDetector(model, threshold=0.5)
     stream = detector.stream()

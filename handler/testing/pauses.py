@@ -23,7 +23,7 @@ QUESTION = "what time do you open tomorrow"
 
 def spoken(text: str, *, voice: str = "en-us", rate: int = 175) -> np.ndarray:
     """`text` as 16 kHz int16, without the silence espeak-ng puts around it."""
-    from plugins.engines.espeak_tts import synthesize
+    from handler_plugins.engines.espeak_tts import synthesize
 
     pcm, _ = synthesize(text, voice=voice, rate=rate, sample_rate=audio.RATE)
     lead = round(audio.trailing_silence(pcm[::-1]) * audio.RATE)

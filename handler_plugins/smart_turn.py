@@ -1,5 +1,5 @@
 """Turn detection `smart-turn`: Smart Turn v3, an end-of-turn model that listens to the user's
-audio, run offline in the job process (the engine: `plugins.engines.smart_turn`).
+audio, run offline in the job process (the engine: `handler_plugins.engines.smart_turn`).
 
 Silence alone cannot tell "my order number is ..." from a finished question; the model can. When
 it says "not finished" (probability below `threshold`) the turn is held open for up to
@@ -93,7 +93,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
 
 
 def _build(options: Mapping[str, Any], runtime: Any) -> Any:
-    from plugins.engines.smart_turn import SmartTurnDetector, load  # heavy: only when built
+    from handler_plugins.engines.smart_turn import SmartTurnDetector, load  # heavy: only when built
 
     if problems := _validate(options):
         raise ValueError("turn.smart-turn: " + "; ".join(problems))

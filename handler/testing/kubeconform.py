@@ -25,7 +25,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from handler.testing.livekit_server import cache_root
+from handler.testing.go_tools import GoTool, ToolNotFound, cache_root
 
 VERSION = "v0.8.0"
 MODULE = "github.com/yannh/kubeconform/cmd/kubeconform"
@@ -36,40 +36,19 @@ INSTALL_COMMAND = "python -m handler.testing.kubeconform install"
 SCHEMA_PACKAGE = "kubernetes_validate"
 
 
-class NotInstalled(Exception):
-    """No kubeconform binary or no schemas, and none can be had here; the message says how."""
+KUBECONFORM = GoTool("kubeconform", MODULE, VERSION, BIN_VAR, INSTALL_COMMAND)
+NotInstalled = ToolNotFound
+"""No kubeconform binary or no schemas, and none can be had here; the message says how."""
 
 
 def find() -> Path | None:
     """The binary to use, or None."""
-    if env := os.environ.get(BIN_VAR):
-        return Path(env)
-    if on_path := shutil.which("kubeconform"):
-        return Path(on_path)
-    cached = cache_root() / "kubeconform" / VERSION / "kubeconform"
-    return cached if cached.is_file() else None
+    return KUBECONFORM.find()
 
 
 def install() -> Path:
     """The binary's path, building the pinned release into the cache if none is found."""
-    found = find()
-    if found is not None:
-        if not found.is_file():
-            raise NotInstalled(f"{BIN_VAR}={found}: no such file")
-        return found
-    go = shutil.which("go")
-    if go is None:
-        raise NotInstalled(
-            f"kubeconform not found ({BIN_VAR}, PATH, {cache_root()}) and Go is not installed to build it: "
-            f"install Go and run `{INSTALL_COMMAND}`, or set {BIN_VAR}"
-        )
-    target = cache_root() / "kubeconform" / VERSION
-    target.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0"}
-    done = subprocess.run([go, "install", f"{MODULE}@{VERSION}"], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise NotInstalled(f"go install {MODULE}@{VERSION} failed:\n{done.stderr[-2000:]}")
-    return target / "kubeconform"
+    return KUBECONFORM.install()
 
 
 def schemas() -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Self
+
+from handler.testing.go_tools import GoTool, ToolNotFound
 
 VERSION = "v1.13.5"
 MODULE = "github.com/livekit/livekit-server/cmd/server"
@@ -45,55 +46,21 @@ weight `1 - load`, so one that reports a load of exactly 1.0 (every core busy fo
 is still skipped."""
 
 
-class ServerNotFound(Exception):
-    """No livekit-server binary, and none can be built here; the message says how to get one."""
-
-
-def cache_root() -> Path:
-    """Where tools built for the tests go: `.cache/` in the checkout (beside pyproject.toml); for an
-    installed package, the user's cache directory."""
-    root = Path(__file__).resolve().parents[2]
-    in_checkout = (root / "pyproject.toml").is_file()
-    return root / ".cache" if in_checkout else Path.home() / ".cache" / "voice-handler"
-
-
-def cache_dir() -> Path:
-    """`<cache root>/livekit-server/<version>`."""
-    return cache_root() / "livekit-server" / VERSION
+SERVER = GoTool("livekit-server", MODULE, VERSION, BIN_VAR, INSTALL_COMMAND)
+ServerNotFound = ToolNotFound
 
 
 def find() -> Path | None:
     """The binary to use, or None."""
-    if env := os.environ.get(BIN_VAR):
-        return Path(env)
-    if on_path := shutil.which("livekit-server"):
-        return Path(on_path)
-    cached = cache_dir() / "livekit-server"
-    return cached if cached.is_file() else None
+    return SERVER.find()
 
 
 def install(log: Any = sys.stderr) -> Path:
     """The binary's path, building the pinned release into the cache if none is found."""
-    found = find()
-    if found is not None:
-        if not found.is_file():
-            raise ServerNotFound(f"{BIN_VAR}={found}: no such file")
-        return found
-    go = shutil.which("go")
-    if go is None:
-        raise ServerNotFound(
-            f"livekit-server not found ({BIN_VAR}, PATH, {cache_dir()}) and Go is not installed to build "
-            f"it: install Go 1.26+ and run `{INSTALL_COMMAND}`, or set {BIN_VAR}"
-        )
-    target = cache_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    print(f"building livekit-server {VERSION} into {target} (go install; minutes on a cold cache)", file=log)
-    env = {**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0"}
-    done = subprocess.run([go, "install", f"{MODULE}@{VERSION}"], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise ServerNotFound(f"`go install {MODULE}@{VERSION}` failed:\n{done.stderr.strip()[-2000:]}")
-    (target / "server").replace(target / "livekit-server")  # the main package's name is `server`
-    return target / "livekit-server"
+    if SERVER.find() is None:
+        where = SERVER.cache_dir
+        print(f"building livekit-server {VERSION} into {where} (go install: minutes, cold)", file=log)
+    return SERVER.install()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

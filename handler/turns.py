@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from handler.resilience.ledger import KINDS, ledger_of
+from handler.resilience.ledger import KINDS, StageFaults, ledger_of
 
 FAULT_STAGES = ("vad", "stt", "llm", "tts")
 FAULT_KINDS = KINDS
@@ -31,22 +31,6 @@ FAULT_KINDS = KINDS
 MIN_RATE_MINUTES = 1.0
 """Rates are per minute over at least one minute, so a 20 s session with one event does not
 report "3 per minute" (the same floor in the simulator, the worker's summary and the analyzer)."""
-
-
-@dataclass
-class StageFaults:
-    """What went wrong in one stage during one turn."""
-
-    retries: int = 0
-    """Failed attempts that were retried (livekit's recoverable errors)."""
-    timeouts: int = 0
-    """Attempts that failed by timing out (also counted in retries or errors)."""
-    fallbacks: int = 0
-    """Switches to a backup provider."""
-    errors: int = 0
-    """Failures that were not recovered."""
-    lost: int = 0
-    """User utterances dropped with a failed stream (STT)."""
 
 
 def _no_faults() -> dict[str, StageFaults]:

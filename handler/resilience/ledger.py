@@ -24,9 +24,9 @@ errors: requests that failed for good; lost: user utterances dropped with a fail
 STAGES = ("stt", "llm", "tts")
 
 
-@dataclass(frozen=True)
+@dataclass
 class StageFaults:
-    """One stage's counts."""
+    """One stage's counts (KINDS): the ledger's snapshots, and what a turn record adds up."""
 
     retries: int = 0
     timeouts: int = 0

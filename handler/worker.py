@@ -25,6 +25,7 @@ from handler.session import (
     prewarm_settled,
     start_prewarm,
 )
+from handler.worker_load import TreeLoad
 
 logger = logging.getLogger("handler.worker")
 
@@ -118,6 +119,8 @@ def make_server(settings: config.Settings, metrics_dir: str | None = None) -> An
     server = AgentServer(
         # `dev` (livekit's devmode) takes any load, as livekit's own dev mode does
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=w["load_threshold"]),
+        # the worker's own CPU, not the machine's: a busy neighbour must not turn calls away
+        load_fnc=TreeLoad(),
         num_idle_processes=w["num_idle_processes"],
         job_memory_warn_mb=w["job_memory_warn_mb"],
         job_memory_limit_mb=w["job_memory_limit_mb"],

@@ -36,14 +36,14 @@ BIN_VAR = "LIVEKIT_SERVER_BIN"
 INSTALL_COMMAND = "python -m handler.testing.livekit_server install"
 START_TIMEOUT = 20.0
 TARGET_LOAD = 2.0
-"""livekit-server's own gate on the load a worker reports (livekit-agents reports the machine's CPU,
-0..1, averaged over 2.5 s): it offers a room's job only when the sum over available workers of
-`target_load - load` is above 0 (psrpc's claim affinity; at 0 the request fails with "no servers
-available (received 1 responses)"), and it tries once per room. Its default, 0.7, turned calls away
-whenever the machine was busy (one core busy plus a caller starting: 0.95), whatever the worker's
-own `load_threshold`; above 1 this gate never closes. A second gate stays: a worker is picked with
-weight `1 - load`, so one that reports a load of exactly 1.0 (every core busy for the whole 2.5 s)
-is still skipped."""
+"""livekit-server's own gate on the load a worker reports (0..1, averaged over 2.5 s): it offers a
+room's job only when the sum over available workers of `target_load - load` is above 0 (psrpc's
+claim affinity; at 0 the request fails with "no servers available (received 1 responses)"), and it
+tries once per room. Its default, 0.7, turned calls away whenever the machine was busy, while the
+worker still reported the machine's CPU (one core busy plus a caller starting: 0.95); above 1 this
+gate never closes. A second gate stays: a worker is picked with weight `1 - load`, so one that
+reports 1.0 is skipped ("no workers with sufficient capacity"); our worker reports its own process
+tree's CPU (handler/worker_load.py), which the tests' other load does not raise."""
 
 
 SERVER = GoTool("livekit-server", MODULE, VERSION, BIN_VAR, INSTALL_COMMAND)

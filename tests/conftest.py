@@ -93,6 +93,23 @@ needed (clearly reached), 0.8 * 0.9 / 0.5 = 1.44 s (clearly not)."""
 # ------------------------------------------------------------------------------ livekit-server
 
 
+SLOWEST_FIRST = "tests/test_room.py"
+"""Its tests take 20-50 s each: a worker started, a call made through a real livekit-server."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest tests first, so pytest-xdist's workers start them first and the run does not end
+    with one worker alone on a 50 s call while the others idle: the real room's tests, then the
+    other real-time conversations (the bench run among them), then the rest (a stable sort keeps each group's order)."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(SLOWEST_FIRST):
+            return 0
+        return 1 if item.get_closest_marker("realtime") else 2
+
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """Each phase's report on the test item, so a fixture's teardown knows whether the test failed."""

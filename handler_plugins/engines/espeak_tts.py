@@ -3,9 +3,12 @@ the `local` TTS's engine."""
 
 from __future__ import annotations
 
+import _ctypes
 import asyncio
+import contextlib
 import ctypes
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,60 +40,77 @@ class _VoiceSpec(ctypes.Structure):  # espeak_VOICE
 
 
 class _Espeak:
-    """The process's one espeak-ng instance.
+    """The process's espeak-ng, one synthesis at a time.
 
-    The library is one global state machine (voice, rate, output callback), so a synthesis
-    holds the lock from choosing the voice until the last sample is copied out.
+    espeak-ng keeps synthesis state in the library's static variables (the pitch flutter's
+    position, the wave generator's phase and echo buffer) that no API call resets, so the same text
+    in the same voice came out different after anything else had been said: a few samples longer
+    or shorter, a pitch contour shifted. For a simulator that must feed the VAD the same samples on
+    every run that is not acceptable (half of those variants of one fast "thanks bye" went unheard
+    by the VAD at some window phase, the others at none). So each synthesis loads the library
+    afresh, initializes it, speaks and unloads it: the output depends on the text, voice and rate
+    alone, for about 3 ms more per synthesis.
     """
 
     def __init__(self) -> None:
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_VoiceSpec)]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
+        self._path = espeakng_loader.get_library_path()
         # the path is the directory that contains `espeak-ng-data`
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, _INITIALIZE_DONT_EXIT)
-        if rate <= 0:
-            raise RuntimeError(f"espeak-ng failed to initialize (data in {data_parent!r})")
-        self.sample_rate: int = rate
-        self._lib = lib
+        self._data = str(Path(espeakng_loader.get_data_path()).parent).encode()
         self._lock = threading.Lock()
         self._chunks: list[bytes] = []
         # keep a reference: espeak keeps only the raw function pointer
         self._callback = _SynthCallback(self._on_audio)
-        lib.espeak_SetSynthCallback(self._callback)
+        with self._library() as (_, rate):
+            self.sample_rate: int = rate
+
+    @contextlib.contextmanager
+    def _library(self) -> Iterator[tuple[Any, int]]:
+        """espeak-ng freshly loaded and initialized, and its sample rate; unloaded on exit."""
+        lib = ctypes.CDLL(self._path)
+        try:
+            lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_VoiceSpec)]
+            lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ]  # fmt: skip
+            rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data, _INITIALIZE_DONT_EXIT)
+            if rate <= 0:
+                raise RuntimeError(f"espeak-ng failed to initialize (data in {self._data!r})")
+            lib.espeak_SetSynthCallback(self._callback)
+            yield lib, rate
+        finally:
+            lib.espeak_Terminate()
+            _ctypes.dlclose(lib._handle)
 
     def _on_audio(self, wav: Any, num_samples: int, _events: Any) -> int:
         if num_samples > 0 and wav:
             self._chunks.append(ctypes.string_at(wav, num_samples * 2))
         return 0  # 0 = continue
 
-    def _set_voice(self, voice: str) -> None:
+    @staticmethod
+    def _set_voice(lib: Any, voice: str) -> None:
         # by name or file ("en-us", "en-us+f3"), else by language code ("en-gb" is only a
         # language of the voice file "en"), which is how the espeak-ng command line resolves -v
-        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             spec = _VoiceSpec(languages=voice.lower().encode())
-            if self._lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != 0:
+            if lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != 0:
                 raise ValueError(f"espeak-ng has no voice or language {voice!r}")
 
     def check_voice(self, voice: str) -> None:
-        with self._lock:
-            self._set_voice(voice)
+        with self._lock, self._library() as (lib, _):
+            self._set_voice(lib, voice)
 
     def synthesize(self, text: str, voice: str, rate: int) -> np.ndarray:
         data = text.encode() + b"\0"
-        with self._lock:
-            self._set_voice(voice)
-            self._lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
+        with self._lock, self._library() as (lib, _):
+            self._set_voice(lib, voice)
+            lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
             self._chunks = []
-            err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             pcm, self._chunks = b"".join(self._chunks), []
         if err != 0:
             raise RuntimeError(f"espeak_Synth failed with error {err}")
@@ -103,7 +123,7 @@ _engine_instance: _Espeak | None = None
 
 def _engine() -> _Espeak:
     global _engine_instance
-    with _engine_lock:  # the library's state is global: initialize it exactly once
+    with _engine_lock:  # one lock for the library, whose state is global
         if _engine_instance is None:
             _engine_instance = _Espeak()
         return _engine_instance

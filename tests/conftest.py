@@ -100,7 +100,8 @@ SLOWEST_FIRST = "tests/test_room.py"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest tests first, so pytest-xdist's workers start them first and the run does not end
     with one worker alone on a 50 s call while the others idle: the real room's tests, then the
-    other real-time conversations (the bench run among them), then the rest (a stable sort keeps each group's order)."""
+    other real-time conversations (the bench run among them), then the rest (a stable sort keeps
+    each group's order)."""
 
     def rank(item: pytest.Item) -> int:
         if item.nodeid.startswith(SLOWEST_FIRST):

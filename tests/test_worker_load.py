@@ -39,7 +39,8 @@ def _settle(*loads: TreeLoad) -> list[float]:
 
 def test_a_busy_child_counts_and_a_busy_neighbour_does_not(procs):
     # an idle parent whose child spins; beside it, a spinning process outside its tree
-    parent = procs(sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {SPIN!r}])")
+    spawn_spinner = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {SPIN!r}])"
+    parent = procs(sys.executable, "-c", spawn_spinner)
     neighbour = procs(sys.executable, "-c", SPIN)
     idle = procs("sleep", "30")  # starts in a millisecond: nothing of its start is sampled
     time.sleep(0.3)  # the parent has started its child

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -206,7 +205,9 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
     operator_dir: bool,
 ) -> None:
     port = free_port()
-    before = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*"))
+    # the worker's own temporary directory: other tests' workers make theirs at the same time
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     chosen = tmp_path / "not" / "yet" / "there"  # the plugin and livekit create it
     worker = start_worker(
         **real_livekit.env(),
@@ -214,6 +215,7 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
         HANDLER_WORKER__PROMETHEUS_PORT=str(port),
         HANDLER_WORKER__NUM_IDLE_PROCESSES="1",  # its prewarm loads the metrics plugin
         PROMETHEUS_MULTIPROC_DIR=str(chosen) if operator_dir else None,
+        TMPDIR=str(tmp),
     )
     worker.wait_for_log("registered worker", REGISTER_TIMEOUT)
     # the idle job process's zero series, and with the operator's directory also livekit's
@@ -233,7 +235,7 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
         assert f"voice_handler_{name} 0.0" in text
     # multi-process collection: sample files, and no in-process `_created` samples
     assert "voice_handler_turns_created" not in text
-    ours = set(Path(tempfile.gettempdir()).glob("voice-handler-metrics-*")) - before
+    ours = set(tmp.glob("voice-handler-metrics-*"))
     metrics_dir = chosen if operator_dir else ours.pop()
     assert not ours and list(metrics_dir.glob("*.db"))
 

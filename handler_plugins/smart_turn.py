@@ -16,6 +16,7 @@ the `pipecat-ai` wheel, of which only two files are used (see the engine's docst
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,8 @@ DISTRIBUTION = "pipecat-ai"
 MODEL = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 FEATURES = "pipecat/audio/turn/smart_turn/_whisper_features.py"
 INSTALL = "pip install 'voice-handler[smart-turn]'"
+BLAS_LIMITER = "threadpoolctl"
+"""Holds numpy's BLAS to one thread in a process that runs the model (the engine's reason)."""
 MAX_THREADS = 16
 
 
@@ -66,7 +69,11 @@ def model_files() -> tuple[Path, Path] | str:
 
 def _unavailable() -> str | None:
     found = model_files()
-    return found if isinstance(found, str) else None
+    if isinstance(found, str):
+        return found
+    if importlib.util.find_spec(BLAS_LIMITER) is None:
+        return f"Smart Turn needs {BLAS_LIMITER} (part of the smart-turn extra): {INSTALL}"
+    return None
 
 
 def _number(value: Any) -> TypeGuard[float]:

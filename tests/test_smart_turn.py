@@ -83,6 +83,15 @@ def test_selecting_it_without_the_extra_says_what_to_install(monkeypatch: pytest
     assert "pip install 'voice-handler[smart-turn]'" in line
 
 
+def test_selecting_it_without_threadpoolctl_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smart_turn, "BLAS_LIMITER", "threadpoolctl_not_installed")
+    with pytest.raises(ConfigError) as e:
+        load_checked("dev", overrides=SMART, overrides_source="test")
+    (line,) = e.value.lines()
+    assert "Smart Turn needs threadpoolctl_not_installed" in line
+    assert "pip install 'voice-handler[smart-turn]'" in line
+
+
 def test_a_pipecat_without_the_model_is_a_configuration_error(root: Path, tmp_path: Path, cli) -> None:
     # an install of pipecat-ai that lacks the file (another version, a broken install): found
     # first on the path, as pip would leave it
@@ -148,9 +157,17 @@ def frames(pcm: np.ndarray, rate: int = audio.RATE, ms: int = 10) -> list[rtc.Au
     return [rtc.AudioFrame(pcm[i : i + n].tobytes(), rate, 1, n) for i in range(0, len(pcm) - n + 1, n)]
 
 
-async def test_the_stream_predicts_on_pushed_frames_at_any_rate(model) -> None:
-    from handler_plugins.engines.smart_turn import SmartTurnDetector
+def test_a_process_that_loaded_the_model_runs_numpy_blas_on_one_thread(model) -> None:
+    from threadpoolctl import threadpool_info
 
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+async def test_the_stream_predicts_on_pushed_frames_at_any_rate(model) -> None:
+    from handler_plugins.engines.smart_turn import SmartTurnDetector, inference_times
+
+    timed = len(inference_times())
     detector = SmartTurnDetector(model, threshold=0.5)
     stream = detector.stream()
     assert await stream.unlikely_threshold(None) == 0.5 and await stream.supports_language(None)
@@ -165,6 +182,8 @@ async def test_the_stream_predicts_on_pushed_frames_at_any_rate(model) -> None:
         stream.push_audio(f)
     done = await asyncio.wait_for(stream.predict(), 30)
     assert done.end_of_turn_probability > 0.5
+    # each prediction's own time is kept for bench, as the event reports it
+    assert inference_times()[-1] == done.inference_duration and len(inference_times()) == timed + 2
     # a prediction superseded by new speech no longer holds anyone up
     pending = stream.predict()
     stream.cancel_inference()

@@ -106,3 +106,17 @@ def _value(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+SMART_TURN = "+smart-turn"
+
+
+def with_smart_turn(base: Variant) -> Variant:
+    """`bench --with-smart-turn`: the same variant with turn detection by the end-of-turn model."""
+    return Variant(
+        base.name + SMART_TURN,
+        base.env,
+        {**base.overrides, "turn.detection": "smart-turn"},
+        connection_per_request=base.connection_per_request,
+        about=f"{base.about or base.env}, turn detection by Smart Turn v3",
+    )

@@ -520,8 +520,8 @@ def bench(
         raise UserError(f"--envs/--variant: {e}") from None
     if not chosen:
         raise UserError("--envs: name at least one variant, e.g. --envs production")
-    if with_smart_turn:  # each variant next to itself with the model
-        chosen = [w for v in chosen for w in (v, bv.with_smart_turn(v))]
+    if with_smart_turn:
+        chosen = bv.paired_with_smart_turn(chosen)
     names = [v.name for v in chosen]
     if len(set(names)) != len(names):
         raise UserError(

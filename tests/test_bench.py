@@ -123,12 +123,15 @@ def test_the_table_the_guides_table_and_the_verdicts_come_from_the_scores() -> N
 
 
 def test_with_smart_turn_pairs_a_variant_with_itself_under_the_end_of_turn_model() -> None:
-    from handler.bench.variants import with_smart_turn
+    from handler.bench.variants import paired_with_smart_turn, with_smart_turn
 
     before = with_smart_turn(BUILT_IN["before"])
     assert before.name == "before+smart-turn" and before.env == "dev" and before.connection_per_request
     assert before.overrides == {**BUILT_IN["before"].overrides, "turn.detection": "smart-turn"}
     assert with_smart_turn(BUILT_IN["fast"]).overrides == {"turn.detection": "smart-turn"}
+    tuned = parse('st=production:turn.detection="smart-turn",turn.smart-turn.threshold=0.1')
+    paired = paired_with_smart_turn([BUILT_IN["fast"], tuned])
+    assert [v.name for v in paired] == ["fast", "fast+smart-turn", "st"]  # the tuned one has the model
 
 
 def _report(sc: scenario.Scenario, detection: str, turns: list[tuple[float | None, int]]) -> dict:

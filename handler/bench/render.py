@@ -135,7 +135,7 @@ def turn_detection_table(scores: list[VariantScore]) -> list[str]:
 
 
 def turn_detection_verdicts(scores: list[VariantScore]) -> list[str]:
-    """Issue 13's targets for each `X+smart-turn` next to its `X`: no pause cut-off where X has
+    """Issue 13's targets for each `X+smart-turn[...]` next to its `X`: no pause cut-off where X has
     one (or none at all), complete-utterance TTFA no worse than `production` without the model,
     inference p95 under 100 ms."""
     from handler.bench.variants import SMART_TURN
@@ -144,9 +144,9 @@ def turn_detection_verdicts(scores: list[VariantScore]) -> list[str]:
     reference = by.get("production")
     out = []
     for name, d in by.items():
-        if not name.endswith(SMART_TURN):
+        if SMART_TURN not in name:  # X+smart-turn, or a tuned X+smart-turn-...
             continue
-        base = by.get(name.removesuffix(SMART_TURN))
+        base = by.get(name.split(SMART_TURN)[0])
         parts = []
         if base is not None:
             ok = d["paused_cutoffs"] == 0 or d["paused_cutoffs"] < base["paused_cutoffs"]

@@ -120,3 +120,13 @@ def with_smart_turn(base: Variant) -> Variant:
         connection_per_request=base.connection_per_request,
         about=f"{base.about or base.env}, turn detection by Smart Turn v3",
     )
+
+
+def paired_with_smart_turn(variants: list[Variant]) -> list[Variant]:
+    """Each variant followed by itself with the model; one that already has it stays alone."""
+    out = []
+    for v in variants:
+        out.append(v)
+        if v.overrides.get("turn.detection") != "smart-turn":
+            out.append(with_smart_turn(v))
+    return out

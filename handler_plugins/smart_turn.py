@@ -5,10 +5,10 @@ Silence alone cannot tell "my order number is ..." from a finished question; the
 it says "not finished" (probability below `threshold`) the turn is held open for up to
 `max_endpointing_delay`; otherwise it ends after `min_endpointing_delay`, as with `vad`.
 
-Options (`[default.turn.smart-turn]`):
-    threshold = 0.5     # end-of-turn probability below which the user is taken as mid-sentence
+Options (`[default.turn.smart-turn]`; each default's reason is in settings.toml):
+    threshold = 0.1     # end-of-turn probability below which the user is taken as mid-sentence
     threads = 1         # CPU threads one prediction uses
-    max_endpointing_delay   # optional: overrides [turn]'s for this detector (the longest hold)
+    max_endpointing_delay = 2.0  # this detector's longest hold (without the key: [turn]'s)
 
 Needs the `smart-turn` extra (`pip install 'voice-handler[smart-turn]'`): the model ships in
 the `pipecat-ai` wheel, of which only two files are used (see the engine's docstring).

@@ -113,15 +113,16 @@ SMART_TURN_INFERENCE_P95 = 0.1
 def turn_detection_table(scores: list[VariantScore]) -> list[str]:
     """With and without an end-of-turn model: cut-offs in the turns said with a mid-sentence
     pause, TTFA of complete utterances and of the paused turns, the model's inference time."""
+    w = max([24, *(len(v.name) for v in scores)])
     lines = [
-        f"{'variant':<24} {'detection':<10} {'pause cut-offs':>14} {'complete p50':>12} {'p95':>5} "
+        f"{'variant':<{w}} {'detection':<10} {'pause cut-offs':>14} {'complete p50':>12} {'p95':>5} "
         f"{'paused p50':>10} {'p95':>5} {'inference p50':>13} {'p95':>5} {'n':>4}",
     ]
     for v in scores:
         d = v.turn_detection()
         cut = f"{d['paused_cutoffs']}/{d['paused_turns']}"
         lines.append(
-            f"{v.name:<24} {d['detection']:<10} {cut:>14} {_ms(d['complete_ttfa_p50']):>12} "
+            f"{v.name:<{w}} {d['detection']:<10} {cut:>14} {_ms(d['complete_ttfa_p50']):>12} "
             f"{_ms(d['complete_ttfa_p95']):>5} {_ms(d['paused_ttfa_p50']):>10} "
             f"{_ms(d['paused_ttfa_p95']):>5} "
             f"{_ms(d['eot_inference_p50']):>13} {_ms(d['eot_inference_p95']):>5} {d['eot_predictions']:>4}"

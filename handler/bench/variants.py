@@ -1,6 +1,7 @@
 """What `bench` compares: a variant is an environment plus setting overrides (and, for the guide's
 "before", a new connection per request). Adding one is a line here, or `--variant` on the command
-line (e.g. issue 13's end-of-turn model: `--variant smart=fast:turn.detection="smart"`)."""
+line (e.g. `--variant quick=fast:vad.min_silence_duration=0.2`); `--with-smart-turn` pairs each
+with itself under the end-of-turn model (`with_smart_turn`)."""
 
 from __future__ import annotations
 

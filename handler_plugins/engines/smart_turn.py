@@ -42,7 +42,8 @@ WINDOW = 8 * SAMPLE_RATE
 """The model hears the last 8 s (shorter audio is zero-padded in front, as in training)."""
 PREDICTION_TIMEOUT = 1.0
 """s livekit waits for a prediction before it commits on `min_endpointing_delay` without one
-(a prediction takes 0.1-0.2 s here; the rest is headroom for a busy machine)."""
+(a prediction takes 40-140 ms here, `bench` and `benchmarks/smart_turn.py`; the rest is headroom
+for a busy machine)."""
 LANGUAGES = frozenset(
     {"ar", "bn", "zh", "da", "nl", "de", "en", "fi", "fr", "hi", "id", "it", "ja", "ko", "mr", "no", "nb"}
     | {"pl", "pt", "ru", "es", "tr", "uk", "vi"}

@@ -496,6 +496,14 @@ def bench(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Write ttfa.png and tradeoff.png into this directory.")
     ] = None,
+    with_smart_turn: Annotated[
+        bool,
+        typer.Option(
+            "--with-smart-turn",
+            help="Run each variant also as NAME+smart-turn (turn detection by the end-of-turn model) "
+            "and print the with/without table.",
+        ),
+    ] = False,
 ) -> None:
     """The presets side by side on the conversation corpus: TTFA, false interruptions, barge-ins
     caught, premature cut-offs and log volume, over the cloud stack on local provider servers."""
@@ -512,6 +520,8 @@ def bench(
         raise UserError(f"--envs/--variant: {e}") from None
     if not chosen:
         raise UserError("--envs: name at least one variant, e.g. --envs production")
+    if with_smart_turn:
+        chosen = bv.paired_with_smart_turn(chosen)
     names = [v.name for v in chosen]
     if len(set(names)) != len(names):
         raise UserError(

@@ -5,10 +5,10 @@ Silence alone cannot tell "my order number is ..." from a finished question; the
 it says "not finished" (probability below `threshold`) the turn is held open for up to
 `max_endpointing_delay`; otherwise it ends after `min_endpointing_delay`, as with `vad`.
 
-Options (`[default.turn.smart-turn]`):
-    threshold = 0.5     # end-of-turn probability below which the user is taken as mid-sentence
+Options (`[default.turn.smart-turn]`; each default's reason is in settings.toml):
+    threshold = 0.1     # end-of-turn probability below which the user is taken as mid-sentence
     threads = 1         # CPU threads one prediction uses
-    max_endpointing_delay   # optional: overrides [turn]'s for this detector (the longest hold)
+    max_endpointing_delay = 2.0  # this detector's longest hold (without the key: [turn]'s)
 
 Needs the `smart-turn` extra (`pip install 'voice-handler[smart-turn]'`): the model ships in
 the `pipecat-ai` wheel, of which only two files are used (see the engine's docstring).
@@ -16,6 +16,7 @@ the `pipecat-ai` wheel, of which only two files are used (see the engine's docst
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,8 @@ DISTRIBUTION = "pipecat-ai"
 MODEL = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 FEATURES = "pipecat/audio/turn/smart_turn/_whisper_features.py"
 INSTALL = "pip install 'voice-handler[smart-turn]'"
+BLAS_LIMITER = "threadpoolctl"
+"""Holds numpy's BLAS to one thread in a process that runs the model (the engine's reason)."""
 MAX_THREADS = 16
 
 
@@ -66,7 +69,11 @@ def model_files() -> tuple[Path, Path] | str:
 
 def _unavailable() -> str | None:
     found = model_files()
-    return found if isinstance(found, str) else None
+    if isinstance(found, str):
+        return found
+    if importlib.util.find_spec(BLAS_LIMITER) is None:
+        return f"Smart Turn needs {BLAS_LIMITER} (part of the smart-turn extra): {INSTALL}"
+    return None
 
 
 def _number(value: Any) -> TypeGuard[float]:

@@ -120,3 +120,73 @@ def test_the_table_the_guides_table_and_the_verdicts_come_from_the_scores() -> N
     assert "fast has the lowest TTFA p50 (1200 ms; lowest: fast): ok" in text
     assert "stable has the fewest false interruptions (0.00/min): ok; barge-ins caught 100%" in text
     assert "production's TTFA p50 is 0.65x the guide's before (<= 0.5): NO" in text
+
+
+def test_with_smart_turn_pairs_a_variant_with_itself_under_the_end_of_turn_model() -> None:
+    from handler.bench.variants import paired_with_smart_turn, with_smart_turn
+
+    before = with_smart_turn(BUILT_IN["before"])
+    assert before.name == "before+smart-turn" and before.env == "dev" and before.connection_per_request
+    assert before.overrides == {**BUILT_IN["before"].overrides, "turn.detection": "smart-turn"}
+    assert with_smart_turn(BUILT_IN["fast"]).overrides == {"turn.detection": "smart-turn"}
+    tuned = parse('st=production:turn.detection="smart-turn",turn.smart-turn.threshold=0.1')
+    paired = paired_with_smart_turn([BUILT_IN["fast"], tuned])
+    assert [v.name for v in paired] == ["fast", "fast+smart-turn", "st"]  # the tuned one has the model
+
+
+def _report(sc: scenario.Scenario, detection: str, turns: list[tuple[float | None, int]]) -> dict:
+    """A conversation's report as simulate gives it, with (ttfa, premature cut-offs) per turn."""
+    return {
+        "scenario": sc.name,
+        "providers": {"turn": detection},
+        "errors": [],
+        "summary": {
+            "premature_cutoffs": sum(c for _, c in turns),
+            "agent_speech_s": 30.0,
+            "duration_s": 60.0,
+            "answered": len(turns),
+            "interruptions": 0,
+        },
+        "turns": [
+            {"kind": "turn", "ttfa": t, "false_interruptions": 0, "interrupted": False}
+            | {"premature_cutoffs": c}
+            for t, c in turns
+        ],
+    }
+
+
+def test_the_turn_detection_table_splits_paused_turns_from_complete_ones_and_checks_the_targets() -> None:
+    from handler.bench.render import render, turn_detection_verdicts
+    from handler.bench.score import VariantScore, score
+
+    paused = scenario.load(scenario.resolve("corpus/pause_order_number"))  # paused turn, then "thank you"
+    clean = scenario.load(scenario.resolve("corpus/clean_weather_us"))
+    assert len(paused.turns[0].parts) == 2 and len(paused.turns[1].parts) <= 1
+
+    def variant(name: str, detection: str, paused_turn: tuple[float, int], inference: list[float]):
+        convs = [
+            score(paused, _report(paused, detection, [paused_turn, (1.0, 0)])),
+            score(clean, _report(clean, detection, [(1.2, 0), (1.1, 0)])),
+        ]
+        return VariantScore(name, name, "", {}, convs, log_lines=10, eot_inference=inference)
+
+    scores = [
+        variant("fast", "vad", (0.9, 1), []),
+        variant("fast+smart-turn", "smart-turn", (3.0, 0), [0.05, 0.06, 0.2]),
+        variant("production", "vad", (1.0, 1), []),
+    ]
+    d = scores[1].turn_detection()
+    assert (d["paused_turns"], d["paused_cutoffs"], d["complete_turns_timed"]) == (1, 0, 3)
+    assert d["paused_ttfa_p50"] == 3.0 and 1.0 <= d["complete_ttfa_p50"] <= 1.2
+    assert d["eot_predictions"] == 3 and d["eot_inference_p95"] > 0.1
+    # the paused turn's 3 s hold is not counted among the complete utterances
+    assert scores[1].summary()["ttfa_p95"] > 2.0 > d["complete_ttfa_p95"]
+    text = render(scores, "header")
+    table = text.split("turn detection, with and without the end-of-turn model:")[1]
+    row = next(line for line in table.splitlines() if line.startswith("fast+smart-turn "))
+    assert row.split()[:5] == ["fast+smart-turn", "smart-turn", "0/1", "1100", "1200"]
+    (verdict,) = turn_detection_verdicts(scores)
+    assert verdict.startswith("fast+smart-turn: pause cut-offs 0 (without: 1): ok; complete ttfa")
+    assert "(production: 1100/1200): ok" in verdict and verdict.endswith("(< 100): NO")
+    # no model in the run: no such table
+    assert "turn detection, with and without" not in render([scores[0], scores[2]], "header")

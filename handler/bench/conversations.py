@@ -9,7 +9,8 @@ soniox, openai and elevenlabs plugins) against the provider servers in load mode
 event loop in a thread, with the cloud latency profile: the recognizer knows each utterance's
 transcript from its samples (`handler.sim.transcripts`), the LLM answers from the `local` reply
 table, the TTS sends a tone as long as the text. Up to N conversations run at once. One JSON line
-per conversation on stdout as it finishes, then {"log_lines": n}; the log lines themselves go to a
+per conversation on stdout as it finishes, then {"log_lines": n, "eot_inference": [s, ...]} (the
+end-of-turn model's prediction times, when one ran); the log lines themselves go to a
 file, counted at the end.
 """
 
@@ -81,7 +82,13 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
                 await close_shared_session()
         log.flush()
         log.seek(0)
-        _emit({"log_lines": sum(1 for _ in log)})
+        _emit({"log_lines": sum(1 for _ in log), "eot_inference": _eot_inference()})
+
+
+def _eot_inference() -> list[float]:
+    """The end-of-turn model's own prediction times in this process (s), when one ran."""
+    engine = sys.modules.get("handler_plugins.engines.smart_turn")
+    return engine.inference_times() if engine is not None else []
 
 
 def main() -> None:

@@ -106,6 +106,75 @@ def verdicts(scores: list[VariantScore]) -> list[str]:
     return out
 
 
+SMART_TURN_INFERENCE_P95 = 0.1
+"""s: the end-of-turn model's inference p95 target (issue 13)."""
+
+
+def turn_detection_table(scores: list[VariantScore]) -> list[str]:
+    """With and without an end-of-turn model: cut-offs in the turns said with a mid-sentence
+    pause, TTFA of complete utterances and of the paused turns, the model's inference time."""
+    w = max([24, *(len(v.name) for v in scores)])
+    lines = [
+        f"{'variant':<{w}} {'detection':<10} {'pause cut-offs':>14} {'complete p50':>12} {'p95':>5} "
+        f"{'paused p50':>10} {'p95':>5} {'inference p50':>13} {'p95':>5} {'n':>4}",
+    ]
+    for v in scores:
+        d = v.turn_detection()
+        cut = f"{d['paused_cutoffs']}/{d['paused_turns']}"
+        lines.append(
+            f"{v.name:<{w}} {d['detection']:<10} {cut:>14} {_ms(d['complete_ttfa_p50']):>12} "
+            f"{_ms(d['complete_ttfa_p95']):>5} {_ms(d['paused_ttfa_p50']):>10} "
+            f"{_ms(d['paused_ttfa_p95']):>5} "
+            f"{_ms(d['eot_inference_p50']):>13} {_ms(d['eot_inference_p95']):>5} {d['eot_predictions']:>4}"
+        )
+    lines.append(
+        "ms; pause cut-offs = replies begun in a mid-sentence pause / turns said with one; complete = "
+        "ttfa of every other turn; paused = ttfa of the paused turns (from the end of their last word); "
+        "inference = one prediction of the model (features + ONNX) as the provider timed it, n predictions"
+    )
+    return lines
+
+
+def turn_detection_verdicts(scores: list[VariantScore]) -> list[str]:
+    """Issue 13's targets for each `X+smart-turn[...]` next to its `X`: no pause cut-off where X has
+    one (or none at all), complete-utterance TTFA no worse than `production` without the model,
+    inference p95 under 100 ms."""
+    from handler.bench.variants import SMART_TURN
+
+    by = {v.name: v.turn_detection() for v in scores}
+    reference = by.get("production")
+    out = []
+    for name, d in by.items():
+        if SMART_TURN not in name:  # X+smart-turn, or a tuned X+smart-turn-...
+            continue
+        base = by.get(name.split(SMART_TURN)[0])
+        parts = []
+        if base is not None:
+            ok = d["paused_cutoffs"] == 0 or d["paused_cutoffs"] < base["paused_cutoffs"]
+            parts.append(
+                f"pause cut-offs {d['paused_cutoffs']} (without: {base['paused_cutoffs']}): "
+                f"{'ok' if ok else 'NO'}"
+            )
+        if reference is not None and reference["complete_ttfa_p50"] and d["complete_ttfa_p50"]:
+            ok = (
+                d["complete_ttfa_p50"] <= reference["complete_ttfa_p50"]
+                and d["complete_ttfa_p95"] <= reference["complete_ttfa_p95"]
+            )
+            parts.append(
+                f"complete ttfa p50/p95 {_ms(d['complete_ttfa_p50'])}/{_ms(d['complete_ttfa_p95'])} ms "
+                f"(production: {_ms(reference['complete_ttfa_p50'])}/{_ms(reference['complete_ttfa_p95'])}): "
+                f"{'ok' if ok else 'NO'}"
+            )
+        if d["eot_inference_p95"] is not None:
+            ok = d["eot_inference_p95"] < SMART_TURN_INFERENCE_P95
+            parts.append(
+                f"inference p95 {_ms(d['eot_inference_p95'])} ms "
+                f"(< {SMART_TURN_INFERENCE_P95 * 1000:.0f}): {'ok' if ok else 'NO'}"
+            )
+        out.append(f"{name}: " + "; ".join(parts))
+    return out
+
+
 def render(scores: list[VariantScore], header: str) -> str:
     lines = [header, "", *table(scores)]
     lines.append(
@@ -124,6 +193,10 @@ def render(scores: list[VariantScore], header: str) -> str:
         ]
     if checks := verdicts(scores):
         lines += ["", *checks]
+    if any(v.eot_inference or v.detection not in ("vad", "-") for v in scores):
+        lines += ["", "turn detection, with and without the end-of-turn model:"]
+        lines += turn_detection_table(scores)
+        lines += turn_detection_verdicts(scores)
     for v in scores:
         for f in v.failed:
             lines.append(f"{v.name}: failed: {f}")

@@ -42,6 +42,7 @@ def run_variant(
             doc = json.loads(line)
             if "log_lines" in doc:
                 result.log_lines = doc["log_lines"]
+                result.eot_inference = doc.get("eot_inference", [])
                 continue
             done += 1
             sc = by_path[doc["scenario"]]

@@ -33,6 +33,13 @@ class ConversationScore:
     errors: list[str] = field(default_factory=list)
     unmet: list[str] = field(default_factory=list)
     """The scenario's expectations this run did not meet ("interruptions 1, got 0")."""
+    paused_ttfas: list[float] = field(default_factory=list)
+    """TTFA of the turns said with a mid-sentence pause (a subset of `ttfas`)."""
+    paused_turns: int = 0
+    paused_cutoffs: int = 0
+    """Premature cut-offs in the turns said with a mid-sentence pause."""
+    detection: str = ""
+    """The turn detection the conversation ran with (turn.detection)."""
 
 
 def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
@@ -43,6 +50,7 @@ def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
         agent_speech_s=s["agent_speech_s"],
         duration_s=s["duration_s"],
         errors=list(report["errors"]),
+        detection=report["providers"].get("turn", ""),
     )
     scripted = iter(sc.turns)
     for turn in report["turns"]:
@@ -51,7 +59,13 @@ def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
         out.false_interruptions += turn["false_interruptions"]
         if turn["kind"] != "turn":
             continue
-        barge_ins = sum(e.kind == "barge_in" for e in next(scripted).during_reply)
+        scripted_turn = next(scripted)
+        if len(scripted_turn.parts) > 1:  # said with a mid-sentence pause
+            out.paused_turns += 1
+            out.paused_cutoffs += turn["premature_cutoffs"]
+            if turn["ttfa"] is not None:
+                out.paused_ttfas.append(turn["ttfa"])
+        barge_ins = sum(e.kind == "barge_in" for e in scripted_turn.during_reply)
         out.barge_ins += barge_ins
         if barge_ins:
             out.barge_ins_caught += min(barge_ins, int(turn["interrupted"]))
@@ -73,10 +87,38 @@ class VariantScore:
     conversations: list[ConversationScore]
     log_lines: int | None = None
     failed: list[str] = field(default_factory=list)
+    eot_inference: list[float] = field(default_factory=list)
+    """Seconds of each prediction of the end-of-turn model, as the provider measured it (smart-turn)."""
 
     @property
     def ttfas(self) -> list[float]:
         return [t for c in self.conversations for t in c.ttfas]
+
+    @property
+    def detection(self) -> str:
+        return ",".join(sorted({c.detection for c in self.conversations})) or "-"
+
+    def turn_detection(self) -> dict[str, Any]:
+        """What an end-of-turn model changes: premature cut-offs in the turns said with a
+        mid-sentence pause, TTFA of those turns and of every other (complete) utterance, and the
+        model's own inference time."""
+        paused = [t for c in self.conversations for t in c.paused_ttfas]
+        complete = list(self.ttfas)
+        for t in paused:  # the complete utterances: every timed turn but the paused ones
+            complete.remove(t)
+        return {
+            "detection": self.detection,
+            "paused_turns": sum(c.paused_turns for c in self.conversations),
+            "paused_cutoffs": sum(c.paused_cutoffs for c in self.conversations),
+            "complete_turns_timed": len(complete),
+            "complete_ttfa_p50": _r(percentile(complete, 50)),
+            "complete_ttfa_p95": _r(percentile(complete, 95)),
+            "paused_ttfa_p50": _r(percentile(paused, 50)),
+            "paused_ttfa_p95": _r(percentile(paused, 95)),
+            "eot_predictions": len(self.eot_inference),
+            "eot_inference_p50": _r4(percentile(self.eot_inference, 50)),
+            "eot_inference_p95": _r4(percentile(self.eot_inference, 95)),
+        }
 
     def summary(self) -> dict[str, Any]:
         ttfas = self.ttfas
@@ -106,6 +148,7 @@ class VariantScore:
             "as_declared": sum(not c.unmet for c in self.conversations),
             "errors": sum(len(c.errors) for c in self.conversations),
             "failed": len(self.failed),
+            "turn_detection": self.turn_detection(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,3 +165,7 @@ class VariantScore:
 
 def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
+
+
+def _r4(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)

@@ -1,6 +1,7 @@
 """What `bench` compares: a variant is an environment plus setting overrides (and, for the guide's
 "before", a new connection per request). Adding one is a line here, or `--variant` on the command
-line (e.g. issue 13's end-of-turn model: `--variant smart=fast:turn.detection="smart"`)."""
+line (e.g. `--variant quick=fast:vad.min_silence_duration=0.2`); `--with-smart-turn` pairs each
+with itself under the end-of-turn model (`with_smart_turn`)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,27 @@ def _value(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+SMART_TURN = "+smart-turn"
+
+
+def with_smart_turn(base: Variant) -> Variant:
+    """`bench --with-smart-turn`: the same variant with turn detection by the end-of-turn model."""
+    return Variant(
+        base.name + SMART_TURN,
+        base.env,
+        {**base.overrides, "turn.detection": "smart-turn"},
+        connection_per_request=base.connection_per_request,
+        about=f"{base.about or base.env}, turn detection by Smart Turn v3",
+    )
+
+
+def paired_with_smart_turn(variants: list[Variant]) -> list[Variant]:
+    """Each variant followed by itself with the model; one that already has it stays alone."""
+    out = []
+    for v in variants:
+        out.append(v)
+        if v.overrides.get("turn.detection") != "smart-turn":
+            out.append(with_smart_turn(v))
+    return out

@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -41,7 +42,8 @@ WINDOW = 8 * SAMPLE_RATE
 """The model hears the last 8 s (shorter audio is zero-padded in front, as in training)."""
 PREDICTION_TIMEOUT = 1.0
 """s livekit waits for a prediction before it commits on `min_endpointing_delay` without one
-(a prediction takes 0.1-0.2 s here; the rest is headroom for a busy machine)."""
+(a prediction takes 40-140 ms here, `bench` and `benchmarks/smart_turn.py`; the rest is headroom
+for a busy machine)."""
 LANGUAGES = frozenset(
     {"ar", "bn", "zh", "da", "nl", "de", "en", "fi", "fr", "hi", "id", "it", "ja", "ko", "mr", "no", "nb"}
     | {"pl", "pt", "ru", "es", "tr", "uk", "vi"}
@@ -51,6 +53,28 @@ LANGUAGES = frozenset(
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 """Predictions of every session in this process run here, one at a time: inference stays off the
 event loop and the model's CPU use stays at `threads` cores whatever the number of sessions."""
+
+TIMES_KEPT = 10_000
+_inference_times: deque[float] = deque(maxlen=TIMES_KEPT)
+"""Seconds each prediction of this process took (features + model), the latest TIMES_KEPT: what
+`bench` reports as the model's own inference time."""
+
+
+def inference_times() -> list[float]:
+    """This process's prediction times in seconds, oldest first (at most TIMES_KEPT)."""
+    return list(_inference_times)
+
+
+def bound_blas_threads() -> None:
+    """numpy's OpenBLAS runs the feature extractor's mel projection (an 80x201 by 201x801 matrix
+    product) on as many threads as there are cores, and its idle worker spins for a while after
+    each product, taking the core the ONNX thread needs next. On this 2-core machine under load
+    that doubled a prediction (`python benchmarks/smart_turn.py inference`: blas threads 2 against
+    1); one BLAS thread for the job process keeps a prediction on the `threads` ONNX asked for.
+    Process-wide on purpose: a job process has no BLAS work that is worth a second core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 class SmartTurnModel:
@@ -106,6 +130,7 @@ def load(threads: int = 1) -> SmartTurnModel:
     if isinstance(found, str):
         raise RuntimeError(found)  # validation reports this before anything starts
     t0 = time.perf_counter()
+    bound_blas_threads()
     model = SmartTurnModel(*found, threads=threads)
     logger.info(
         "smart-turn model %s loaded in %.0f ms (%d thread%s)",
@@ -234,7 +259,10 @@ class SmartTurnStream:
 
     def _timed(self, pcm: np.ndarray) -> tuple[float, float]:
         t0 = time.perf_counter()
-        return self._detector._model.probability(pcm), time.perf_counter() - t0
+        probability = self._detector._model.probability(pcm)
+        took = time.perf_counter() - t0
+        _inference_times.append(took)
+        return probability, took
 
     def _resolve(
         self, fut: asyncio.Future[TurnDetectionEvent], job: asyncio.Future[Any], asked: float

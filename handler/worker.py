@@ -110,9 +110,10 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-JOB_MODULES = ("handler.worker",)
+JOB_MODULES = ("handler.worker", "handler.job_preload")
 """What a job process imports to run `entrypoint` (handler.worker brings the session, the turn
-tracker, telemetry and the resilience layer)."""
+tracker, telemetry and the resilience layer), and the one-time work it did in every call
+(`handler.job_preload`)."""
 
 
 def preload_modules(settings: config.Settings, registry: Registry | None) -> list[str]:

@@ -95,6 +95,21 @@ def own_stream_events_only(stream: rtc.AudioStream) -> None:
         stream._ffi_queue.put_nowait(old.get_nowait())
 
 
+async def publish(source: rtc.AudioSource, scripted: ScriptedInput, n: int) -> int:
+    """The input's next `n` ticks as one frame into `source` (late silence left out); returns
+    the samples sent."""
+    chunks = []
+    for _ in range(n):
+        due = scripted.clock.start + scripted.tick * TICK
+        frame = scripted.take()
+        if not late_silence(frame, due):
+            chunks.append(bytes(frame.data))
+    data = b"".join(chunks)
+    if data:
+        await source.capture_frame(rtc.AudioFrame(data, audio.RATE, 1, len(data) // 2))
+    return len(data) // 2
+
+
 class CallError(Exception):
     """The call could not go on; `exit_code` 2 for the user's mistakes, 1 for a failed service."""
 
@@ -368,19 +383,7 @@ class Call:
         self.clock = self.input.clock = self.agent_audio.clock = Clock()
         while True:
             await self.clock.wait_tick(self.input.tick)
-            await self._publish(source, PUBLISH_TICKS)
-
-    async def _publish(self, source: rtc.AudioSource, n: int) -> None:
-        """The next `n` ticks as one frame (late silence left out)."""
-        chunks = []
-        for _ in range(n):
-            due = self.clock.start + self.input.tick * TICK
-            frame = self.input.take()
-            if not late_silence(frame, due):
-                chunks.append(bytes(frame.data))
-        if chunks:
-            data = b"".join(chunks)
-            await source.capture_frame(rtc.AudioFrame(data, audio.RATE, 1, len(data) // 2))
+            await publish(source, self.input, PUBLISH_TICKS)
 
     # the conversation -----------------------------------------------------------
 

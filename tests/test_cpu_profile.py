@@ -91,3 +91,21 @@ def test_a_fallback_chain_preloads_every_provider_in_it() -> None:
     settings = config.load("production").with_overrides({"stt.fallback": ["soniox", "local"]}, "test")
     modules = Registry.load().preload_modules(settings)
     assert "livekit.plugins.soniox" in modules and "handler_plugins.engines.pocketsphinx_stt" in modules
+
+
+def test_the_per_frame_voicing_check_is_an_rms_threshold() -> None:
+    import numpy as np
+    from livekit import rtc
+
+    from handler.resilience.stt_guard import VOICED_RMS, _voiced
+
+    def frame(samples: np.ndarray) -> rtc.AudioFrame:
+        return rtc.AudioFrame(samples.astype(np.int16).tobytes(), 16000, 1, len(samples))
+
+    rng = np.random.default_rng(1)
+    for level in (0, VOICED_RMS * 0.9, VOICED_RMS * 1.1, 30000):
+        noise = rng.normal(0, 1, 160)
+        samples = np.round(noise / np.sqrt(np.mean(noise**2)) * level)
+        rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
+        assert _voiced(frame(samples)) == (rms >= VOICED_RMS)
+    assert not _voiced(frame(np.zeros(0)))

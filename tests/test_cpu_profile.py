@@ -109,3 +109,28 @@ def test_the_per_frame_voicing_check_is_an_rms_threshold() -> None:
         rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
         assert _voiced(frame(samples)) == (rms >= VOICED_RMS)
     assert not _voiced(frame(np.zeros(0)))
+
+
+def test_a_jobs_vad_runs_on_one_inference_thread_whatever_the_cores() -> None:
+    """A job process must not start as many ONNX threads as the machine has cores: n calls would
+    start n x cores threads fighting over them."""
+    from handler.runtime import Runtime
+
+    settings = config.load("production")
+    vad = Registry.load().build("vad", settings, Runtime(settings, None, None))
+    options = vad._onnx_session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+
+
+def test_the_turn_models_session_uses_the_configured_threads() -> None:
+    import pytest
+
+    from handler_plugins.smart_turn import model_files
+
+    files = model_files()
+    if isinstance(files, str):
+        pytest.skip(files)
+    from handler_plugins.engines.smart_turn import SmartTurnModel
+
+    options = SmartTurnModel(*files, threads=2).session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)

@@ -53,8 +53,8 @@ DISPATCH_TIMEOUT = 30.0
 PUBLISH_TICKS = 4
 """Ticks (10 ms each) handed to the microphone's source in one frame, at the first one's time: the
 source plays them out at real-time pace, so each sample still leaves on its tick, and the caller
-makes a quarter of the calls into livekit's FFI. Callers share the loadtest's machine with the
-worker: this was most of a caller's Python CPU (benchmarks/job_profile.py)."""
+makes a quarter of the calls into livekit's FFI (each a request, a reply event and a wake-up of
+its loop). The loadtest's callers share the machine with the worker they measure."""
 TRANSCRIPT_WAIT = 2.0
 """Seconds the call stays after its last reply for the final transcripts to arrive."""
 

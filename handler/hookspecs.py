@@ -71,6 +71,9 @@ class Provider:
     livekit_module: str | None = None
     """Set for a livekit plugin found installed with no voice-handler code (`livekit.plugins.<it>`):
     its options are checked against its constructor's signature (`handler.livekit_plugins`)."""
+    preload: tuple[str, ...] = ()
+    """Modules the factory imports (an SDK, a livekit plugin). The worker imports them once in its
+    forkserver, so a job process inherits them instead of importing them in the call."""
 
 
 class Register(Protocol):
@@ -85,6 +88,7 @@ class Register(Protocol):
         endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
         validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
         unavailable: Callable[[], str | None] | None = None,
+        preload: tuple[str, ...] = (),
     ) -> None: ...
 
 

@@ -109,6 +109,7 @@ class Registry:
                     endpoints=_livekit_endpoints(found.module, stage),
                     origin=found.distribution,
                     livekit_module=found.module,
+                    preload=(f"{livekit_plugins.NAMESPACE}.{found.module}",),
                 )
                 if (stage, found.module) in self._providers:
                     self.overridden.append(provider)
@@ -144,6 +145,7 @@ class Registry:
             endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
             validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
             unavailable: Callable[[], str | None] | None = None,
+            preload: tuple[str, ...] = (),
         ) -> None:
             if stage not in STAGES:
                 raise PluginLoadError(
@@ -164,6 +166,7 @@ class Registry:
                 validate=validate,
                 unavailable=unavailable,
                 origin=origin,
+                preload=tuple(preload),
             )
             if (stage, name) in self._providers:
                 self.overridden.append(provider)
@@ -363,6 +366,19 @@ class Registry:
         name = name or settings.get(selector(stage))
         provider = self.get(stage, name)
         return provider.factory(self.options(settings, stage, name), runtime)
+
+    def preload_modules(self, settings: Settings) -> list[str]:
+        """Modules a job imports to build its stages: every selected provider's (fallbacks
+        included), its factory's module first. Importing them in the job, on its event loop at the
+        call's start, cost a call about 1-2 CPU seconds (benchmarks/job_profile.py); the worker
+        has its forkserver import them once instead (`handler.worker.make_server`)."""
+        modules: list[str] = []
+        for stage in STAGES:
+            for name in self.selected(settings, stage):
+                provider = self._providers.get((stage, name))
+                if provider is not None:
+                    modules += [getattr(provider.factory, "__module__", ""), *provider.preload]
+        return [m for m in dict.fromkeys(modules) if m and m != "__main__"]
 
     def endpoints(self, settings: Settings) -> list[str]:
         """URLs of the selected providers, for connection pre-warming. Primaries only, as livekit's

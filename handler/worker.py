@@ -111,7 +111,23 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-def make_server(settings: config.Settings, metrics_dir: str | None = None) -> Any:
+JOB_MODULES = ("handler.worker", "handler.job_preload")
+"""What a job process imports to run `entrypoint` (handler.worker brings the session, the turn
+tracker, telemetry and the resilience layer), and the one-time work it did in every call
+(`handler.job_preload`)."""
+
+
+def preload_modules(settings: config.Settings, registry: Registry | None) -> list[str]:
+    """Modules livekit's forkserver imports once, before it forks the job processes: ours and the
+    selected providers' (their SDKs, livekit plugins). Each job process otherwise imported them
+    itself when its call started, on the call's event loop, about 1-2 CPU seconds a call
+    (benchmarks/job_profile.py); inherited, they cost nothing and their memory is shared."""
+    return [*JOB_MODULES, *(registry.preload_modules(settings) if registry is not None else [])]
+
+
+def make_server(
+    settings: config.Settings, metrics_dir: str | None = None, registry: Registry | None = None
+) -> Any:
     from livekit.agents import AgentServer
     from livekit.agents.worker import ServerEnvOption
 
@@ -133,6 +149,7 @@ def make_server(settings: config.Settings, metrics_dir: str | None = None) -> An
         log_level=_livekit_log_level(settings),
         prometheus_port=w["prometheus_port"] or None,
         prometheus_multiproc_dir=metrics_dir,
+        preload_modules=preload_modules(settings, registry),
     )
     server.rtc_session(entrypoint, agent_name=w["agent_name"])
     return server
@@ -168,7 +185,7 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # format, levels and secret redaction are ours
     lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
     with _metrics_dir(settings) as metrics_dir:
-        server = make_server(settings, metrics_dir)
+        server = make_server(settings, metrics_dir, registry)
         lk_cli._run_worker(
             server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
         )

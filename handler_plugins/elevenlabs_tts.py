@@ -32,6 +32,7 @@ def register_providers(register):
         secrets=("ELEVEN_API_KEY",),
         endpoints=lambda o: [o["base_url"] or DEFAULT_URL],
         validate=_validate,
+        preload=("livekit.plugins.elevenlabs",),
     )
 
 

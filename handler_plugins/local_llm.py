@@ -35,7 +35,14 @@ DEFAULTS: dict[str, Any] = {
 
 @hookimpl(trylast=True)
 def register_providers(register: Any) -> None:
-    register("llm", "local", _build, options=None, validate=_validate)
+    register(
+        "llm",
+        "local",
+        _build,
+        options=None,
+        validate=_validate,
+        preload=(f"{__package__}.engines.scripted_llm",),
+    )
 
 
 def _is_number(value: Any) -> bool:

@@ -22,7 +22,14 @@ from handler.hookspecs import hookimpl
 
 @hookimpl(trylast=True)
 def register_providers(register: Any) -> None:
-    register("stt", "local", _build, options=None, validate=_validate)
+    register(
+        "stt",
+        "local",
+        _build,
+        options=None,
+        validate=_validate,
+        preload=(f"{__package__}.engines.pocketsphinx_stt",),
+    )
 
 
 def _validate(options: Mapping[str, Any]) -> list[str]:

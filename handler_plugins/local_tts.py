@@ -24,7 +24,14 @@ MIN_RATE, MAX_RATE = 80, 450  # espeak-ng silently clamps outside this range
 
 @hookimpl(trylast=True)
 def register_providers(register: Any) -> None:
-    register("tts", "local", _build, options=None, validate=_validate)
+    register(
+        "tts",
+        "local",
+        _build,
+        options=None,
+        validate=_validate,
+        preload=(f"{__package__}.engines.espeak_tts",),
+    )
 
 
 def _validate(options: Mapping[str, Any]) -> list[str]:

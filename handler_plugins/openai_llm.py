@@ -23,7 +23,9 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] =
 def register_providers(register):
     # No `endpoints`: a HEAD on the aiohttp pool would open a connection the SDK never uses. Its
     # own pool is warmed by livekit's LLM.prewarm() (GET /models), which AgentSession calls.
-    register("llm", "openai", build, secrets=("OPENAI_API_KEY",))
+    register(
+        "llm", "openai", build, secrets=("OPENAI_API_KEY",), preload=("openai", "livekit.plugins.openai")
+    )
 
 
 def _client(base_url: str, api_key: str | None, settings: Any) -> Any:

@@ -12,7 +12,7 @@ from handler.hookspecs import hookimpl
 
 @hookimpl(trylast=True)
 def register_providers(register):
-    register("vad", "silero", build)
+    register("vad", "silero", build, preload=("livekit.plugins.silero",))
 
 
 @functools.cache

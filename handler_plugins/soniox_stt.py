@@ -19,6 +19,7 @@ def register_providers(register):
         secrets=("SONIOX_API_KEY",),
         endpoints=lambda o: [o["base_url"] or DEFAULT_URL],
         validate=_validate,
+        preload=("livekit.plugins.soniox", "handler.resilience.stt_guard"),
     )
 
 

@@ -21,3 +21,25 @@ def test_only_silence_that_is_late_is_dropped() -> None:
     assert late_silence(frame(0), now - 5 * TICK)  # a stall: dropped, the track catches up
     assert not late_silence(frame(0), now + TICK)  # on time: sent
     assert not late_silence(frame(1000), now - 5 * TICK)  # speech is sent however late
+
+
+async def test_the_microphone_sends_a_few_ticks_per_frame_and_drops_late_silence() -> None:
+    from handler.room.caller import publish
+    from handler.sim.io import Clock, ScriptedInput
+
+    scripted = ScriptedInput(Clock())
+    source = rtc.AudioSource(audio.RATE, 1, queue_size_ms=100)
+    try:
+        assert await publish(source, scripted, 4) == 4 * SAMPLES  # on time: every tick, one frame
+        assert scripted.tick == 4
+        scripted.clock.start -= 1.0  # a stall: the next ticks are long overdue
+        assert await publish(source, scripted, 4) == 0  # silence: dropped, the track catches up
+        speech = np.full(4 * SAMPLES, 1000, np.int16)
+        scripted.play_at(speech, scripted.tick)  # starts on the next VAD-window grid tick
+        sent = 0
+        while scripted.tick < 64:
+            sent += await publish(source, scripted, 4)
+        assert sent == 4 * SAMPLES  # speech is sent however late
+        assert len(scripted.clock.user) == 64 * SAMPLES * 2  # every tick recorded, sent or not
+    finally:
+        await source.aclose()

@@ -50,6 +50,11 @@ GAP = 0.25
 JOIN_TIMEOUT = 15.0
 DISPATCH_TIMEOUT = 30.0
 """Seconds for a worker to take the dispatch and publish its audio track."""
+PUBLISH_TICKS = 4
+"""Ticks (10 ms each) handed to the microphone's source in one frame, at the first one's time: the
+source plays them out at real-time pace, so each sample still leaves on its tick, and the caller
+makes a quarter of the calls into livekit's FFI (each a request, a reply event and a wake-up of
+its loop). The loadtest's callers share the machine with the worker they measure."""
 TRANSCRIPT_WAIT = 2.0
 """Seconds the call stays after its last reply for the final transcripts to arrive."""
 
@@ -64,6 +69,45 @@ def late_silence(frame: rtc.AudioFrame, due: float) -> bool:
     the report would count that as the room's. Dropping late silence puts the track back on the
     clock before the next sound; speech is never dropped."""
     return time.monotonic() - due > TICK and not np.frombuffer(frame.data, np.int16).any()
+
+
+def own_stream_events_only(stream: rtc.AudioStream) -> None:
+    """Makes `stream` receive only its own frames from livekit's FFI queue.
+
+    Every AudioStream of a process subscribes to every stream's frames and drops the others' on
+    its event loop, so n calls in one process (the loadtest's callers) cost n x n x 100 events a
+    second. Filtered on the stream's handle, in the FFI's thread, each gets its own 100. Done
+    before the stream's reader task first runs (it is only scheduled when the constructor
+    returns); a frame already queued on the old subscription (the track's first 10 ms, before
+    the conversation's clock starts) is moved over."""
+    from livekit.rtc._ffi_client import FfiClient
+
+    handle = stream._ffi_handle.handle
+    old = stream._ffi_queue
+    stream._ffi_queue = FfiClient.instance.queue.subscribe(
+        stream._loop,
+        filter_fn=lambda e: (
+            e.WhichOneof("message") == "audio_stream_event" and e.audio_stream_event.stream_handle == handle
+        ),
+    )
+    FfiClient.instance.queue.unsubscribe(old)
+    while not old.empty():
+        stream._ffi_queue.put_nowait(old.get_nowait())
+
+
+async def publish(source: rtc.AudioSource, scripted: ScriptedInput, n: int) -> int:
+    """The input's next `n` ticks as one frame into `source` (late silence left out); returns
+    the samples sent."""
+    chunks = []
+    for _ in range(n):
+        due = scripted.clock.start + scripted.tick * TICK
+        frame = scripted.take()
+        if not late_silence(frame, due):
+            chunks.append(bytes(frame.data))
+    data = b"".join(chunks)
+    if data:
+        await source.capture_frame(rtc.AudioFrame(data, audio.RATE, 1, len(data) // 2))
+    return len(data) // 2
 
 
 class CallError(Exception):
@@ -127,6 +171,7 @@ class AgentAudio:
         stream = rtc.AudioStream(
             track, sample_rate=audio.RATE, num_channels=1, frame_size_ms=int(TICK * 1000)
         )
+        own_stream_events_only(stream)
         try:
             async for ev in stream:
                 self.receive(ev.frame.data.tobytes())
@@ -142,8 +187,9 @@ class AgentAudio:
             self._tick = max(self._tick, round((now - self.clock.start) / TICK))
             Clock.record(self.clock.agent, self._tick, chunk)
             self._tick += max(1, len(chunk) // (2 * SAMPLES))
-        pcm = np.frombuffer(chunk, np.int16).astype(np.float64)
-        if pcm.size and np.sqrt(np.mean(pcm**2)) > self._limit:
+        pcm = np.frombuffer(chunk, np.int16).astype(np.float32)
+        # RMS > limit, squared: no square root or np.mean wrapper, 100 frames a second a caller
+        if pcm.size and float(np.dot(pcm, pcm)) > self._limit * self._limit * pcm.size:
             if now - self.last_sound > GAP:
                 self.play_starts.append(time.time())
             self.last_sound = now
@@ -311,7 +357,7 @@ class Call:
             raise CallError(
                 f"no answer from LIVEKIT_URL within {JOIN_TIMEOUT:.0f} s: check LIVEKIT_URL", 2
             ) from None
-        source = rtc.AudioSource(audio.RATE, 1, queue_size_ms=100)
+        source = rtc.AudioSource(audio.RATE, 1, queue_size_ms=100)  # > PUBLISH_TICKS ticks
         track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
         pub = await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -336,10 +382,9 @@ class Call:
         and the source (which takes frames at real-time pace) would never catch up, so every
         sound would leave later than the report says."""
         self.clock = self.input.clock = self.agent_audio.clock = Clock()
-        async for frame in self.input:
-            if late_silence(frame, self.clock.start + (self.input.tick - 1) * TICK):
-                continue
-            await source.capture_frame(frame)
+        while True:
+            await self.clock.wait_tick(self.input.tick)
+            await publish(source, self.input, PUBLISH_TICKS)
 
     # the conversation -----------------------------------------------------------
 

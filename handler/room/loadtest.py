@@ -342,7 +342,7 @@ async def loadtest(
 
     clips = await make_clips(scenario, registry, settings)
     levels = sorted({1, *concurrency})
-    async with _deployment(settings, scenario, clips, progress) as (target, meter, where):
+    async with deployment(settings, scenario, clips, progress) as (target, meter, where):
         results: list[Level] = []
         ttfas: dict[int, list[float]] = {}
         for n in levels:
@@ -357,9 +357,16 @@ async def loadtest(
 
 
 @contextlib.asynccontextmanager
-async def _deployment(
-    settings: Any, scenario: Scenario, clips: list[np.ndarray], progress: Callable[[str], None]
+async def deployment(
+    settings: Any,
+    scenario: Scenario,
+    clips: list[np.ndarray],
+    progress: Callable[[str], None],
+    worker_overrides: Mapping[str, Any] | None = None,
+    keep_log: str | None = None,
 ) -> AsyncIterator[tuple[Target, Meter, str]]:
+    """The callers' target and a meter on it: LIVEKIT_URL's deployment, or a livekit-server, one
+    worker (its settings plus `worker_overrides`) and load-mode providers started here."""
     agent_name = settings.get("worker.agent_name")
     if settings.secret("LIVEKIT_URL"):
         target = Target(
@@ -405,6 +412,7 @@ async def _deployment(
                         # away before the worker itself is the limit
                         "worker.load_threshold": float("inf"),
                         "logging.level": "INFO",  # a handful of lines per call; shows registration
+                        **(worker_overrides or {}),
                     }
                 ),
                 OPENAI_API_KEY="loadtest-dummy",
@@ -424,6 +432,10 @@ async def _deployment(
             with contextlib.suppress(AssertionError):
                 worker.terminate(30)
             worker.kill()
+            if keep_log:  # the worker's log outlives the temporary directory
+                import shutil
+
+                shutil.copyfile(worker.err_path, keep_log)
 
 
 def _turn_clip_indexes(scenario: Scenario) -> list[Any]:

@@ -123,6 +123,11 @@ class ScriptedInput(io.AudioInput):
 
     async def __anext__(self) -> rtc.AudioFrame:
         await self.clock.wait_tick(self.tick)
+        return self.take()
+
+    def take(self) -> rtc.AudioFrame:
+        """The next tick's frame now, without waiting for its time (a publisher that sends a few
+        ticks ahead into a source that paces them)."""
         data = self._chunk(self.tick).tobytes()
         Clock.record(self.clock.user, self.tick, data)
         self.tick += 1

@@ -5,6 +5,7 @@ provider, the real plugin, against the local Soniox server) and the TTS's first 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -63,10 +64,8 @@ async def finals_after_flush(
                 finals.append(ev.alternatives[0].text)
                 return
 
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(read(), wait)
-    except TimeoutError:
-        pass
     return finals
 
 
@@ -113,7 +112,9 @@ async def test_the_server_answers_a_finalize_with_nothing_pending_by_fin_alone(
 
 
 def test_manual_finalization_must_be_a_boolean(cli, planted: dict[str, str]) -> None:
-    out = cli("config", "check", "--env", "production", env={"HANDLER_STT__SONIOX__MANUAL_FINALIZATION": '"yes"'})
+    out = cli(
+        "config", "check", "--env", "production", env={"HANDLER_STT__SONIOX__MANUAL_FINALIZATION": '"yes"'}
+    )
     assert out.returncode == 2 and "manual_finalization" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -129,7 +130,7 @@ def test_manual_finalization_must_be_a_boolean(cli, planted: dict[str, str]) -> 
         ("Well; then", 5, "Well;"),
         ("We are open from nine", 5, None),  # "nine" may still grow ("ninety")
         ("We are open from nine ", 5, "We are open from nine"),
-        ("He said \"yes,\" then", 5, 'He said "yes,"'),
+        ('He said "yes," then', 5, 'He said "yes,"'),
         ("", 5, None),
     ],
 )
@@ -167,7 +168,10 @@ async def test_the_first_phrase_leaves_while_the_sentence_is_still_streaming() -
     plain = await tokens_for(tokenize.blingfire.SentenceTokenizer(), pieces)
     phrased = await tokens_for(FirstPhraseTokenizer(4), pieces)
     # livekit's way: the first sentence leaves once the second has begun
-    assert plain[0] == (len(reply.split(".")[0].split()) + 1, "We are open from nine in the morning to six in the evening.")
+    assert plain[0] == (
+        len(reply.split(".")[0].split()) + 1,
+        "We are open from nine in the morning to six in the evening.",
+    )
     # the first phrase leaves when its fourth word is complete (the fifth has begun)
     assert phrased[0] == (5, "We are open from")
     # nothing is lost, reordered or split mid-word
@@ -190,10 +194,12 @@ async def test_each_flushed_segment_starts_with_its_own_first_phrase() -> None:
 
 async def test_the_elevenlabs_plugin_speaks_the_first_phrase_first(session: aiohttp.ClientSession) -> None:
     async with ElevenLabsServer() as srv:
-        tts = build("tts", {"tts.elevenlabs.base_url": srv.base_url, "tts.elevenlabs.first_phrase_words": 3}, session)
+        tts = build(
+            "tts", {"tts.elevenlabs.base_url": srv.base_url, "tts.elevenlabs.first_phrase_words": 3}, session
+        )
         assert isinstance(tts._opts.word_tokenizer, FirstPhraseTokenizer)
         async with tts.stream(conn_options=FAST) as stream:
-            for word in "It is sunny and warm today, about twenty degrees.".split():
+            for word in ["It", "is", "sunny", "and", "warm", "today,", "about", "twenty", "degrees."]:
                 stream.push_text(word + " ")
             stream.end_input()
             audio = [ev.frame async for ev in stream]
@@ -211,5 +217,7 @@ async def test_zero_keeps_the_plugins_own_sentence_tokenizer(session: aiohttp.Cl
 
 @pytest.mark.parametrize("value", ["-1", "51", "true", '"five"'])
 def test_first_phrase_words_is_validated(cli, planted: dict[str, str], value: str) -> None:
-    out = cli("config", "check", "--env", "production", env={"HANDLER_TTS__ELEVENLABS__FIRST_PHRASE_WORDS": value})
+    out = cli(
+        "config", "check", "--env", "production", env={"HANDLER_TTS__ELEVENLABS__FIRST_PHRASE_WORDS": value}
+    )
     assert out.returncode == 2 and "first_phrase_words" in out.stderr and "Traceback" not in out.stderr

@@ -8,7 +8,10 @@ scenario that declares what should have happened:
 - barge-ins caught: replies cut short by the barge-in scripted into them;
 - premature cut-offs: replies begun while the user was still saying the turn (mid-sentence);
 - log lines per minute of conversation;
-- whether each conversation went as it declares (`[expect]`).
+- whether each conversation went as it declares (`[expect]`);
+- where the time goes: the p50 of each part of the time to first audio (`simulate`'s breakdown:
+  end of turn, LLM first token and first text to the TTS, TTS first byte, their sum the floor, and
+  the handler's overhead: the audio actually played minus the floor).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from handler.sim.report import BREAKDOWN
 from handler.sim.scenario import Scenario
 from handler.turns import per_minute, percentile
 
@@ -33,6 +37,8 @@ class ConversationScore:
     errors: list[str] = field(default_factory=list)
     unmet: list[str] = field(default_factory=list)
     """The scenario's expectations this run did not meet ("interruptions 1, got 0")."""
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    """Each part of the time to first audio (`handler.sim.report.BREAKDOWN`), per turn that has it."""
 
 
 def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
@@ -48,6 +54,9 @@ def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
     for turn in report["turns"]:
         if turn["ttfa"] is not None:
             out.ttfas.append(turn["ttfa"])
+        for part in BREAKDOWN:
+            if turn.get(part) is not None:
+                out.parts.setdefault(part, []).append(turn[part])
         out.false_interruptions += turn["false_interruptions"]
         if turn["kind"] != "turn":
             continue
@@ -106,6 +115,10 @@ class VariantScore:
             "as_declared": sum(not c.unmet for c in self.conversations),
             "errors": sum(len(c.errors) for c in self.conversations),
             "failed": len(self.failed),
+            "breakdown_p50": {
+                part: _r(percentile([v for c in self.conversations for v in c.parts.get(part, [])], 50))
+                for part in BREAKDOWN
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:

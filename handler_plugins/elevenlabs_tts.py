@@ -1,4 +1,7 @@
-"""TTS `elevenlabs`: livekit's ElevenLabs plugin, streaming over the multi-stream websocket."""
+"""TTS `elevenlabs`: livekit's ElevenLabs plugin, streaming over the multi-stream websocket.
+
+`first_phrase_words` (N > 0) starts each reply's audio from its first phrase (up to its first
+clause break or N words) instead of its first full sentence (handler/first_phrase.py)."""
 
 from __future__ import annotations
 
@@ -36,10 +39,20 @@ def register_providers(register):
     )
 
 
+MAX_FIRST_PHRASE_WORDS = 50
+
+
 def _validate(options: Mapping[str, Any]) -> list[str]:
+    errors = []
     if options["encoding"] not in ENCODINGS:
-        return [f"encoding: must be one of {', '.join(ENCODINGS)}"]
-    return []
+        errors.append(f"encoding: must be one of {', '.join(ENCODINGS)}")
+    words = options["first_phrase_words"]
+    if isinstance(words, bool) or not isinstance(words, int) or not 0 <= words <= MAX_FIRST_PHRASE_WORDS:
+        errors.append(
+            f"first_phrase_words: must be a whole number from 0 (the first full sentence) to "
+            f"{MAX_FIRST_PHRASE_WORDS}"
+        )
+    return errors
 
 
 _one_shot_prewarm_tts: Any = None
@@ -80,6 +93,12 @@ def build(options: Mapping[str, Any], runtime: Any) -> Any:
     kwargs: dict[str, Any] = {}
     if options["base_url"]:
         kwargs["base_url"] = options["base_url"]
+    if options["first_phrase_words"]:
+        from handler.first_phrase import FirstPhraseTokenizer
+
+        # the plugin's own tokenizer (blingfire sentences, each flushed: auto_mode) behind the
+        # first phrase; a SentenceTokenizer keeps auto_mode on
+        kwargs["word_tokenizer"] = FirstPhraseTokenizer(options["first_phrase_words"])
     tts = _tts_class()(
         voice_id=options["voice_id"],
         model=options["model"],

@@ -1,4 +1,14 @@
-"""STT `soniox`: livekit's Soniox plugin over its real-time websocket, on the shared HTTP pool."""
+"""STT `soniox`: livekit's Soniox plugin over its real-time websocket, on the shared HTTP pool.
+
+With `manual_finalization` (the default) the stream declares livekit's `manual_flush`
+capability and answers livekit's flush with Soniox's manual finalization (`{"type":
+"finalize"}`: Soniox finalizes the pending tokens and sends them final, then a `<fin>` token,
+which the plugin already treats as an endpoint). livekit-agents 1.8 flushes a manual-flush STT
+at the VAD's end of speech (turn detection "vad"; with an end-of-turn model, when it predicts
+the end), so the turn's final transcript arrives the provider's latency after the VAD's
+silence window, not after Soniox's own endpoint (`max_endpoint_delay_ms` of silence, then its
+latency): the VAD's window, and so `vad.min_silence_duration`, is what sets the end of turn.
+The plugin itself declares no flush and drops livekit's flush sentinels."""
 
 from __future__ import annotations
 
@@ -24,10 +34,17 @@ def register_providers(register):
 
 
 def _validate(options: Mapping[str, Any]) -> list[str]:
+    errors = []
     delay = options["max_endpoint_delay_ms"]
     if not 500 <= delay <= 3000:
-        return ["max_endpoint_delay_ms: must be a whole number from 500 to 3000 (Soniox's range)"]
-    return []
+        errors.append("max_endpoint_delay_ms: must be a whole number from 500 to 3000 (Soniox's range)")
+    if not isinstance(options["manual_finalization"], bool):
+        errors.append("manual_finalization: must be true or false")
+    return errors
+
+
+FINALIZE_MESSAGE = '{"type": "finalize"}'
+"""Soniox's manual finalization request (real-time API, "Manual finalization")."""
 
 
 _one_connection_stt: Any = None
@@ -44,6 +61,7 @@ def _stt_class() -> Any:
         return _one_connection_stt
     import time
 
+    from livekit import rtc
     from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
     from livekit.plugins import soniox
     from livekit.plugins.soniox.stt import SpeechStream
@@ -53,6 +71,17 @@ def _stt_class() -> Any:
     class OneConnectionStream(SpeechStream):
         _connected_at: float | None = None
         _close_code: int | None = None
+
+        async def _prepare_audio_task(self) -> None:
+            """The plugin's, plus livekit's flush as Soniox's finalize request, queued behind
+            the audio sent before it (the send task writes the queue in order)."""
+            if not self._ws:
+                return
+            async for data in self._input_ch:
+                if isinstance(data, rtc.AudioFrame):
+                    self.audio_queue.put_nowait(data.data.tobytes())
+                elif self._stt.capabilities.manual_flush:
+                    self.audio_queue.put_nowait(FINALIZE_MESSAGE)
 
         async def _connect_ws(self) -> Any:
             if self._connected_at is not None:
@@ -74,6 +103,11 @@ def _stt_class() -> Any:
                 self._close_code = ws.close_code if ws is not None else None
 
     class OneConnectionSTT(soniox.STT):
+        def __init__(self, *, manual_finalization: bool = True, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            # livekit flushes a stream only when its STT declares it can
+            self._capabilities.manual_flush = manual_finalization
+
         def stream(
             self, *, language: Any = NOT_GIVEN, conn_options: Any = DEFAULT_API_CONNECT_OPTIONS
         ) -> Any:
@@ -90,6 +124,7 @@ def build(options: Mapping[str, Any], runtime: Any) -> Any:
         api_key=runtime.secret("SONIOX_API_KEY"),
         base_url=options["base_url"] or DEFAULT_URL,
         http_session=runtime.http_session,
+        manual_finalization=options["manual_finalization"],
         params=soniox.STTOptions(
             model=options["model"],
             language_hints=list(options["language_hints"]) or None,

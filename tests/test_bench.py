@@ -87,6 +87,9 @@ def test_bench_runs_variants_over_a_corpus_slice_and_prints_the_table_and_writes
         assert s["conversations"] == 1 and s["failed"] == 0
         assert s["turns_timed"] == 2 and 0.5 < s["ttfa_p50"] < 5.0
         assert s["premature_cutoffs"] == 0 and s["as_declared"] == 1
+        # where the time goes: every part measured, the floor their sum's order of magnitude
+        assert all(v is not None for v in s["breakdown_p50"].values()), s["breakdown_p50"]
+        assert 0.5 < s["breakdown_p50"]["floor"] < 5.0
     # DEBUG logs against production's WARNING: many more lines per minute
     assert before["log_lines_per_min"] > 5 * max(production["log_lines_per_min"], 1)
     # a new connection per request: each turn pays it at least once more than the pooled run
@@ -190,3 +193,17 @@ def test_the_turn_detection_table_splits_paused_turns_from_complete_ones_and_che
     assert "(production: 1100/1200): ok" in verdict and verdict.endswith("(< 100): NO")
     # no model in the run: no such table
     assert "turn detection, with and without" not in render([scores[0], scores[2]], "header")
+
+
+def test_where_the_time_goes_is_the_p50_of_each_part_over_the_variants_turns() -> None:
+    from handler.bench.render import render
+    from handler.bench.score import ConversationScore, VariantScore
+
+    parts = {"end_of_turn_delay": [0.5, 0.7, 0.6], "floor": [1.2, 1.4, 1.3], "overhead": [0.02, 0.05, 0.03]}
+    c = ConversationScore("c", [1.3], agent_speech_s=60.0, duration_s=120.0, parts=parts)
+    v = VariantScore("fast", "fast", "", {}, [c], log_lines=10)
+    b = v.summary()["breakdown_p50"]
+    assert (b["end_of_turn_delay"], b["floor"], b["overhead"], b["tts_ttfb"]) == (0.6, 1.3, 0.03, None)
+    # the second row of `fast`: under "where the time goes", the parts' columns in order
+    row = [line for line in render([v], "header").splitlines() if line.startswith("fast ")][1]
+    assert row.split() == ["fast", "600", "-", "-", "-", "1300", "-", "30"]

@@ -139,6 +139,8 @@ async def test_the_cloud_stack_recognizes_answers_and_reuses_one_connection_per_
     ]
     assert fakes.llm.stats.attempts("/chat/completions") == 3 and fakes.llm.stats.attempts("/models") == 1
     assert fakes.stt.stats.ws_sessions == 1 and fakes.stt.stats.events["utterances"] == 3
+    # livekit flushed the stream at each VAD end of speech, and the provider asked Soniox to finalize
+    assert fakes.stt.stats.events["finalizes"] >= 3
     assert fakes.tts.stats.ws_sessions == 1 and fakes.tts.stats.events["contexts"] == 3
 
 

@@ -42,6 +42,29 @@ def table(scores: list[VariantScore]) -> list[str]:
     return lines
 
 
+def breakdown(scores: list[VariantScore]) -> list[str]:
+    """`simulate`'s "where the time goes", per variant (p50 of each part over its turns)."""
+    cols = (
+        ("end of turn", "end_of_turn_delay"),
+        ("llm 1st tok", "llm_ttft"),
+        ("llm 1st text", "llm_ttfs"),
+        ("tts 1st", "tts_ttfb"),
+        ("floor", "floor"),
+        ("played", "ttfa_played"),
+        ("overhead", "overhead"),
+    )
+    lines = [f"{'where the time goes, p50':<24}" + "".join(f"{h:>13}" for h, _ in cols)]
+    for v in scores:
+        b = v.summary()["breakdown_p50"]
+        lines.append(f"{v.name:<24}" + "".join(f"{_ms(b[k]):>13}" for _, k in cols))
+    lines.append(
+        "floor = end of turn (end of user speech -> turn committed) + LLM first text to the TTS (from "
+        "the LLM request) + TTS first byte; played = end of user speech -> first sample played (the "
+        "simulator's clock); overhead = played - floor, per turn"
+    )
+    return lines
+
+
 def guide_table(before: VariantScore, after: VariantScore) -> list[str]:
     b, a = before.summary(), after.summary()
     measured = {
@@ -184,6 +207,7 @@ def render(scores: list[VariantScore], header: str) -> str:
         "cut-offs = replies begun while the user was mid-sentence; log lines per minute of conversation; "
         "as declared = conversations whose [expect] held"
     )
+    lines += ["", *breakdown(scores)]
     by = {v.name: v for v in scores}
     if "before" in by and "production" in by:
         lines += [

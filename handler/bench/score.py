@@ -8,7 +8,10 @@ scenario that declares what should have happened:
 - barge-ins caught: replies cut short by the barge-in scripted into them;
 - premature cut-offs: replies begun while the user was still saying the turn (mid-sentence);
 - log lines per minute of conversation;
-- whether each conversation went as it declares (`[expect]`).
+- whether each conversation went as it declares (`[expect]`);
+- where the time goes: the p50 of each part of the time to first audio (`simulate`'s breakdown:
+  end of turn, LLM first token and first text to the TTS, TTS first byte, their sum the floor, and
+  the handler's overhead: the audio actually played minus the floor).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from handler.sim.report import BREAKDOWN
 from handler.sim.scenario import Scenario
 from handler.turns import per_minute, percentile
 
@@ -40,6 +44,8 @@ class ConversationScore:
     """Premature cut-offs in the turns said with a mid-sentence pause."""
     detection: str = ""
     """The turn detection the conversation ran with (turn.detection)."""
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    """Each part of the time to first audio (`handler.sim.report.BREAKDOWN`), per turn that has it."""
 
 
 def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
@@ -56,6 +62,9 @@ def score(sc: Scenario, report: dict[str, Any]) -> ConversationScore:
     for turn in report["turns"]:
         if turn["ttfa"] is not None:
             out.ttfas.append(turn["ttfa"])
+        for part in BREAKDOWN:
+            if turn.get(part) is not None:
+                out.parts.setdefault(part, []).append(turn[part])
         out.false_interruptions += turn["false_interruptions"]
         if turn["kind"] != "turn":
             continue
@@ -149,6 +158,10 @@ class VariantScore:
             "errors": sum(len(c.errors) for c in self.conversations),
             "failed": len(self.failed),
             "turn_detection": self.turn_detection(),
+            "breakdown_p50": {
+                part: _r(percentile([v for c in self.conversations for v in c.parts.get(part, [])], 50))
+                for part in BREAKDOWN
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:

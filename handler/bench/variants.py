@@ -41,8 +41,12 @@ LIVEKIT_DEFAULTS: dict[str, Any] = {
     "vad.min_silence_duration": 0.55,
     "vad.activation_threshold": 0.5,
     "vad.silero.prefix_padding_duration": 0.5,
-    # the soniox plugin's default endpoint delay; no cap on reply tokens
+    # the soniox plugin's default endpoint delay and no finalize on the VAD's end of speech (the
+    # plugin declares no manual flush); the elevenlabs plugin's first audio from the first full
+    # sentence; no cap on reply tokens
     "stt.soniox.max_endpoint_delay_ms": 2000,
+    "stt.soniox.manual_finalization": False,
+    "tts.elevenlabs.first_phrase_words": 0,
     "llm.max_tokens": 100_000,
     "logging.level": "INFO",
 }

@@ -5,8 +5,10 @@ Wire format (as livekit/plugins/soniox/stt.py speaks it):
   `Authorization: Bearer <key>` (an `api_key` field in the config is accepted too). Client sends
   one JSON config first ({"model", "audio_format": "pcm_s16le", "sample_rate", "num_channels",
   "enable_endpoint_detection", "max_endpoint_delay_ms", ...}), then binary pcm_s16le frames and
-  `{"type": "keepalive"}` every 5 s; `{"type": "finalize"}` forces an endpoint; an empty frame
-  ends the stream (the plugin never sends one, it just closes).
+  `{"type": "keepalive"}` every 5 s; `{"type": "finalize"}` (manual finalization: the audio so
+  far is finalized, its tokens sent final, then the token "<fin>"; our soniox provider sends it
+  when livekit flushes the stream); an empty frame ends the stream (the plugin never sends one,
+  it just closes).
   Server sends {"tokens": [{"text", "is_final", "start_ms", "end_ms", "confidence",
   "language"}], "final_audio_proc_ms": N, "total_audio_proc_ms": N}. Per utterance: non-final
   tokens first (the plugin emits START_OF_SPEECH only for them), then the final tokens, then a
@@ -41,6 +43,15 @@ Recognizer = Callable[[bytes], "str | Awaitable[str]"]
 WINDOW_SECONDS = 0.02
 PREROLL_SECONDS = 0.2  # audio kept from before speech onset, so word starts aren't clipped
 TAIL_SECONDS = 0.1  # audio kept after the last voiced window
+
+
+def _control_type(text: str) -> str | None:
+    """The "type" of a client control message ({"type": "keepalive"}, {"type": "finalize"})."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    return message.get("type") if isinstance(message, dict) else None
 
 
 def placeholder_recognizer(pcm_16k: bytes) -> str:
@@ -166,7 +177,8 @@ class SonioxServer(ProviderServer):
 
     Faults: the handshake takes "status" and "slow_first_byte"; each session takes one of
     "stall", "disconnect", "malformed", "error" (`after` counts result messages).
-    stats.events: "sessions", "utterances", "fault:<kind>"; `transcripts` lists final texts.
+    stats.events: "sessions", "utterances", "finalizes", "fault:<kind>"; `transcripts` lists
+    final texts.
 
     Segmentation: 20 ms windows with RMS >= `energy_threshold` (int16 units; 500 is about
     -36 dBFS) for `min_speech` s start an utterance, `endpoint_silence` s below it end one
@@ -271,8 +283,13 @@ class SonioxServer(ProviderServer):
                     await sender  # drains, sends "finished", closes
                     break
                 elif msg.type == WSMsgType.TEXT:
-                    # {"type": "keepalive"} needs no answer; {"type": "finalize"} forces an end
-                    if '"finalize"' in msg.data:
+                    # {"type": "keepalive"} needs no answer; {"type": "finalize"} finalizes
+                    # the audio received so far (answered like an endpoint, after the
+                    # profile's final_delay, with "<fin>" for "<end>"; a "<fin>" alone when
+                    # nothing was pending). Its optional "trailing_silence_ms" only tunes the
+                    # real service's padding: the energy segmenter needs none.
+                    if _control_type(msg.data) == "finalize":
+                        self.stats.events["finalizes"] += 1
                         outbox.put_nowait(segmenter.finalize("<fin>"))
                 else:
                     break  # closed by the client
@@ -341,7 +358,8 @@ class SonioxServer(ProviderServer):
                 self.transcripts.append(text)
                 if not await emit(self._tokens(text, utterance, final=True)):
                     return
-            self.stats.events["utterances"] += 1
+            if utterance.pcm:  # a finalize with nothing pending closes no utterance
+                self.stats.events["utterances"] += 1
             if utterance.end_token is None:
                 continue
             end = {

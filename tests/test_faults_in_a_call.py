@@ -83,7 +83,7 @@ async def test_with_the_llm_down_the_caller_hears_the_apology_and_the_call_ends(
         started = time.monotonic()
         report, clock = await simulate(cloud, registry, sc)
         elapsed = time.monotonic() - started
-        spoken = [data.get("text", "") for _, data in fakes.tts.received if isinstance(data, dict)]
+        spoken = fakes.tts.spoken()
 
     assert report.ended is not None and report.ended.startswith("llm is down")
     assert all(not t.reply_text for t in report.turns)  # nothing answered, and the call did not go on

@@ -315,7 +315,7 @@ def test_a_stage_down_for_good_ends_the_call_with_one_decision_the_caller_is_tol
         )
         rc, doc, err = call(real_livekit, root, "three.toml", env="production")
         worker.wait_for_log("job ended: session and HTTP pool closed", 30)
-        spoken = [data.get("text", "") for _, data in fakes.tts.received if isinstance(data, dict)]
+        spoken = fakes.tts.spoken()
 
     log = worker.stderr
     # the caller is told: the agent left mid-call, and `call` exits with a failed service's status

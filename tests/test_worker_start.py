@@ -7,8 +7,10 @@ Plus fast in-process checks of the fake server's own protocol handling."""
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -184,10 +186,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], str | None], timeout: float) -> str:
+def wait_for(predicate: Callable[[], str | None], timeout: float, why: Callable[[], str]) -> str:
     deadline = time.monotonic() + timeout
     while (value := predicate()) is None:
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s: {why()}"
         time.sleep(0.2)
     return value
 
@@ -203,11 +205,13 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
     start_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
     operator_dir: bool,
+    request: pytest.FixtureRequest,
 ) -> None:
     port = free_port()
     # the worker's own temporary directory: other tests' workers make theirs at the same time
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    # (short: multiprocessing puts its forkserver's unix socket there, 107 bytes at most)
+    tmp = Path(tempfile.mkdtemp(prefix="vh-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     chosen = tmp_path / "not" / "yet" / "there"  # the plugin and livekit create it
     worker = start_worker(
         **real_livekit.env(),
@@ -228,7 +232,8 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
         text = scrape(port)
         return text if all(w in text for w in wanted) else None
 
-    text = wait_for(scraped, REGISTER_TIMEOUT)
+    seen = lambda: f"/metrics:\n{scrape(port)[-2000:]}\nworker:\n{worker.stderr[-3000:]}"  # noqa: E731
+    text = wait_for(scraped, REGISTER_TIMEOUT, seen)
     for stage in ("eou", "transcription", "llm_ttft", "tts_ttfb"):
         assert f'voice_handler_stage_seconds_bucket{{le="1.0",stage="{stage}"}} 0.0' in text
     for name in ("time_to_first_audio_seconds_count", "turns_total", "false_interruptions_total"):

@@ -256,6 +256,15 @@ class ElevenLabsServer(ProviderServer):
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
+    def spoken(self) -> list[str]:
+        """The text each websocket context was given, its pieces joined (a reply arrives as its
+        first phrase, then sentences), whitespace collapsed."""
+        texts: dict[str, list[str]] = {}
+        for _, data in self.received:
+            if isinstance(data, dict) and data.get("text"):
+                texts.setdefault(data.get("context_id") or "default", []).append(data["text"])
+        return [" ".join("".join(pieces).split()) for pieces in texts.values()]
+
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/text-to-speech/{voice_id}/multi-stream-input", self._multi_stream)
         app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._http_stream)

@@ -379,14 +379,16 @@ def test_smart_turn_holds_a_pause_mid_sentence_in_a_real_room(
 ) -> None:
     from handler.testing import pauses
 
-    # "my order number is, um," ... "four two seven": inside the model's 2 s hold
-    sc = pauses.write_scenario(root, gap=1.2)
+    # "my order number is, um," ... "four two seven": inside the hold the test gives the model
+    sc = pauses.write_scenario(root, gap=pauses.GAP)
     phrases = json.dumps(
         ["my order number is", pauses.REST, f"my order number is {pauses.REST}", pauses.QUESTION]
     )
     # dev (the offline stack): the turn would end 0.5 s after the VAD's 0.5 s of silence, well
-    # inside the 1.2 s pause, but for the model
-    worker = start_worker(HANDLER_TURN__DETECTION="smart-turn", HANDLER_STT__LOCAL__PHRASES=phrases)
+    # inside the 1.5 s pause, but for the model
+    worker = start_worker(
+        HANDLER_TURN__DETECTION="smart-turn", HANDLER_STT__LOCAL__PHRASES=phrases, **pauses.HELD_ENV
+    )
     rc, doc, err = call(real_livekit, root, sc.name)
     assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
     # the model was loaded by the job process's prewarm

@@ -209,10 +209,10 @@ async def run(sc: Path, env: str, **overrides: object):
 async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart_turn(
     tmp_path: Path, detection: str
 ) -> None:
-    # `fast` ends a turn 0.3 s after the VAD's 0.3 s of silence: a 1.2 s pause is far beyond it,
-    # and inside the model's 2 s hold with room for the VAD to hear the user resume (0.25 s)
-    sc = pauses.write_scenario(tmp_path, gap=1.2)
-    report = await run(sc, "fast", **{"turn.detection": detection})
+    # `fast` ends a turn 0.3 s after the VAD's 0.3 s of silence: a 1.5 s pause is far beyond it,
+    # and far inside the 3 s hold the test gives the model (pauses.HELD)
+    sc = pauses.write_scenario(tmp_path, gap=pauses.GAP)
+    report = await run(sc, "fast", **{"turn.detection": detection, **pauses.HELD})
     paused, question = report.turns
     if detection == "vad":
         assert paused.premature_cutoffs >= 1, paused
@@ -222,19 +222,20 @@ async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart
     # one turn, heard whole (both parts' words in it; the recognizer's exact words are not the
     # point), answered once the user had finished
     assert "my order number" in paused.user_text and "four" in paused.user_text, paused
-    # at most the model's hold (turn.smart-turn.max_endpointing_delay, 2 s: espeak's "four two
-    # seven" is a close call for it) plus a generous allowance for the recognizer, LLM and TTS
-    assert paused.reply_text and 0 < paused.ttfa < 2.0 + 2.5, paused
-    assert question.reply_text and 0 < question.ttfa < 2.0 + 2.5, question
+    # at most the model's hold (3 s: espeak's "four two seven" is a close call for it) plus a
+    # generous allowance for the recognizer, LLM and TTS
+    hold = pauses.HELD["turn.smart-turn.max_endpointing_delay"]
+    assert paused.reply_text and 0 < paused.ttfa < hold + 2.5, paused
+    assert question.reply_text and 0 < question.ttfa < hold + 2.5, question
     assert report.summary()["premature_cutoffs"] == 0
 
 
 @pytest.mark.realtime
 def test_smart_turn_runs_against_the_cloud_fakes(tmp_path: Path, cli) -> None:
-    sc = pauses.write_scenario(tmp_path, gap=1.2)
+    sc = pauses.write_scenario(tmp_path, gap=pauses.GAP)
     out = cli(
         "simulate", str(sc), "--env", "fast", "--cloud-fakes", "--json",
-        env={"HANDLER_TURN__DETECTION": "smart-turn"},
+        env={"HANDLER_TURN__DETECTION": "smart-turn", **pauses.HELD_ENV},
         timeout=240,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from livekit import rtc
 
 from handler.testing import livekit_server
 from handler.testing.livekit_server import LiveKitServer
@@ -74,6 +76,15 @@ def run_cli(
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
+
+
+def tone(seconds: float, amplitude: float = 0.3, rate: int = 16000) -> Iterator[rtc.AudioFrame]:
+    """A 300 Hz tone in 10 ms frames: what the Soniox fake hears as speech."""
+    n = int(seconds * rate)
+    pcm = (amplitude * np.sin(2 * np.pi * 300 * np.arange(n) / rate) * 32767).astype(np.int16)
+    for i in range(0, n, rate // 100):
+        chunk = pcm[i : i + rate // 100]
+        yield rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk))
 
 
 @pytest.fixture

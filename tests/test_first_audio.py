@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
-from livekit import rtc
+from conftest import tone
 from livekit.agents import APIConnectOptions, stt, tokenize
 
 from handler.first_phrase import FirstPhraseTokenizer, first_phrase_end
@@ -36,14 +35,6 @@ def build(stage: str, overrides: dict[str, Any], session: aiohttp.ClientSession)
 
 
 # ------------------------------------------------------------------------------ Soniox finalize
-
-
-def tone(seconds: float, amplitude: float = 0.3, rate: int = 16000) -> Iterator[rtc.AudioFrame]:
-    n = int(seconds * rate)
-    pcm = (amplitude * np.sin(2 * np.pi * 300 * np.arange(n) / rate) * 32767).astype(np.int16)
-    for i in range(0, n, rate // 100):
-        chunk = pcm[i : i + rate // 100]
-        yield rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk))
 
 
 async def finals_after_flush(

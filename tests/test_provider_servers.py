@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
-import numpy as np
 import pytest
-from livekit import rtc
+from conftest import tone
 from livekit.agents import (
     APIConnectionError,
     APIConnectOptions,
@@ -270,14 +269,6 @@ async def test_elevenlabs_realtime_pacing(session: aiohttp.ClientSession) -> Non
 
 
 # -- Soniox ------------------------------------------------------------------------------------
-def tone(seconds: float, amplitude: float = 0.3, rate: int = 16000) -> Iterator[rtc.AudioFrame]:
-    n = int(seconds * rate)
-    pcm = (amplitude * np.sin(2 * np.pi * 300 * np.arange(n) / rate) * 32767).astype(np.int16)
-    for i in range(0, n, rate // 100):
-        chunk = pcm[i : i + rate // 100]
-        yield rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk))
-
-
 def push_utterance(stream: stt.SpeechStream, speech: float = 0.6, silence: float = 0.8) -> None:
     for frame in tone(speech):
         stream.push_frame(frame)

@@ -323,7 +323,13 @@ def test_a_stage_down_for_good_ends_the_call_with_one_decision_the_caller_is_tol
     assert doc is not None and all(t["reply"] in ("", APOLOGY) for t in doc["turns"]), doc
     assert any(APOLOGY in text for text in spoken)  # the TTS works: the apology was said
     lines = json_lines(log)
-    errors = [line for line in lines if line.get("level") == "ERROR"]
+    # livekit's own shutdown race: a frame forwarded into a stream the closing session has just
+    # closed is logged as "Error in _forward..." (seen once, under load; not ours to count)
+    errors = [
+        line
+        for line in lines
+        if line.get("level") == "ERROR" and not line["msg"].startswith("Error in _forward")
+    ]
     decisions = [line for line in errors if line["msg"].startswith("ending the session")]
     # one ERROR line says what was decided and why
     assert len(decisions) == 1 and f"{stage} is down" in decisions[0]["msg"], log[-3000:]

@@ -104,15 +104,16 @@ needed (clearly reached), 0.8 * 0.9 / 0.5 = 1.44 s (clearly not)."""
 # ------------------------------------------------------------------------------ livekit-server
 
 
-SLOWEST_FIRST = "tests/test_room.py"
-"""Its tests take 20-50 s each: a worker started, a call made through a real livekit-server."""
+SLOWEST_FIRST = ("tests/test_room.py", "tests/test_worker_start.py", "tests/test_deploy.py")
+"""Their tests take 5-50 s each: a worker started (and a call made through a real livekit-server),
+a wheel built and installed. Left to the end they kept one xdist worker busy alone for minutes."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest tests first, so pytest-xdist's workers start them first and the run does not end
-    with one worker alone on a 50 s call while the others idle: the real room's tests, then the
-    other real-time conversations (the bench run among them), then the rest (a stable sort keeps
-    each group's order)."""
+    with one worker alone on a 50 s call while the others idle: the real room's and the worker's
+    tests, then the other real-time conversations (the bench run among them), then the rest (a
+    stable sort keeps each group's order)."""
 
     def rank(item: pytest.Item) -> int:
         if item.nodeid.startswith(SLOWEST_FIRST):

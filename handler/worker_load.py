@@ -25,6 +25,15 @@ WINDOW = 5
 """Samples averaged: livekit reads the load every 0.5 s, so 2.5 s, as its default load does."""
 
 
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """`root` and every process under it (the worker: main process, forkserver, job processes);
+    empty once `root` has gone."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _cpu_count() -> float:
     from livekit.agents.utils.hw import get_cpu_monitor
 
@@ -51,7 +60,7 @@ class TreeLoad:
         since loses at most its last interval."""
         spent = 0.0
         now: dict[tuple[int, float], float] = {}
-        for proc in [self._root, *self._root.children(recursive=True)]:
+        for proc in process_tree(self._root):
             try:
                 with proc.oneshot():
                     key = (proc.pid, proc.create_time())

@@ -35,6 +35,7 @@ from handler import audio
 from handler.room.caller import Call, CallError, Target
 from handler.sim.scenario import Scenario
 from handler.turns import percentile
+from handler.worker_load import process_tree
 
 TTFA_TOLERANCE = 1.2
 """A level is within capacity while its p95 TTFA stays under this multiple of one call's."""
@@ -85,16 +86,9 @@ class Meter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tree(self) -> list[psutil.Process]:
-        assert self.worker is not None
-        try:
-            return [self.worker, *self.worker.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
     def sample(self) -> None:
         if self.worker is not None:
-            for p in self._tree():
+            for p in process_tree(self.worker):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     t = p.cpu_times()
                     self._cpu[p.pid] = t.user + t.system

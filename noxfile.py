@@ -1,5 +1,5 @@
 """nox sessions: `tests` (the whole suite under dev; the tests whose behaviour depends on the
-environment once more under fast, stable and production), `lint`, `typecheck`.
+environment under each of dev, fast, stable and production), `lint`, `typecheck`.
 
 Sessions run with the interpreter nox itself runs under (README's set-up installs everything
 there, and `.venv/bin/nox` works without activating the venv); `nox --force-venv-backend venv`
@@ -43,20 +43,32 @@ def _kubeconform(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("env", ENVIRONMENTS)
-def tests(session: nox.Session, env: str) -> None:
-    """The suite with ENV_FOR_DYNACONF=<env>: all of it under dev; under the other environments
-    only the tests marked `env_matrix` (they read the environment they run in: configuration,
-    plugins, the command line). The rest pin their environment, so running them four times
+def tests(session: nox.Session) -> None:
+    """The whole suite under dev, in one pytest run; the tests marked `env_matrix` (they read the
+    environment they run in: configuration, plugins, the command line) run once under each
+    environment (`--env-matrix`). The rest pin their environment, so running them four times
     would test the same thing four times."""
     _install(session, "-e", ".[dev]")
     _livekit_server(session)
     _kubeconform(session)
-    # Under dev the whole suite runs on two pytest-xdist workers: most of its time is conversations
-    # played at real-time pace, which wait far more than they compute, so two at once take half
-    # the time without slowing each other (each worker has its own livekit-server).
-    selection = ["-n", "2"] if env == "dev" else ["-m", "env_matrix and not realtime"]
-    session.run(_python(session), "-m", "pytest", *selection, *session.posargs, env={"ENV_FOR_DYNACONF": env})
+    # Three pytest-xdist workers: most of the suite's time is conversations played at real-time
+    # pace, which wait far more than they compute (each worker has its own livekit-server).
+    # `worksteal`: the slow real-room tests come first (tests/conftest.py), and xdist's default
+    # `load` hands each worker a contiguous first chunk, so one worker got all of them and ran
+    # alone for minutes at the end; an idle worker now takes tests from a busy one's queue.
+    session.run(
+        _python(session),
+        "-m",
+        "pytest",
+        "-n",
+        "3",
+        "--dist",
+        "worksteal",
+        "--env-matrix",
+        ",".join(ENVIRONMENTS),
+        *session.posargs,
+        env={"ENV_FOR_DYNACONF": "dev"},
+    )
 
 
 @nox.session

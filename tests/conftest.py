@@ -47,6 +47,30 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICE_HANDLER_PLUGINS", "")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--env-matrix",
+        default="",
+        metavar="ENVS",
+        help="run each test marked env_matrix once under each of these environments "
+        "(comma-separated, e.g. dev,fast,stable,production) instead of once under ENV_FOR_DYNACONF",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    envs = [e for e in metafunc.config.getoption("env_matrix").split(",") if e]
+    if envs and metafunc.definition.get_closest_marker("env_matrix"):
+        metafunc.parametrize("matrix_env", envs, indirect=True, ids=lambda env: f"env={env}")
+
+
+@pytest.fixture(autouse=True)
+def matrix_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An env_matrix test's environment under `--env-matrix` (what the test and the commands it
+    runs read); other tests run under the process's ENV_FOR_DYNACONF."""
+    if env := getattr(request, "param", None):
+        monkeypatch.setenv("ENV_FOR_DYNACONF", env)
+
+
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty directory to run in: the shipped defaults apply, and tests add their own layers

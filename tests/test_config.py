@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,16 @@ def test_the_current_environment_passes_check_with_keys(root: Path, planted: dic
     # nox runs this once per environment with ENV_FOR_DYNACONF set
     settings, registry = load_checked(for_start=True)
     assert isinstance(registry, Registry) and settings.env in config.available_envs(root)
+
+
+def test_settings_load_the_environment_this_run_is_under(
+    request: pytest.FixtureRequest, root: Path, planted: dict[str, str]
+) -> None:
+    # under `--env-matrix` (nox) each run of an env_matrix test has its environment set for it
+    callspec = getattr(request.node, "callspec", None)
+    expected = callspec.params["matrix_env"] if callspec else os.environ.get("ENV_FOR_DYNACONF", "dev")
+    settings, _ = load_checked()  # the environment from ENV_FOR_DYNACONF, as every command reads it
+    assert settings.env == expected
 
 
 def test_bad_toml_names_the_file(root: Path) -> None:

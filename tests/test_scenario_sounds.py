@@ -12,6 +12,7 @@ tested here are all the phases a run can produce.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from livekit.agents import vad as lkvad
 
 from handler import audio
 from handler.cli import OFFLINE_STACK
-from handler.registry import load_checked
+from handler.config import Settings
+from handler.registry import Registry, load_checked
 from handler.runtime import Runtime
 from handler.session import min_interruption_duration
 from handler.sim import scenario
@@ -50,23 +52,32 @@ class VadView:
     """The largest speech_duration any inference reported: what livekit compares."""
 
 
+LEAD = audio.RATE // 2
+"""Silence before a clip: the model's state settles within a few windows of silence."""
+TAIL = audio.RATE
+"""Silence after it: outlasts every environment's `vad.min_silence_duration` (at most 0.5 s) with
+room for the model's decay, so each speech the VAD opens it also ends (`vad_view` checks), and
+the largest speech_duration, counted up to that end, is final."""
+
+
 async def vad_view(vad: lkvad.VAD, pcm: np.ndarray, phase: int) -> VadView:
-    """The clip after 1 s (+ phase samples) of silence and before 1.5 s of it, in 10 ms frames."""
-    signal = np.concatenate(
-        [np.zeros(audio.RATE + phase, np.int16), pcm, np.zeros(audio.RATE * 3 // 2, np.int16)]
-    )
+    """The clip after LEAD (+ phase samples) of silence and before TAIL of it, in 10 ms frames."""
+    signal = np.concatenate([np.zeros(LEAD + phase, np.int16), pcm, np.zeros(TAIL, np.int16)])
     stream = vad.stream()
     for i in range(0, len(signal), SAMPLES):
         chunk = signal[i : i + SAMPLES]
         stream.push_frame(rtc.AudioFrame(chunk.tobytes(), audio.RATE, 1, len(chunk)))
     stream.end_input()
-    starts, peak = 0, 0.0
+    starts, ends, peak = 0, 0, 0.0
     async for ev in stream:
         if ev.type == lkvad.VADEventType.START_OF_SPEECH:
             starts += 1
+        elif ev.type == lkvad.VADEventType.END_OF_SPEECH:
+            ends += 1
         elif ev.type == lkvad.VADEventType.INFERENCE_DONE:
             peak = max(peak, ev.speech_duration)
     await stream.aclose()
+    assert ends == starts, f"the VAD still heard speech at the end of TAIL ({starts} starts, {ends} ends)"
     return VadView(starts, peak)
 
 
@@ -79,11 +90,16 @@ _views: dict[tuple, list[VadView]] = {}
 _clips: dict[str, list[np.ndarray]] = {}
 
 
+@functools.cache
+def configured(env: str) -> tuple[Settings, Registry]:
+    """`env`'s VAD and turn settings, with the offline stack standing in for the cloud stages."""
+    return load_checked(env, overrides=OFFLINE_STACK, overrides_source="test")
+
+
 async def views(env: str, pcm: np.ndarray) -> tuple[list[VadView], float]:
     """The VAD's view of a clip at every phase, with `env`'s VAD, and `env`'s pause threshold.
     Views are computed once per VAD configuration and clip (environments often share a VAD)."""
-    # the environment's VAD and turn settings; the offline stack stands in for the cloud stages
-    settings, registry = load_checked(env, overrides=OFFLINE_STACK, overrides_source="test")
+    settings, registry = configured(env)
     key = (repr(sorted(settings.section("vad").items())), pcm.tobytes())
     if key not in _views:
         vad = registry.build("vad", settings, Runtime(settings, None, None))
@@ -131,7 +147,7 @@ async def test_each_sound_during_a_reply_pauses_the_agent_or_not_at_every_vad_ph
     name: str, index: int, env: str
 ) -> None:
     pcm, kind = await clip_and_kind(name, index)
-    settings, _ = load_checked(env, overrides=OFFLINE_STACK, overrides_source="test")
+    settings, _ = configured(env)
     if min_words := settings.get("turn.min_interruption_words"):
         # livekit pauses only once the transcript holds that many words (agent_activity's
         # _interrupt_by_audio_activity): the words decide, not the VAD; fillers carry none

@@ -51,8 +51,9 @@ def tests(session: nox.Session) -> None:
     _install(session, "-e", ".[dev]")
     _livekit_server(session)
     _kubeconform(session)
-    # Three pytest-xdist workers: most of the suite's time is conversations played at real-time
-    # pace, which wait far more than they compute (each worker has its own livekit-server).
+    # Four pytest-xdist workers: most of the suite's time is conversations played at real-time
+    # pace, which wait far more than they compute (each worker has its own livekit-server). With
+    # another process keeping a core busy, one `nox` took 416 s on four workers, 452 s on three.
     # `worksteal`: the slow real-room tests come first (tests/conftest.py), and xdist's default
     # `load` hands each worker a contiguous first chunk, so one worker got all of them and ran
     # alone for minutes at the end; an idle worker now takes tests from a busy one's queue.
@@ -61,7 +62,7 @@ def tests(session: nox.Session) -> None:
         "-m",
         "pytest",
         "-n",
-        "3",
+        "4",
         "--dist",
         "worksteal",
         "--env-matrix",

@@ -1,6 +1,7 @@
 """Side-effect module: one-time work a job did on its event loop at the start of every call, done
 once in livekit's forkserver instead (the worker lists it in `preload_modules`), so every job
-process inherits the result.
+process inherits the result. The worker's main process imports it too, before its event loop
+starts (livekit's worker builds the same TLS context as it connects).
 
 Seen in the loadtest's worker log ("event loop blocked for ... ms") and in
 benchmarks/job_profile.py: the TLS context livekit's shared HTTP session builds from the CA bundle

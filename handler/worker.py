@@ -184,6 +184,10 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
     lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
+    # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
+    # under load, reported as "event loop blocked"): built here first, before the loop runs
+    import handler.job_preload  # noqa: F401
+
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
         lk_cli._run_worker(

@@ -100,8 +100,13 @@ def assert_no_secrets(worker: WorkerProcess, server: FakeLiveKitServer | None = 
         assert attempt.token and attempt.token not in output, "a bearer token was printed"
 
 
+LOAD_DIAGNOSTIC = '"msg": "event loop blocked for'
+"""livekit's loop monitor: it times callbacks by the wall clock, so on a busy machine any of them
+can cross its 100 ms threshold. What load causes is not what this suite asserts."""
+
+
 def warning_lines(worker: WorkerProcess) -> list[str]:
-    return [line for line in worker.stderr.splitlines() if line.strip()]
+    return [line for line in worker.stderr.splitlines() if line.strip() and LOAD_DIAGNOSTIC not in line]
 
 
 # ------------------------------------------------------------------------------ start

@@ -48,6 +48,11 @@ say = "where is my order"
 [expect]
 interruptions = 0
 """
+ORPHANED = SHORT.replace('say = "where is my order"', 'say = "where is my order"\npause = 30.0')
+"""`short` with 30 s of silence before its second question: a call that outlasts how long an agent
+whose worker was killed can stay in the room (16 s seen in a loaded `nox` run, where the caller's
+15 s wait for the second reply ended first and the call finished without the agent leaving). It
+ends as soon as the agent leaves."""
 STORY = """\
 name = "story"
 description = "one question with a long answer"
@@ -92,6 +97,7 @@ def root(tmp_path: Path) -> Path:
     r = tmp_path / "root"
     r.mkdir()
     (r / "short.toml").write_text(SHORT)
+    (r / "orphaned.toml").write_text(ORPHANED)
     (r / "story.toml").write_text(STORY)
     (r / "three.toml").write_text(THREE)
     return r
@@ -441,7 +447,7 @@ def test_a_killed_worker_is_reported_and_the_next_call_is_answered_by_the_other(
         return w.stderr.count("received job request")
 
     # a call under way (livekit picks the worker): kill the worker that has it
-    ongoing = Caller(real_livekit, root, "short.toml")
+    ongoing = Caller(real_livekit, root, "orphaned.toml")
     ongoing.wait_for("turn 1: ")  # the first reply is playing
     [victim] = [w for w in workers if jobs(w) == 1]
     [bystander] = [w for w in workers if w is not victim]

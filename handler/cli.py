@@ -560,6 +560,10 @@ def bench(
         for path in draw(scores, out_dir):
             _progress(f"wrote {path}")
     if any(v.failed for v in scores):
+        if as_json:  # the table says why; with --json stdout is the document, so stderr does
+            for score in scores:
+                for why in score.failed:
+                    _progress(f"{score.name}: failed: {why}")
         raise typer.Exit(1)
 
 

@@ -231,18 +231,19 @@ async def test_a_pause_mid_sentence_is_cut_off_by_silence_alone_but_not_by_smart
 
 
 @pytest.mark.realtime
-@pytest.mark.xfail(
-    strict=False,
-    reason="livekit/agents#6504 (README, Turn detection): when the resumed part of a held turn ends and "
-    "the model says finished, livekit commits after fast's 0.3 s with the transcript so far, before the "
-    "cloud recognizer's final for that part arrives (~0.76 s), and makes that part a second turn "
-    "(about 1 run in 3)",
-)
 def test_smart_turn_runs_against_the_cloud_fakes(tmp_path: Path, cli) -> None:
     sc = pauses.write_scenario(tmp_path, gap=pauses.GAP)
     out = cli(
         "simulate", str(sc), "--env", "fast", "--cloud-fakes", "--json",
-        env={"HANDLER_TURN__DETECTION": "smart-turn", **pauses.HELD_ENV},
+        # 1.2 s after the model says "finished": past the cloud recognizer's final transcript for
+        # the resumed part (~0.76 s after the speech), which livekit does not wait for
+        # (livekit/agents#6504, README's Turn detection: with fast's 0.3 s the turn split in two
+        # about 1 run in 3), and still short of the 1.5 s pause, so the model's hold is tested
+        env={
+            "HANDLER_TURN__DETECTION": "smart-turn",
+            "HANDLER_TURN__MIN_ENDPOINTING_DELAY": "1.2",
+            **pauses.HELD_ENV,
+        },
         timeout=240,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]

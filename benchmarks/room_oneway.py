@@ -76,7 +76,7 @@ async def one_way(lk: LiveKitServer, room: str, *, red: bool, args: argparse.Nam
         if k >= 0 and k % PERIOD == 0:
             sent.append(wall + tick * TICK)
         frame = rtc.AudioFrame(pcm.tobytes(), RATE, 1, SAMPLES)
-        if args.drop_late_silence and late_silence(frame, start + tick * TICK):
+        if args.drop_late_silence and late_silence(frame, start + tick * TICK, time.monotonic()):
             continue
         await source.capture_frame(frame)
     await asyncio.sleep(1.0)

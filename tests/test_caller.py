@@ -17,10 +17,10 @@ def frame(value: int) -> rtc.AudioFrame:
 
 
 def test_only_silence_that_is_late_is_dropped() -> None:
-    now = time.monotonic()
-    assert late_silence(frame(0), now - 5 * TICK)  # a stall: dropped, the track catches up
-    assert not late_silence(frame(0), now + TICK)  # on time: sent
-    assert not late_silence(frame(1000), now - 5 * TICK)  # speech is sent however late
+    now = 100.0
+    assert late_silence(frame(0), now - 5 * TICK, now)  # a stall: dropped, the track catches up
+    assert not late_silence(frame(0), now - TICK / 2, now)  # within a tick: sent
+    assert not late_silence(frame(1000), now - 5 * TICK, now)  # speech is sent however late
 
 
 async def test_the_microphone_sends_a_few_ticks_per_frame_and_drops_late_silence() -> None:
@@ -30,9 +30,12 @@ async def test_the_microphone_sends_a_few_ticks_per_frame_and_drops_late_silence
     scripted = ScriptedInput(Clock())
     source = rtc.AudioSource(audio.RATE, 1, queue_size_ms=100)
     try:
+        # The clock starts a minute ahead, so no tick is late however busy the machine (a
+        # clock started now made tick 0 late when the source's creation took over 10 ms).
+        scripted.clock.start = time.monotonic() + 60.0
         assert await publish(source, scripted, 4) == 4 * SAMPLES  # on time: every tick, one frame
         assert scripted.tick == 4
-        scripted.clock.start -= 1.0  # a stall: the next ticks are long overdue
+        scripted.clock.start = time.monotonic() - 60.0  # a stall: the next ticks are long overdue
         assert await publish(source, scripted, 4) == 0  # silence: dropped, the track catches up
         speech = np.full(4 * SAMPLES, 1000, np.int16)
         scripted.play_at(speech, scripted.tick)  # starts on the next VAD-window grid tick

@@ -59,16 +59,16 @@ TRANSCRIPT_WAIT = 2.0
 """Seconds the call stays after its last reply for the final transcripts to arrive."""
 
 
-def late_silence(frame: rtc.AudioFrame, due: float) -> bool:
+def late_silence(frame: rtc.AudioFrame, due: float, now: float) -> bool:
     """Whether to drop this frame instead of sending it: silence more than a tick behind `due`
-    (monotonic time).
+    at `now` (both monotonic time).
 
     An AudioSource sends 10 ms every 10 ms from what it holds and fills a gap with silence, so a
     frame handed over late (the caller's loop was busy) puts everything after it that much behind
     its tick for good (`benchmarks/room_oneway.py --stall 80`: 131 ms one way instead of 59), and
     the report would count that as the room's. Dropping late silence puts the track back on the
     clock before the next sound; speech is never dropped."""
-    return time.monotonic() - due > TICK and not np.frombuffer(frame.data, np.int16).any()
+    return now - due > TICK and not np.frombuffer(frame.data, np.int16).any()
 
 
 def own_stream_events_only(stream: rtc.AudioStream) -> None:
@@ -102,7 +102,7 @@ async def publish(source: rtc.AudioSource, scripted: ScriptedInput, n: int) -> i
     for _ in range(n):
         due = scripted.clock.start + scripted.tick * TICK
         frame = scripted.take()
-        if not late_silence(frame, due):
+        if not late_silence(frame, due, time.monotonic()):
             chunks.append(bytes(frame.data))
     data = b"".join(chunks)
     if data:

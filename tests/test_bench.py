@@ -166,17 +166,17 @@ def test_the_turn_detection_table_splits_paused_turns_from_complete_ones_and_che
     clean = scenario.load(scenario.resolve("corpus/clean_weather_us"))
     assert len(paused.turns[0].parts) == 2 and len(paused.turns[1].parts) <= 1
 
-    def variant(name: str, detection: str, paused_turn: tuple[float, int], inference: list[float]):
-        convs = [
-            score(paused, _report(paused, detection, [paused_turn, (1.0, 0)])),
-            score(clean, _report(clean, detection, [(1.2, 0), (1.1, 0)])),
-        ]
+    def variant(name: str, detection: str, paused_turns: list[tuple[float, int]], inference: list[float]):
+        convs = [score(paused, _report(paused, detection, [turn, (1.0, 0)])) for turn in paused_turns]
+        convs.append(score(clean, _report(clean, detection, [(1.2, 0), (1.1, 0)])))
         return VariantScore(name, name, "", {}, convs, log_lines=10, eot_inference=inference)
 
     scores = [
-        variant("fast", "vad", (0.9, 1), []),
-        variant("fast+smart-turn", "smart-turn", (3.0, 0), [0.05, 0.06, 0.2]),
-        variant("production", "vad", (1.0, 1), []),
+        variant("fast", "vad", [(0.9, 1)], []),
+        variant("fast+smart-turn", "smart-turn", [(3.0, 0)], [0.05, 0.06, 0.2]),
+        variant("production", "vad", [(1.0, 1)], []),
+        variant("stable", "vad", [(1.0, 1), (1.0, 1)], []),
+        variant("stable+smart-turn", "smart-turn", [(0.8, 1), (3.0, 0)], [0.05]),
     ]
     d = scores[1].turn_detection()
     assert (d["paused_turns"], d["paused_cutoffs"], d["complete_turns_timed"]) == (1, 0, 3)
@@ -188,9 +188,11 @@ def test_the_turn_detection_table_splits_paused_turns_from_complete_ones_and_che
     table = text.split("turn detection, with and without the end-of-turn model:")[1]
     row = next(line for line in table.splitlines() if line.startswith("fast+smart-turn "))
     assert row.split()[:5] == ["fast+smart-turn", "smart-turn", "0/1", "1100", "1200"]
-    (verdict,) = turn_detection_verdicts(scores)
+    verdict, kept = turn_detection_verdicts(scores)
     assert verdict.startswith("fast+smart-turn: pause cut-offs 0 (without: 1): ok; complete ttfa")
     assert "(production: 1100/1200): ok" in verdict and verdict.endswith("(< 100): NO")
+    # the target is no cut-off at all: one is a caller cut off, even where X had more
+    assert kept.startswith("stable+smart-turn: pause cut-offs 1 (without: 2): NO;")
     # no model in the run: no such table
     assert "turn detection, with and without" not in render([scores[0], scores[2]], "header")
 

@@ -175,15 +175,18 @@ async def test_a_stall_after_the_reply_started_is_cut_at_the_timeout_and_not_ret
 async def test_retry_after_is_honoured_by_our_requests_but_not_by_livekits_plugins() -> None:
     """livekit's retry loop waits 0.1 s, then `retry_interval`, whatever the server asks: honouring
     Retry-After there would mean patching livekit. `handler.http.request` (our own calls) honours it."""
-    asked = 2.5  # far above livekit's 0.1 s and a request, even on a busy machine (1.2 s measured)
+    # far above livekit's 0.1 s and a request, even on a busy machine (1.2 s measured: half of
+    # the 2.5 s this asked before); honoured, the retry alone would wait all of it
+    asked_of_livekit = 10.0
     async with OpenAIServer() as srv:
         await one_request("llm", srv)  # the first request's imports and TLS set-up are not timed
-        srv.faults.push(Fault.rate_limited(asked))
+        srv.faults.push(Fault.rate_limited(asked_of_livekit))
         started = time.monotonic()
         await one_request("llm", srv)
         plugin_wait = time.monotonic() - started
-    assert srv.stats.attempts(PATHS["llm"]) == 3 and plugin_wait < asked
+    assert srv.stats.attempts(PATHS["llm"]) == 3 and plugin_wait < asked_of_livekit
 
+    asked = 2.5  # what our own request waits out, so short enough to wait for
     async with OpenAIServer(faults=[Fault.rate_limited(asked, path="/models")]) as srv:
         # Retry-After is honoured up to the request timeout (a bad header cannot stall us)
         settings, registry = configured(srv, "llm", **{"http.timeout": 2 * asked})

@@ -16,6 +16,8 @@ from handler.sim import cloudsim, scenario, simulate
 
 LATENCY_FIELDS = ("ttfa", "ttfa_played", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")
 KEYS = ("OPENAI_API_KEY", "ELEVEN_API_KEY", "SONIOX_API_KEY")
+SCHEDULING = 1.5
+"""Seconds a loaded machine may add to an emulated latency measured in a conversation."""
 
 
 @pytest.fixture(autouse=True)
@@ -126,11 +128,19 @@ async def test_the_cloud_stack_recognizes_answers_and_reuses_one_connection_per_
     llm, tts, stt = (cloudsim.PROFILES[s] for s in ("llm", "tts", "stt"))
     for turn in report.turns:
         assert all(getattr(turn, f) is not None for f in LATENCY_FIELDS), turn
-        # the emulated service latency, and no turn (the first included) pays a new connection
-        assert llm.first_byte <= turn.llm_ttft < llm.first_byte + cloudsim.CONNECT, turn
-        assert tts.first_byte <= turn.tts_ttfb < tts.first_byte + cloudsim.CONNECT, turn
+        # the emulated service latency; the slack is a busy machine's scheduling (whether a turn
+        # paid a new connection is asserted below from the servers, not from timing: a bound of
+        # first_byte + CONNECT left 0.3 s for scheduling, six times a run)
+        assert llm.first_byte <= turn.llm_ttft < llm.first_byte + SCHEDULING, turn
+        assert tts.first_byte <= turn.tts_ttfb < tts.first_byte + SCHEDULING, turn
         assert turn.transcription_delay >= stt.final_delay
     assert not report.errors
+    # no turn (the first included) paid a new connection: the pre-warm request opened each one
+    assert [fakes.stt.stats.connect_paid, fakes.llm.stats.connect_paid, fakes.tts.stats.connect_paid] == [
+        ["/"],
+        ["/v1/models"],
+        ["/"],
+    ]
     # one connection per provider for the whole session: pre-warmed, then reused by every turn
     assert [fakes.stt.stats.connections, fakes.llm.stats.connections, fakes.tts.stats.connections] == [
         1,

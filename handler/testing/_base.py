@@ -151,6 +151,9 @@ class ServerStats:
     ws_sessions: int = 0  # websocket upgrades completed
     paths: Counter[str] = field(default_factory=Counter)  # attempts per request path
     events: Counter[str] = field(default_factory=Counter)  # provider units (see each server)
+    # the path of each request that paid connect_delay (the first on its connection), in order:
+    # which request opened a connection, asserted without timing it
+    connect_paid: list[str] = field(default_factory=list)
 
     def attempts(self, path_suffix: str) -> int:
         """Requests whose path ends with `path_suffix` (voice ids and prefixes vary)."""
@@ -285,6 +288,7 @@ class ProviderServer:
         self.stats.paths[request.path] += 1
         if request.protocol in self._fresh_connections:
             self._fresh_connections.discard(request.protocol)
+            self.stats.connect_paid.append(request.path)
             await pause(self.profile.connect_delay)
         return await handler(request)
 

@@ -213,8 +213,8 @@ def test_settings_load_the_environment_this_run_is_under(
     request: pytest.FixtureRequest, root: Path, planted: dict[str, str]
 ) -> None:
     # under `--env-matrix` (nox) each run of an env_matrix test has its environment set for it
-    callspec = getattr(request.node, "callspec", None)
-    expected = callspec.params["matrix_env"] if callspec else os.environ.get("ENV_FOR_DYNACONF", "dev")
+    params = getattr(request.node, "callspec", None)
+    expected = (params and params.params.get("matrix_env")) or os.environ.get("ENV_FOR_DYNACONF", "dev")
     settings, _ = load_checked()  # the environment from ENV_FOR_DYNACONF, as every command reads it
     assert settings.env == expected
 

@@ -97,8 +97,35 @@ def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
     from handler import worker
 
+    _warn_personal_data_in_logs(config.load(env), "start")
     settings, registry = load_checked(env, for_start=True)
     worker.run(settings, registry, devmode=False)
+
+
+def _warn_personal_data_in_logs(settings: config.Settings, command: str) -> None:
+    """A worker that takes real calls at DEBUG writes what callers say into its logs: the
+    libraries' debug lines (the OpenAI SDK's request bodies, livekit's transcripts when content
+    capture is on) carry it. `dev` is the environment when ENV_FOR_DYNACONF is unset, so say so
+    loudly before the first call, not in the docs only."""
+    if str(settings.get("logging.level")).upper() != "DEBUG":
+        return
+    unset = "" if os.environ.get(config.ENV_VAR) else f" ({config.ENV_VAR} is unset, so {config.DEFAULT_ENV})"
+    why = f"environment {settings.env}{unset}, logging.level DEBUG from {settings.source('logging.level')}"
+    capture = (
+        ", and telemetry.capture_content adds transcripts"
+        if settings.get("telemetry.capture_content")
+        else ""
+    )
+    for line in (
+        "!" * 78,
+        f"WARNING: `{command}` under {why}:",
+        "the log lines of real calls will carry personal data: what callers say (the LLM SDK's debug",
+        f"lines hold each request body{capture}) and the room and participant names in livekit's",
+        "own messages.",
+        "For real calls run ENV_FOR_DYNACONF=production (or set LOG_LEVEL=INFO).",
+        "!" * 78,
+    ):
+        print(line, file=sys.stderr)
 
 
 @app.command()
@@ -601,9 +628,13 @@ def _bench_scenarios(given: list[str] | None) -> list[Any]:
 
 
 def _flatten(settings: config.Settings) -> dict[str, dict[str, Any]]:
-    return {
-        path: {"value": value, "source": settings.source(path)} for path, value in config._walk(settings.data)
-    }
+    from handler import redaction
+
+    out = {}
+    for path, value in config._walk(settings.data):
+        source = settings.source(path)
+        out[path] = {"value": config.REDACTED if redaction.hidden(path, source) else value, "source": source}
+    return out
 
 
 @config_app.command("show")

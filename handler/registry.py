@@ -12,7 +12,7 @@ from typing import Any
 
 import pluggy
 
-from handler import hookspecs, livekit_plugins
+from handler import hookspecs, livekit_plugins, redaction
 from handler.config import (
     LIVEKIT_SECRETS,
     MISSING,
@@ -36,6 +36,10 @@ every installed plugin, empty loads none. Built-ins are always loaded. Installed
 (`livekit-plugins-*`) count as third-party: their module or distribution name allows them."""
 
 BUILT_IN = "built-in"
+TABLE_KEY = "api_key"
+"""A provider's key may sit in its own table (`[default.llm.openai] api_key`, Dynaconf's way)
+when it comes from a secret place: .secrets.toml, .env or the environment, never a settings file."""
+SECRET_PLACES = (redaction.SECRETS_FILE, ".env", "environment variable")
 
 
 class PluginLoadError(Exception):
@@ -215,7 +219,7 @@ class Registry:
         common.pop(selector(stage).split(".")[1], None)
         common.pop("fallback", None)  # the registry's business, not the provider's
         own = section.get(name, {})
-        own = own if isinstance(own, Mapping) else {}
+        own = {k: v for k, v in own.items() if k != TABLE_KEY} if isinstance(own, Mapping) else {}
         if provider.livekit_module:  # a shared key only where the constructor has that parameter
             return livekit_plugins.options(provider.livekit_module, stage, own, common)
         return {**(provider.options or {}), **common, **own}
@@ -288,7 +292,7 @@ class Registry:
                     )
                     secrets = (found,) if found else ()
                 for secret in secrets:
-                    if not settings.secret(secret):
+                    if not settings.secret(secret) and not _table_key(settings, stage, name):
                         add_secret(
                             secret,
                             f"required by {stage} {role} {name!r}; set it in the environment, "
@@ -338,8 +342,12 @@ class Registry:
                 return [Problem(f"{stage}.{name}", "{...}", settings.source(f"{stage}.{name}"), broken)]
             out = []
             for key, msg in livekit_plugins.table_problems(provider.livekit_module, stage, table):
+                if key == TABLE_KEY:
+                    if _table_key(settings, stage, name):
+                        continue  # the key, from a secret place: taken as the provider's key
+                    msg = _misplaced_key(settings, f"{stage}.{name}")
                 value = table.get(key, MISSING)
-                if key == "api_key" or is_secret_name(key.upper()):
+                if is_secret_name(key.upper()):
                     value = REDACTED  # a key pasted into a setting is still a key
                 path = f"{stage}.{name}.{key}"
                 out.append(Problem(path, value, settings.source(path), msg))
@@ -350,6 +358,10 @@ class Registry:
         out = []
         for key, value in table.items():
             path = f"{stage}.{name}.{key}"
+            if key == TABLE_KEY and provider.secrets:
+                if not _table_key(settings, stage, name):
+                    out.append(Problem(path, value, settings.source(path), _misplaced_key(settings, path)))
+                continue
             if key not in schema:
                 out.append(
                     Problem(path, value, settings.source(path), unknown_key_problem(key, list(schema)))
@@ -392,6 +404,41 @@ class Registry:
         return urls
 
 
+def _table_key(settings: Settings, stage: str, name: str) -> str | None:
+    """The provider's key from its own table, when it came from a secret place."""
+    path = f"{stage}.{name}.{TABLE_KEY}"
+    value = settings.get(path)
+    if isinstance(value, str) and value and settings.source(path).startswith(SECRET_PLACES):
+        return value
+    return None
+
+
+def _misplaced_key(settings: Settings, path: str) -> str:
+    return (
+        f"a key never goes in a settings file ({settings.source(path)}): put it in .secrets.toml "
+        f"([default.{path.rsplit('.', 1)[0]}] {TABLE_KEY} = ...), .env or the environment"
+    )
+
+
+def adopt_table_keys(settings: Settings, registry: Registry) -> None:
+    """A selected provider's key from its table becomes the secret its factory reads (the table,
+    the more specific place, wins over the provider's variable)."""
+    for stage in STAGES:
+        for name in registry.selected(settings, stage):
+            value = _table_key(settings, stage, name)
+            if not value or name not in registry.names(stage):
+                continue
+            provider = registry.get(stage, name)
+            names = provider.secrets
+            if provider.livekit_module:
+                table = settings.section(stage).get(name, {})
+                found = livekit_plugins.secret_name(provider.livekit_module, stage, table)
+                names = (found,) if found else ()
+            for secret in names:
+                path = f"{stage}.{name}.{TABLE_KEY}"
+                settings.adopt_secret(secret, value, f"{settings.source(path)} ({path})")
+
+
 def _livekit_factory(module: str, stage: str) -> hookspecs.Factory:
     def factory(options: Mapping[str, Any], runtime: Any) -> Any:
         return livekit_plugins.build(module, stage, options, runtime)
@@ -425,4 +472,5 @@ def load_checked(
     problems += registry.validate(settings, for_start=for_start, skip_checks=broken)
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
+    adopt_table_keys(settings, registry)
     return settings, registry

@@ -46,7 +46,7 @@ def prewarm_process(proc: Any) -> None:
 async def entrypoint(ctx: Any) -> None:
     settings: config.Settings = ctx.proc.userdata["settings"]
     registry: Registry = ctx.proc.userdata["registry"]
-    logcontext.bind(**logcontext.job_ids(ctx.job))
+    logcontext.bind(**logcontext.job_ids(ctx.job, settings))
 
     runtime = make_runtime(settings, registry)
     # opens provider connections while the room connects, so turn one pays for neither

@@ -1,5 +1,7 @@
 """Logging policy `default`: the guide's quiet levels, text or JSON lines, ids on every line, and
-redaction of every known secret value from every record."""
+redaction (handler/redaction.py) of every line at every level: every known secret value, signed
+tokens (JWTs) and URL user info; fields marked as personal data (livekit's `lk.pii.*`: transcripts)
+are left out unless `telemetry.capture_content` is on."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from handler.hookspecs import hookimpl
 from handler.logcontext import current_ids
+from handler.redaction import is_personal_field, redact
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the
 # root level is, unless the root is DEBUG (then everything shows, for debugging).
@@ -24,7 +27,6 @@ QUIET_LEVELS = {
     "httpcore": logging.WARNING,
     "asyncio": logging.WARNING,
 }
-REDACTED = "***"
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fields"}
 
 
@@ -37,7 +39,7 @@ def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord, personal: bool) -> dict[str, Any]:
     out: dict[str, Any] = dict(getattr(record, "fields", None) or {})
     # livekit passes context as `extra={...}`: keep those too, they are the useful part
     for k, v in record.__dict__.items():
@@ -45,6 +47,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
             out.setdefault(k, v)
     for k, v in current_ids().items():
         out.setdefault(k, v)
+    if not personal:
+        out = {k: v for k, v in out.items() if not is_personal_field(k)}
     return out
 
 
@@ -57,19 +61,26 @@ def _text_value(v: Any) -> str:
     return json.dumps(s) if (" " in s or not s) else s
 
 
-class TextFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    def __init__(self, personal: bool = False) -> None:
+        super().__init__()
+        self.personal = personal
+        """Whether fields marked as personal data are written (content capture on)."""
+
+
+class TextFormatter(_Formatter):
     """`<ISO time> <LEVEL> <logger> <message> key=value ...`: greppable and parseable."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
-        parts += [f"{k}={_text_value(v)}" for k, v in _fields(record).items()]
+        parts += [f"{k}={_text_value(v)}" for k, v in _fields(record, self.personal).items()]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_Formatter):
     """One JSON object a line: ts, level, logger, msg, then the record's fields and ids."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -79,7 +90,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for k, v in _fields(record).items():
+        for k, v in _fields(record, self.personal).items():
             doc.setdefault(k, v)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
@@ -87,18 +98,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactingHandler(logging.StreamHandler):
-    """Replaces secret values in the formatted line, whatever put them there."""
+    """Redacts the formatted line, whatever put the secret there (a message, an argument, an
+    `extra` field, a traceback): every known secret value, every token, every URL's user info."""
 
     def __init__(self, stream: Any, secrets: list[str]):
         super().__init__(stream)
-        # longest first, so a secret containing another is replaced whole
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = list(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        for s in self.secrets:
-            line = line.replace(s, REDACTED)
-        return line
+        return redact(super().format(record), self.secrets)
 
 
 def configure(options: Mapping[str, Any], runtime: Any) -> None:
@@ -110,7 +118,10 @@ def configure(options: Mapping[str, Any], runtime: Any) -> None:
         for h in list(root.handlers):
             root.removeHandler(h)
         handler = RedactingHandler(sys.stderr, runtime.settings.secret_values())
-        handler.setFormatter(JsonFormatter() if options["format"] == "json" else TextFormatter())
+        personal = bool(runtime.settings.get("telemetry.capture_content"))
+        handler.setFormatter(
+            JsonFormatter(personal) if options["format"] == "json" else TextFormatter(personal)
+        )
         root.addHandler(handler)
     root.setLevel(level)
     for name, quiet in QUIET_LEVELS.items():

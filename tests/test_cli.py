@@ -197,8 +197,10 @@ def test_a_secret_pasted_into_a_setting_is_redacted_everywhere(
     ):
         out = cli(*args, env=env)
         assert key not in out.stdout + out.stderr, args
+    # the environment is a place for secrets: there it is the provider's key (tests/test_redaction.py
+    # refuses one in a settings file)
     check = cli("config", "check", "--env", "production", env=env)
-    assert check.returncode == 2 and "llm.openai.api_key = '***'" in check.stderr
+    assert check.returncode == 0, check.stderr
 
 
 @pytest.mark.parametrize(("code", "status"), [(None, 0), (3, 3), ("a message", 1)])

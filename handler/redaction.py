@@ -1,0 +1,157 @@
+"""What never leaves the process in clear: secrets (by name, by where they came from, by shape)
+and personal data (room names, transcripts).
+
+One place decides, for every output: `config show`, every configuration problem, every log line
+(the logging policy's handler and filter), command reports, span attributes and call records.
+
+- A setting is a secret by its name (`api_key`, `*_key`, `*secret*`, `*token*`, `*password*`,
+  `*credentials*`, `dsn`, ...) or by its source: everything in `.secrets.toml` is a secret.
+- A variable is a secret by its name (OPENAI_API_KEY, AZURE_SPEECH_KEY, PG_PASSWORD, ...).
+- Whatever the name, a signed token (a JWT: LiveKit access tokens) and the user info of a URL
+  (`postgresql://user:password@host`) are replaced wherever they show up.
+- Personal data: log fields and span attributes marked `pii` (livekit's `lk.pii.user_transcript`)
+  are dropped unless content capture is on; room names (a SIP room name carries the caller's
+  number) are replaced by a keyed hash (`room_id`) unless the operator opts in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+REDACTED = "***"
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not replaced in text: "on" or "1" would blank half of every line."""
+
+SECRETS_FILE = ".secrets.toml"
+"""Every value read from this file is a secret, whatever its key (`Settings.sources` names it)."""
+
+JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
+"""A signed token (LiveKit access tokens are JWTs): a bearer credential, as secret as the key
+that signed it. livekit's rtc core puts a refused token in its error messages."""
+
+URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#@\s'\"]+)@")
+"""`scheme://user:password@host`: the user info of any URL (a DSN's password, an OTLP endpoint's
+credentials), replaced as a whole."""
+
+SECRET_VAR = re.compile(
+    r"[A-Z][A-Z0-9_]*_(API_KEY|API_SECRET|SECRET|SECRET_KEY|KEY|TOKEN|HEADERS|PASSWORD|PASSWD|"
+    r"CREDENTIALS|DSN)"
+)
+"""Variables that are secrets by their name (GROQ_API_KEY, AZURE_SPEECH_KEY, PG_PASSWORD,
+OTEL_EXPORTER_OTLP_HEADERS...): the keys installed livekit plugins read."""
+
+_SECRET_WORDS = frozenset(
+    {"key", "apikey", "secret", "secrets", "token", "password", "passwd", "passphrase", "credential",
+     "credentials", "dsn", "authorization", "auth", "bearer", "cookie"}
+)  # fmt: skip
+"""A setting whose name has one of these words (`api_key`, `x-api-key`, `client_secret`,
+`access_token`) is a secret. Words, not substrings: `max_tokens` and `keepalive_timeout` are not."""
+
+
+def is_secret_var(name: str) -> bool:
+    return bool(SECRET_VAR.fullmatch(name))
+
+
+def is_secret_key(path: str) -> bool:
+    """Whether a setting (a dotted path: `llm.openai.api_key`) holds a secret by its name. A key
+    ending in `_env` names the variable that holds one (`api_key_env`, `headers_env`): not secret."""
+    for part in path.lower().split("."):
+        if part.endswith("_env"):
+            continue
+        words = set(re.split(r"[_\-\s]+", part))
+        if words & _SECRET_WORDS or "secret" in part or "password" in part:
+            return True
+    return False
+
+
+def hidden(path: str, source: str) -> bool:
+    """Whether a setting's value must never be shown: a secret by its name or by its source."""
+    return is_secret_key(path) or source.startswith(SECRETS_FILE)
+
+
+def url_credentials(value: str) -> list[str]:
+    """The user and password inside a URL (%-decoded and as written), for redaction elsewhere."""
+    out: list[str] = []
+    for m in URL_USERINFO.finditer(value):
+        userinfo = m.group(2)
+        user, _, password = userinfo.partition(":")
+        out += [userinfo, password, unquote(password)]
+        if not password:
+            out.append(user)
+    return [v for v in out if v]
+
+
+def has_url_credentials(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password)
+
+
+def _walk(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            yield from _walk(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def setting_secrets(data: Mapping[str, Any], source: Any) -> list[str]:
+    """Secret values held in settings: every value at a secret-named key or read from the secrets
+    file (`source(path)` says where a value came from), and the credentials inside any URL."""
+    out: list[str] = []
+    for path, value in _walk(data):
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if not isinstance(v, str | int | float) or isinstance(v, bool):
+                continue
+            text = str(v)
+            if hidden(path, source(path)):
+                out.append(text)
+            out += url_credentials(text)
+    return out
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value, every signed token and every URL's user info replaced
+    (values longest first, so none shows in part)."""
+    for value in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    text = URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return JWT.sub(REDACTED, text)
+
+
+# ------------------------------------------------------------------------------ personal data
+
+
+def is_personal_field(key: str) -> bool:
+    """A log field or span attribute marked as personal data (`lk.pii.user_transcript`): the same
+    rule livekit's span filter applies (a `pii` segment in the dotted name)."""
+    return "pii" in key.split(".")
+
+
+def pseudonym(value: str, key: str | bytes = b"") -> str:
+    """A stable stand-in for a personal value (a room name, a phone number): the same value maps
+    to the same id, so lines and spans of one call still join; keyed (HMAC-SHA256), so with a
+    secret key the short space of phone numbers cannot be hashed through to find the caller."""
+    k = key.encode() if isinstance(key, str) else key
+    return "h-" + hmac.new(k, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+ROOM_NAMES_SETTING = "logging.room_names"
+CLEAR = "clear"
+
+
+def room_id(name: str, settings: Any) -> str:
+    """How a room is named in logs, spans and records: its pseudonym, keyed with the LiveKit API
+    secret (the same in every process of a deployment), unless `logging.room_names = "clear"`.
+    The one helper for room names everywhere."""
+    if not name or settings.get(ROOM_NAMES_SETTING) == CLEAR:
+        return name
+    return pseudonym(name, settings.secret("LIVEKIT_API_SECRET") or "")

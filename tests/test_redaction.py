@@ -217,3 +217,22 @@ def test_a_setting_is_secret_by_its_name(path: str, secret: bool) -> None:
 def test_no_shipped_setting_is_taken_for_a_secret(root: Path) -> None:
     settings = config.load("dev")
     assert [p for p, _ in config._walk(settings.data) if redaction.is_secret_key(p)] == []
+
+
+def test_simulate_and_call_reports_redact_exception_text(
+    root: Path, planted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error quoted from an exception (a provider's 401 body, a refused token) reaches the
+    table, the JSON and report.json redacted."""
+    from handler.cli import _write_report
+    from handler.sim import Report
+
+    settings = config.load("production")
+    error = f"llm: APIStatusError: 401 invalid key {planted['OPENAI_API_KEY']} token {JWT}"
+    report = Report("qa", "production", {}, [], 1.0, [error], {}, {})
+    clock = SimpleNamespace(user=b"\0\0" * 160, agent=b"\0\0" * 160)
+    for as_json in (False, True):
+        _write_report(report, clock, as_json, tmp_path, settings.secret_values())
+        out = capsys.readouterr().out + (tmp_path / "report.json").read_text()
+        assert "401 invalid key ***" in out
+        assert planted["OPENAI_API_KEY"] not in out and JWT not in out

@@ -486,6 +486,16 @@ def _one_of(*allowed: str) -> Check:
     return (lambda v: v in allowed, "one of " + ", ".join(repr(a) for a in allowed))
 
 
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 _NON_NEGATIVE: Check = (lambda v: v >= 0, "a number 0 or above")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -532,6 +542,11 @@ CHECKS: dict[str, Check] = {
     "worker.job_memory_warn_mb": _NON_NEGATIVE,
     "worker.job_memory_limit_mb": _NON_NEGATIVE,
     "worker.drain_timeout": _NON_NEGATIVE,
+    "worker.host": (
+        lambda v: v == "localhost" or _is_ip(v),
+        'an IP address of this machine to listen on ("127.0.0.1", "0.0.0.0" for every interface, "::") '
+        'or "localhost"',
+    ),
     "worker.port": _between(0, 65535),
     "worker.prometheus_port": _between(0, 65535),
     "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),

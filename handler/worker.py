@@ -141,6 +141,8 @@ def make_server(
         job_memory_warn_mb=w["job_memory_warn_mb"],
         job_memory_limit_mb=w["job_memory_limit_mb"],
         drain_timeout=w["drain_timeout"],
+        # livekit's default is every interface: neither port asks who is calling
+        host=w["host"],
         port=w["port"],
         setup_fnc=prewarm_process,
         ws_url=settings.secret("LIVEKIT_URL"),

@@ -302,7 +302,9 @@ def validator() -> None:
 def test_the_manifests_are_valid_kubernetes(validator: None) -> None:
     done = kubeconform.validate(MANIFESTS)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Valid: 2, Invalid: 0, Errors: 0, Skipped: 0" in done.stdout
+    documents = [d for f in MANIFESTS.glob("*.yaml") for d in yaml.safe_load_all(f.read_text()) if d]
+    assert len(documents) == 4  # Deployment, HPA, NetworkPolicy, PodDisruptionBudget
+    assert f"Valid: {len(documents)}, Invalid: 0, Errors: 0, Skipped: 0" in done.stdout
 
 
 def test_kubeconform_refuses_an_unknown_field_and_a_wrong_type(validator: None, tmp_path: Path) -> None:
@@ -362,3 +364,46 @@ def test_the_autoscaler_adds_pods_before_the_workers_refuse_calls(
     # while the autoscaler aims at target% of the request; the second must come first
     scale_out_at = cores(resources["requests"]["cpu"]) * target / 100
     assert scale_out_at < threshold * cores(resources["limits"]["cpu"])
+
+
+# ------------------------------------------------------------------------------ exposure (issue 23)
+
+
+def test_the_ports_listen_on_loopback_outside_the_image_and_on_the_pod_inside(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither port authenticates: a laptop, a test or a loadtest keeps them to itself; the image
+    opens them for the kubelet and the scraper, and the NetworkPolicy says who may connect."""
+    assert config.load("production", root=root).get("worker.host") == "127.0.0.1"
+    assert production_as_deployed(root, monkeypatch).get("worker.host") == "0.0.0.0"
+
+
+def test_only_the_scraper_may_reach_the_pods_and_only_their_metrics_port() -> None:
+    deployment, policy = manifest("Deployment"), manifest("NetworkPolicy")
+    pod = deployment["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+    (container,) = pod["spec"]["containers"]
+    assert "metrics" in {p["name"] for p in container["ports"]}
+    (peer,) = rule["from"]  # one peer: the scraper's pods in its namespace, not "anyone"
+    assert peer["podSelector"]["matchLabels"] and peer["namespaceSelector"]["matchLabels"]
+
+
+def test_the_pod_has_no_api_token_bounded_storage_a_disruption_budget_and_named_secrets() -> None:
+    deployment, budget = manifest("Deployment"), manifest("PodDisruptionBudget")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    (container,) = spec["containers"]
+    # each secret by name: a stray key in the Secret (HANDLER_LOGGING__LEVEL=DEBUG) changes nothing
+    assert "envFrom" not in container
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert set(refs) >= set(config.LIVEKIT_SECRETS) and all(r["key"] == n for n, r in refs.items())
+    assert not any(e["name"].startswith(config.PREFIX + "_") for e in container["env"] if "valueFrom" in e)
+    for kind in ("requests", "limits"):
+        assert "ephemeral-storage" in container["resources"][kind]
+    (tmp,) = [v for v in spec["volumes"] if "emptyDir" in v]
+    assert tmp["emptyDir"]["sizeLimit"]
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["maxUnavailable"] == 1

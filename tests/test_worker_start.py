@@ -245,6 +245,17 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
         assert f"voice_handler_{name} 0.0" in text
     # multi-process collection: sample files, and no in-process `_created` samples
     assert "voice_handler_turns_created" not in text
+    # neither the health port nor /metrics asks who is calling: outside the image they listen on
+    # this machine only (worker.host)
+    import psutil
+
+    listening = [
+        c.laddr
+        for c in psutil.Process(worker.proc.pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert port in {a.port for a in listening} and len(listening) >= 2, listening
+    assert {a.ip for a in listening} == {"127.0.0.1"}, listening
     ours = set(tmp.glob("voice-handler-metrics-*"))
     metrics_dir = chosen if operator_dir else ours.pop()
     assert not ours and list(metrics_dir.glob("*.db"))

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from handler import config, logcontext, telemetry
+from handler import config, logcontext, metrics_files, telemetry
 from handler.http import close_shared_session
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
@@ -192,9 +192,13 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
 
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
-        lk_cli._run_worker(
-            server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
-        )
+        # every job process leaves its sample files there: dead ones' are folded as the worker runs
+        shared = metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        served = bool(settings.get("worker.prometheus_port") and shared)
+        with metrics_files.bounded(shared) if served else contextlib.nullcontext():
+            lk_cli._run_worker(
+                server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
+            )
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
     if getattr(server, "_connection_failed", False):

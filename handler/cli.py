@@ -95,7 +95,7 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
 @user_errors
 def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
-    from handler import worker
+    from handler.pipeline import worker
 
     _warn_personal_data_in_logs(config.load(env), "start")
     settings, registry = load_checked(env, for_start=True)
@@ -175,11 +175,11 @@ def dev(
     ] = True,
 ) -> None:
     """Run the worker in livekit's development mode: no load limit, reload on change."""
-    from handler import worker
+    from handler.pipeline import worker
 
     settings, registry = load_checked(env, for_start=True)
     if reload:
-        from handler.reload import run_with_reload
+        from handler.pipeline.reload import run_with_reload
 
         raise typer.Exit(
             run_with_reload(
@@ -251,7 +251,7 @@ def _log_to_file(out_dir: Any, scenario: str) -> str:
     import tempfile
     from pathlib import Path
 
-    from handler.session import redirect_log_lines
+    from handler.pipeline.session import redirect_log_lines
 
     try:
         if out_dir is not None:
@@ -314,7 +314,7 @@ def simulate(
     import asyncio
 
     from handler import sim
-    from handler.session import configure_logging
+    from handler.pipeline.session import configure_logging
 
     configure_logging(settings, registry)
     if not verbose:
@@ -396,7 +396,7 @@ def _caller_logging(settings: Any, registry: Any, command: str) -> None:
     message says what went wrong and what to check instead."""
     import logging
 
-    from handler.session import configure_logging
+    from handler.pipeline.session import configure_logging
 
     configure_logging(settings.with_overrides({"logging.level": "WARNING"}, command), registry)
     logging.getLogger("livekit").setLevel(logging.CRITICAL)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handler.hookspecs import hookimpl
-from handler.logcontext import current_ids
+from handler.observe.logcontext import current_ids
 from handler.redaction import is_personal_field, redact
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the

@@ -98,7 +98,7 @@ JOB = """
 import sys
 from prometheus_client import Gauge
 import handler_plugins.metrics as m
-from handler.turns import TurnRecord
+from handler.pipeline.turns import TurnRecord
 
 running = Gauge("test_running_jobs", "jobs running", multiprocess_mode="livesum")
 every = Gauge("test_job_memory", "per process", multiprocess_mode="all")
@@ -124,7 +124,7 @@ def test_the_metrics_directory_stays_bounded_over_many_job_processes_and_totals_
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
     from prometheus_client.parser import text_string_to_metric_families
 
-    from handler import metrics_files
+    from handler.observe import metrics_files
 
     directory = tmp_path / "metrics"
     directory.mkdir()
@@ -189,7 +189,7 @@ def test_while_the_worker_runs_a_thread_folds_dead_processes_files(tmp_path: Pat
 
     from prometheus_client import multiprocess
 
-    from handler import metrics_files
+    from handler.observe import metrics_files
 
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", JOB], input="", env=env, text=True, check=True, capture_output=True)

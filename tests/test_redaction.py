@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from handler import config, logcontext, redaction, telemetry
+from handler import config, redaction
+from handler.observe import logcontext, telemetry
+from handler.pipeline.session import configure_logging
 from handler.registry import Registry, load_checked
-from handler.session import configure_logging
 
 PASTED = "sk-pasted-into-a-setting-9f8e7d6c5b4a"
 AZURE = "azure-speech-key-from-secrets-file-31337"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("handler.metrics_files")
+logger = logging.getLogger("handler.observe.metrics_files")
 
 ARCHIVE = "archive"
 """The `<pid>` part of the files that hold dead processes' totals."""

@@ -434,7 +434,7 @@ def call(
     ]
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
-    registry = Registry.load()
+    registry = Registry.load(env=settings.env)
     sc, out_dir = _conversation_input(scenario, out, registry, "call")
 
     import asyncio
@@ -494,7 +494,7 @@ def loadtest(
     problems = config.validate(settings)
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
-    registry = Registry.load()
+    registry = Registry.load(env=settings.env)
     sc, _ = _conversation_input(scenario, None, registry, "loadtest")
 
     import asyncio
@@ -722,7 +722,7 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
     from handler.registry import Registry
 
     settings = config.load(env)
-    registry = Registry.load()
+    registry = Registry.load(env=settings.env)
     stages = {
         stage: {
             "selected": settings.get(selector(stage)),

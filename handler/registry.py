@@ -31,9 +31,12 @@ from handler.hookspecs import STAGES, Provider, selector
 ENTRY_POINT_GROUP = "voice_handler"
 OWN_DISTRIBUTION = "voice-handler"
 ALLOW_VAR = "VOICE_HANDLER_PLUGINS"
-"""Comma-separated entry-point or distribution names of third-party plugins to load; unset loads
-every installed plugin, empty loads none. Built-ins are always loaded. Installed livekit plugins
-(`livekit-plugins-*`) count as third-party: their module or distribution name allows them."""
+"""Comma-separated entry-point or distribution names of third-party plugins to load; empty loads
+none; unset loads every installed plugin, except in production (PRODUCTION_ENVS), where it loads
+none: a package installed into the image, or by a dependency, is not run in the worker unless it
+is named. Built-ins are always loaded. Installed livekit plugins (`livekit-plugins-*`) count as
+third-party: their module or distribution name allows them."""
+PRODUCTION_ENVS = frozenset({"production"})
 
 BUILT_IN = "built-in"
 TABLE_KEY = "api_key"
@@ -60,13 +63,21 @@ class Registry:
         self._origins: dict[int, str] = {}
         self.livekit: list[livekit_plugins.Found] = []
         """Installed livekit plugin packages offered as providers (see `discover_livekit`)."""
+        self.not_allowed: list[str] = []
+        """Installed third-party plugins left out by the allowlist ("name (distribution)")."""
+        self.allowlist_required = False
+        """Production with ALLOW_VAR unset: third-party plugins load only when named."""
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, *, allow: str | None = None) -> Registry:
+    def load(cls, *, allow: str | None = None, env: str | None = None) -> Registry:
+        """Built-ins and the allowed third-party plugins; `env` is the environment the plugins
+        will run under (production allows only what ALLOW_VAR names)."""
         registry = cls()
         allow = os.environ.get(ALLOW_VAR) if allow is None else allow
+        if allow is None and env in PRODUCTION_ENVS:
+            allow, registry.allowlist_required = "", True
         allowed = None if allow is None else {_normalize(a) for a in allow.split(",") if a.strip()}
         own_found = False
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -78,6 +89,7 @@ class Registry:
                 and allowed is not None
                 and not ({_normalize(ep.name), _normalize(dist)} & allowed)
             ):
+                registry.not_allowed.append(f"{ep.name} ({dist})")
                 continue
             try:
                 plugin = ep.load()
@@ -99,11 +111,13 @@ class Registry:
         """Offer each installed livekit plugin's STT/LLM/TTS/VAD class as a provider named after its
         module, unless a voice-handler plugin already registers that stage and name (it wins, as
         installed plugins win over built-ins). Reads files only; nothing is imported here."""
+        found = livekit_plugins.discover()
         self.livekit = [
             f
-            for f in livekit_plugins.discover()
+            for f in found
             if allowed is None or {_normalize(f.module), _normalize(f.distribution)} & allowed
         ]
+        self.not_allowed += [f"{f.module} ({f.distribution})" for f in found if f not in self.livekit]
         for found in self.livekit:
             for stage in found.stages:
                 provider = Provider(
@@ -247,7 +261,8 @@ class Registry:
                 add(
                     selecting,
                     chosen,
-                    f"unknown {stage} provider; available: {', '.join(names) or 'none installed'}",
+                    f"unknown {stage} provider; available: {', '.join(names) or 'none installed'}"
+                    + self._allowlist_hint(),
                 )
             for key, table in section.items():
                 if not isinstance(table, Mapping):
@@ -308,13 +323,23 @@ class Registry:
                     )
         return problems
 
+    def _allowlist_hint(self) -> str:
+        if not (self.allowlist_required and self.not_allowed):
+            return ""
+        return (
+            f" (in production, third-party plugins load only when {ALLOW_VAR} names them; installed, "
+            f"not loaded: {', '.join(self.not_allowed)})"
+        )
+
     def _chain_problems(self, stage: str, chain: list[Any], chosen: Any) -> list[str]:
         names = self.names(stage)
         out = []
         for name in chain:
             if name not in names:
                 available = ", ".join(names) or "none installed"
-                out.append(f"unknown {stage} provider {name!r}; available: {available}")
+                out.append(
+                    f"unknown {stage} provider {name!r}; available: {available}{self._allowlist_hint()}"
+                )
             elif chain.count(name) > 1:
                 out.append(f"lists {name!r} more than once")
         if chain[0] != chosen:
@@ -465,7 +490,7 @@ def load_checked(
     settings = load(env)
     if overrides:
         settings = settings.with_overrides(overrides, overrides_source)
-    registry = Registry.load()
+    registry = Registry.load(env=settings.env)
     problems = validate(settings)
     # a provider's own checks read typed values: skip them where the stage's keys are broken
     broken = {p.key.split(".")[0] for p in problems}

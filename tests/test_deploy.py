@@ -86,7 +86,13 @@ def test_the_image_is_slim_non_root_and_installs_the_project_not_editable() -> N
     assert user.split(":")[0] not in {"0", "root"}
     installs = [line for line in text.replace("\\\n", " ").splitlines() if "pip install" in line]
     assert installs and all(" -e " not in f" {line} " and "--editable" not in line for line in installs)
-    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", line) for line in installs)
+    # every dependency from the hashed lock, then the project alone (nothing resolved at build time)
+    (run,) = installs
+    steps = [step.strip() for step in run.split("&&")]
+    lock = steps.index(
+        "/opt/venv/bin/pip install --no-cache-dir --require-hashes -r deploy/requirements.lock"
+    )
+    assert steps[lock + 1] == "/opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ."
     assert "silero.VAD.load()" in text  # the model is loaded (so present) at build time
     assert exec_form("ENTRYPOINT") == ["python", "-m", "handler", "start"]
     assert exec_form("HEALTHCHECK") == ["python", "-m", "handler", "health"]
@@ -407,3 +413,44 @@ def test_the_pod_has_no_api_token_bounded_storage_a_disruption_budget_and_named_
     assert tmp["emptyDir"]["sizeLimit"]
     assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert budget["spec"]["maxUnavailable"] == 1
+
+
+# ------------------------------------------------------------------------------ supply chain (issue 23)
+
+
+LOCK = REPO / "deploy" / "requirements.lock"
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of every requirement in the lock."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for entry in re.split(r"\n(?=[a-z0-9])", LOCK.read_text()):
+        m = re.match(r"([a-z0-9][a-z0-9._-]*)==(\S+)", entry)
+        if m:
+            out[canonical(m.group(1))] = (m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return out
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_installs_a_hashed_lock_that_covers_every_dependency() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = locked()
+    assert len(pins) > 50 and all(hashes for _, hashes in pins.values()), "every pin has its hashes"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in project["project"]["dependencies"]]
+    wanted += [
+        Requirement(line)
+        for line in (REPO / "deploy" / "build-requirements.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for req in wanted:  # a dependency added to pyproject.toml without refreshing the lock fails here
+        assert canonical(req.name) in pins, f"{req.name} is not in {LOCK.name}: refresh it"
+        version, _ = pins[canonical(req.name)]
+        assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} outside {req}"
+    assert "uv pip compile pyproject.toml deploy/build-requirements.in --generate-hashes" in LOCK.read_text()

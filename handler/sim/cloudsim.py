@@ -126,7 +126,7 @@ def load_checked(
     settings = config.load(env)
     if overrides:
         settings = settings.with_overrides(overrides, source)
-    plugins = registry.Registry.load()
+    plugins = registry.Registry.load(env=settings.env)
     missing = sorted(
         {
             secret

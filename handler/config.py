@@ -603,7 +603,7 @@ CHECKS: dict[str, Check] = {
     "resilience.apology_timeout": _between(0.0, 120.0),
     "logging.level": (lambda v: str(v).upper() in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)),
     "logging.format": _one_of("text", "json"),
-    "logging.room_names": _one_of("hashed", "clear"),
+    "logging.identities": _one_of("hashed", "clear"),
     "room.input_sample_rate": (
         lambda v: v in (8000, 16000, 24000, 48000),
         "one of 8000, 16000, 24000, 48000 (Hz)",

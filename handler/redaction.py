@@ -10,14 +10,16 @@ One place decides, for every output: `config show`, every configuration problem,
 - Whatever the name, a signed token (a JWT: LiveKit access tokens) and the user info of a URL
   (`postgresql://user:password@host`) are replaced wherever they show up.
 - Personal data: log fields and span attributes marked `pii` (livekit's `lk.pii.user_transcript`)
-  are dropped unless content capture is on; room names (a SIP room name carries the caller's
-  number) are replaced by a keyed hash (`room_id`) unless the operator opts in.
+  are dropped unless content capture is on; room names and participant identities (a SIP room's
+  name and caller's identity carry their number) are replaced by a keyed hash (`room_id`,
+  `participant_id`) unless the operator opts in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -144,14 +146,66 @@ def pseudonym(value: str, key: str | bytes = b"") -> str:
     return "h-" + hmac.new(k, value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-ROOM_NAMES_SETTING = "logging.room_names"
+IDENTITIES_SETTING = "logging.identities"
 CLEAR = "clear"
 
 
 def room_id(name: str, settings: Any) -> str:
     """How a room is named in logs, spans and records: its pseudonym, keyed with the LiveKit API
-    secret (the same in every process of a deployment), unless `logging.room_names = "clear"`.
-    The one helper for room names everywhere."""
-    if not name or settings.get(ROOM_NAMES_SETTING) == CLEAR:
-        return name
-    return pseudonym(name, settings.secret("LIVEKIT_API_SECRET") or "")
+    secret (the same in every process of a deployment), unless `logging.identities = "clear"`.
+    The one helper for room names everywhere; this process's log lines conceal the name from then
+    on, wherever it shows up (a livekit message, an `extra` field, a traceback)."""
+    return _identity(name, settings)
+
+
+def participant_id(identity: str, settings: Any) -> str:
+    """The same for a participant's identity (a SIP caller's is their number)."""
+    return _identity(identity, settings)
+
+
+def _identity(value: str, settings: Any) -> str:
+    if not value or settings.get(IDENTITIES_SETTING) == CLEAR:
+        return value
+    stand_in = pseudonym(value, settings.secret("LIVEKIT_API_SECRET") or "")
+    conceal(value, stand_in)
+    return stand_in
+
+
+_concealed: dict[str, str] = {}
+"""This process's personal values -> their stand-ins, for its log lines."""
+
+
+def conceal(value: str, stand_in: str) -> None:
+    """From now on `value` is written as `stand_in` in this process's log lines."""
+    if len(value) >= MIN_SECRET_LENGTH and value != stand_in:
+        _concealed[value] = stand_in
+
+
+def concealed(text: str) -> str:
+    for value in sorted(_concealed, key=len, reverse=True):
+        text = text.replace(value, _concealed[value])
+    return text
+
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class ConcealingFilter(logging.Filter):
+    """Replaces this process's personal values (`conceal`) in a record before any handler formats
+    or forwards it: its message, its string fields and its traceback. A job process forwards its
+    records to the worker process, which never learns the job's room: the job conceals them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _concealed:
+            return True
+        message = record.getMessage()
+        if (hidden := concealed(message)) != message:
+            record.msg, record.args = hidden, None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD and isinstance(value, str):
+                record.__dict__[key] = concealed(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = concealed(record.exc_text)
+        return True

@@ -14,7 +14,7 @@ from typing import Any
 
 from handler.hookspecs import hookimpl
 from handler.observe.logcontext import current_ids
-from handler.redaction import is_personal_field, redact
+from handler.redaction import ConcealingFilter, concealed, is_personal_field, redact
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the
 # root level is, unless the root is DEBUG (then everything shows, for debugging).
@@ -106,7 +106,7 @@ class RedactingHandler(logging.StreamHandler):
         self.secrets = list(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        return redact(concealed(super().format(record)), self.secrets)
 
 
 def configure(options: Mapping[str, Any], runtime: Any) -> None:
@@ -123,6 +123,12 @@ def configure(options: Mapping[str, Any], runtime: Any) -> None:
             JsonFormatter(personal) if options["format"] == "json" else TextFormatter(personal)
         )
         root.addHandler(handler)
+    # a job process's records leave through livekit's queue handler, already formatted: room names
+    # and participant identities (redaction.room_id) are concealed before that, in the process
+    # that knows them
+    for h in root.handlers:
+        if not any(isinstance(f, ConcealingFilter) for f in h.filters):
+            h.addFilter(ConcealingFilter())
     root.setLevel(level)
     for name, quiet in QUIET_LEVELS.items():
         logging.getLogger(name).setLevel(

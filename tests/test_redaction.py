@@ -135,13 +135,37 @@ def test_room_names_are_hashed_unless_the_operator_opts_in(root: Path, planted) 
     assert ids["room"] != logcontext.job_ids(_job("sip-+15551234568"), settings)["room"]
     # keyed with the deployment's LiveKit secret: not a plain hash anyone can recompute
     assert ids["room"] != redaction.pseudonym(room)
-    clear = settings.with_overrides({"logging.room_names": "clear"}, "test")
+    clear = settings.with_overrides({"logging.identities": "clear"}, "test")
     assert logcontext.job_ids(_job(room), clear)["room"] == room
 
 
-def test_room_names_setting_is_checked(root: Path, cli) -> None:
-    out = cli("config", "check", env={"HANDLER_LOGGING__ROOM_NAMES": "plain"})
-    assert out.returncode == 2 and "logging.room_names = 'plain'" in out.stderr and "'hashed'" in out.stderr
+def test_identities_setting_is_checked(root: Path, cli) -> None:
+    out = cli("config", "check", env={"HANDLER_LOGGING__IDENTITIES": "plain"})
+    assert out.returncode == 2 and "logging.identities = 'plain'" in out.stderr and "'hashed'" in out.stderr
+
+
+def test_a_room_or_caller_named_by_livekit_is_concealed_in_every_log_line(
+    root: Path, planted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """livekit names the room and the participant in its own messages and `extra` fields
+    ("received job request" room=..., "closing agent session" participant=...) and tracebacks:
+    once a job has its ids, every line of the process conceals them."""
+    settings = config.load("stable")  # INFO: livekit's job lines show
+    configure_logging(settings, Registry.load())
+    room, caller = "sip-+15557654321", "sip_+15557654321"
+    ids = logcontext.job_ids(_job(room), settings)
+    who = redaction.participant_id(caller, settings)
+    log = logging.getLogger("livekit.agents")
+    log.info("received job request", extra={"room": room, "room_id": "RM_1"})
+    log.info("closing agent session for %s in %s", caller, room, extra={"participant": caller})
+    try:
+        raise RuntimeError(f"room {room} is gone")
+    except RuntimeError:
+        log.exception("failed")
+    err = capsys.readouterr().err
+    assert "5557654321" not in err
+    assert f"room={ids['room']}" in err and f"closing agent session for {who} in {ids['room']}" in err
+    assert f"RuntimeError: room {ids['room']} is gone" in err
 
 
 def test_spans_carry_the_hashed_room(root: Path, planted) -> None:

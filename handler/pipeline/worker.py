@@ -25,6 +25,7 @@ from handler.pipeline.session import (
     start_prewarm,
 )
 from handler.pipeline.worker_load import TreeLoad
+from handler.redaction import participant_id
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
 
@@ -80,6 +81,10 @@ async def entrypoint(ctx: Any) -> None:
     # server has given up on them too, nobody is left to talk to
     ctx.room.on("participant_disconnected", lambda p: _end_when_alone(ctx))
     await ctx.connect()
+    # a SIP caller's identity is their number: their log lines name them by its pseudonym
+    for p in ctx.room.remote_participants.values():
+        participant_id(p.identity, settings)
+    ctx.room.on("participant_connected", lambda p: participant_id(p.identity, settings))
     await prewarm_settled(warming)
     _, end_observation = observe(session, settings, registry, info)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(settings))

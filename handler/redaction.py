@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -171,20 +172,46 @@ def _identity(value: str, settings: Any) -> str:
     return stand_in
 
 
-_concealed: dict[str, str] = {}
+IDENTITY_FIELDS = frozenset({"room", "room_name", "participant", "participant_identity", "identity"})
+"""Log fields that name a room or a participant (livekit's `extra`s: "received job request"
+room=..., "closing agent session" participant=...; the worker process adds the job's room to every
+line a job process forwards)."""
+PSEUDONYM = re.compile(r"h-[0-9a-f]{16}")
+CONCEALED_KEPT = 256
+"""Personal values a process remembers for its log lines, the most recent: a worker process sees
+every call's room, and the oldest calls are over."""
+
+_concealed: OrderedDict[str, str] = OrderedDict()
 """This process's personal values -> their stand-ins, for its log lines."""
+_longest_first: list[str] = []
 
 
 def conceal(value: str, stand_in: str) -> None:
     """From now on `value` is written as `stand_in` in this process's log lines."""
-    if len(value) >= MIN_SECRET_LENGTH and value != stand_in:
-        _concealed[value] = stand_in
+    global _longest_first
+    if len(value) < MIN_SECRET_LENGTH or value == stand_in:
+        return
+    _concealed[value] = stand_in
+    _concealed.move_to_end(value)
+    while len(_concealed) > CONCEALED_KEPT:
+        _concealed.popitem(last=False)
+    _longest_first = sorted(_concealed, key=len, reverse=True)
 
 
 def concealed(text: str) -> str:
-    for value in sorted(_concealed, key=len, reverse=True):
-        text = text.replace(value, _concealed[value])
+    for value in _longest_first:
+        if value in text:
+            text = text.replace(value, _concealed[value])
     return text
+
+
+def identity_fields(fields: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """`fields` with each room or participant named by its pseudonym (those already are kept)."""
+    for key in IDENTITY_FIELDS & fields.keys():
+        value = fields[key]
+        if isinstance(value, str) and not PSEUDONYM.fullmatch(value):
+            fields[key] = _identity(value, settings)
+    return fields
 
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from handler.hookspecs import hookimpl
 from handler.observe.logcontext import current_ids
-from handler.redaction import ConcealingFilter, concealed, is_personal_field, redact
+from handler.redaction import ConcealingFilter, concealed, identity_fields, is_personal_field, redact
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the
 # root level is, unless the root is DEBUG (then everything shows, for debugging).
@@ -39,12 +39,14 @@ def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def _fields(record: logging.LogRecord, personal: bool) -> dict[str, Any]:
+def _fields(record: logging.LogRecord, personal: bool, settings: Any) -> dict[str, Any]:
     out: dict[str, Any] = dict(getattr(record, "fields", None) or {})
     # livekit passes context as `extra={...}`: keep those too, they are the useful part
     for k, v in record.__dict__.items():
         if k not in _STANDARD and not k.startswith("_"):
             out.setdefault(k, v)
+    if settings is not None:  # rooms and callers by their pseudonyms (redaction.room_id)
+        identity_fields(out, settings)
     for k, v in current_ids().items():
         out.setdefault(k, v)
     if not personal:
@@ -62,10 +64,12 @@ def _text_value(v: Any) -> str:
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, personal: bool = False) -> None:
+    def __init__(self, personal: bool = False, settings: Any = None) -> None:
         super().__init__()
         self.personal = personal
         """Whether fields marked as personal data are written (content capture on)."""
+        self.settings = settings
+        """The settings rooms and participants are named by (`logging.identities`); None: as is."""
 
 
 class TextFormatter(_Formatter):
@@ -73,7 +77,7 @@ class TextFormatter(_Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
-        parts += [f"{k}={_text_value(v)}" for k, v in _fields(record, self.personal).items()]
+        parts += [f"{k}={_text_value(v)}" for k, v in _fields(record, self.personal, self.settings).items()]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -90,7 +94,7 @@ class JsonFormatter(_Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for k, v in _fields(record, self.personal).items():
+        for k, v in _fields(record, self.personal, self.settings).items():
             doc.setdefault(k, v)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
@@ -118,10 +122,10 @@ def configure(options: Mapping[str, Any], runtime: Any) -> None:
         for h in list(root.handlers):
             root.removeHandler(h)
         handler = RedactingHandler(sys.stderr, runtime.settings.secret_values())
-        personal = bool(runtime.settings.get("telemetry.capture_content"))
-        handler.setFormatter(
-            JsonFormatter(personal) if options["format"] == "json" else TextFormatter(personal)
-        )
+        settings = runtime.settings
+        personal = bool(settings.get("telemetry.capture_content"))
+        formatter = JsonFormatter if options["format"] == "json" else TextFormatter
+        handler.setFormatter(formatter(personal, settings))
         root.addHandler(handler)
     # a job process's records leave through livekit's queue handler, already formatted: room names
     # and participant identities (redaction.room_id) are concealed before that, in the process

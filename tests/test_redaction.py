@@ -152,6 +152,9 @@ def test_a_room_or_caller_named_by_livekit_is_concealed_in_every_log_line(
     once a job has its ids, every line of the process conceals them."""
     settings = config.load("stable")  # INFO: livekit's job lines show
     configure_logging(settings, Registry.load())
+    # the worker process hears of a room first from livekit's job request, in a field
+    logging.getLogger("livekit.agents").info("received job request", extra={"room": "sip-+15550001111"})
+    assert "5550001111" not in capsys.readouterr().err
     room, caller = "sip-+15557654321", "sip_+15557654321"
     ids = logcontext.job_ids(_job(room), settings)
     who = redaction.participant_id(caller, settings)

@@ -111,13 +111,13 @@ class Registry:
         """Offer each installed livekit plugin's STT/LLM/TTS/VAD class as a provider named after its
         module, unless a voice-handler plugin already registers that stage and name (it wins, as
         installed plugins win over built-ins). Reads files only; nothing is imported here."""
-        found = livekit_plugins.discover()
+        installed = livekit_plugins.discover()
         self.livekit = [
             f
-            for f in found
+            for f in installed
             if allowed is None or {_normalize(f.module), _normalize(f.distribution)} & allowed
         ]
-        self.not_allowed += [f"{f.module} ({f.distribution})" for f in found if f not in self.livekit]
+        self.not_allowed += [f"{f.module} ({f.distribution})" for f in installed if f not in self.livekit]
         for found in self.livekit:
             for stage in found.stages:
                 provider = Provider(

@@ -249,8 +249,9 @@ def image_worker(
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     """The image's entrypoint, in the install, with the image's ENV (its ports moved to free ones:
     tests run side by side), registered with a real livekit-server."""
-    ports = {"worker.port": free_port(), "worker.prometheus_port": free_port()}
+    ports: dict[str, object] = {"worker.port": free_port(), "worker.prometheus_port": free_port()}
     ports["worker.num_idle_processes"] = 0
+    ports["worker.host"] = "127.0.0.1"  # the image opens every interface; a test keeps to loopback
     env = clean_env(**{**image_env(), **PROVIDER_KEYS, **real_livekit.env(), **settings_env(ports)})
     _, *args = exec_form("ENTRYPOINT")
     log = (tmp_path / "worker.err").open("wb")

@@ -131,7 +131,7 @@ def bounded(directory: str, interval: float = COMPACT_INTERVAL) -> Iterator[None
     from prometheus_client import multiprocess
 
     original = multiprocess.MultiProcessCollector
-    multiprocess.MultiProcessCollector = _compacting_collector()
+    setattr(multiprocess, "MultiProcessCollector", _compacting_collector())  # noqa: B010
     stop = threading.Event()
 
     def fold() -> None:
@@ -149,4 +149,4 @@ def bounded(directory: str, interval: float = COMPACT_INTERVAL) -> Iterator[None
     finally:
         stop.set()
         thread.join(5)
-        multiprocess.MultiProcessCollector = original
+        setattr(multiprocess, "MultiProcessCollector", original)  # noqa: B010

@@ -197,8 +197,8 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
         server = make_server(settings, metrics_dir, registry)
         # every job process leaves its sample files there: dead ones' are folded as the worker runs
         shared = metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        served = bool(settings.get("worker.prometheus_port") and shared)
-        with metrics_files.bounded(shared) if served else contextlib.nullcontext():
+        served = shared if settings.get("worker.prometheus_port") else None
+        with metrics_files.bounded(served) if served else contextlib.nullcontext():
             livekit_compat.run_worker(
                 server, log_level=str(settings.get("logging.level")).upper(), dev=devmode
             )

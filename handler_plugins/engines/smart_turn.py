@@ -95,8 +95,8 @@ class SmartTurnModel:
         # the bytes whose SHA-256 was checked are the ones loaded and run (not the path, read again)
         model = read_verified(onnx, SHA256[MODEL])
         self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-        self._features = _load_module(features, read_verified(features, SHA256[FEATURES]))
-        self._features = self._features.compute_whisper_log_mel_features
+        extractor = _load_module(features, read_verified(features, SHA256[FEATURES]))
+        self._features = extractor.compute_whisper_log_mel_features
 
     def probability(self, pcm: np.ndarray) -> float:
         """How likely the speaker has finished, from 16 kHz mono int16 (or float in -1..1)."""

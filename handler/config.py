@@ -233,69 +233,6 @@ def _lower_keys(data: Any) -> Any:
     return data
 
 
-TEMPLATE_MARKERS = ("@format", "@jinja")
-"""Dynaconf's lazy values: evaluated by Dynaconf when the settings are merged."""
-
-
-def _readable_variables(real_env: Mapping[str, str], dotenv: Mapping[str, str]) -> None:
-    """HANDLER_* values are TOML literals to Dynaconf, which parses them recursively: one nested
-    too deeply is refused here, by name, instead of ending in Dynaconf's RecursionError."""
-    problems = []
-    for name, value, label in [(n, v, f"environment variable {n}") for n, v in real_env.items()] + [
-        (n, v, f".env ({n})") for n, v in dotenv.items() if n not in real_env
-    ]:
-        if not name.startswith(PREFIX + "_"):
-            continue
-        try:
-            _parse_env_value(value)
-        except RecursionError:
-            problems.append(
-                Problem(
-                    name, MISSING, label, "is nested too deeply to read (arrays or tables inside each other)"
-                )
-            )
-    if problems:
-        raise ConfigError(problems)
-
-
-def _evaluated(
-    dyn: Any, layers: list[tuple[str, dict[str, Any]]], real_env: Mapping[str, str], dotenv: Mapping[str, str]
-) -> dict[str, Any]:
-    """Dynaconf's merged settings. A `@format`/`@jinja` value that fails to evaluate (a missing
-    name, a syntax error, an error in the template's own code) is the user's mistake: it is
-    reported with the values that hold one, not as Dynaconf's traceback."""
-    try:
-        return dyn.as_dict()
-    except Exception as e:
-        variables = [(n, v, f"environment variable {n}") for n, v in real_env.items()]
-        variables += [(n, v, f".env ({n})") for n, v in dotenv.items() if n not in real_env]
-        lazy = [
-            Problem(path, value, label, "")
-            for label, layer in layers
-            for path, value in _walk(layer)
-            if isinstance(value, str) and value.lstrip().startswith(TEMPLATE_MARKERS)
-        ] + [
-            Problem(name, value, label, "")
-            for name, value, label in variables
-            if name.startswith(PREFIX + "_") and value.lstrip().startswith(TEMPLATE_MARKERS)
-        ]
-        if not lazy:
-            raise  # not a template of the user's: a bug, with its traceback
-        error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        raise ConfigError(
-            [
-                Problem(
-                    p.key,
-                    p.value,
-                    p.source,
-                    f"a {p.value.split()[0]} value Dynaconf could not evaluate ({error}); allowed: "
-                    "a template over settings that exist, or a plain value",
-                )
-                for p in lazy
-            ]
-        ) from None
-
-
 class Settings:
     """The effective configuration of one environment, with the source of every value."""
 
@@ -443,7 +380,9 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
             )
         )
 
-    _readable_variables(real_env, dotenv)
+    from handler import config_inputs  # what Dynaconf would crash on, refused as a user's mistake
+
+    config_inputs.readable_variables(real_env, dotenv)
     from dynaconf import Dynaconf  # type: ignore[attr-defined]
 
     dyn = Dynaconf(
@@ -463,7 +402,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
     try:
         merged = {
             k.lower(): v
-            for k, v in _lower_keys(_evaluated(dyn, layers, real_env, dotenv)).items()
+            for k, v in _lower_keys(config_inputs.evaluated(dyn, layers, real_env, dotenv)).items()
             if not is_secret_name(k.upper()) and k.upper() != "LOAD_DOTENV"
         }
     finally:

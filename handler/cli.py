@@ -22,6 +22,7 @@ import typer
 from handler import config
 from handler.config import ConfigError
 from handler.hookspecs import PROVIDER_STAGES, STAGES, selector
+from handler.records import writer as records_writer
 from handler.registry import load_checked
 
 app = typer.Typer(
@@ -276,6 +277,7 @@ def simulate(
         _progress(f"{sc.name} under {settings.env}: log lines in {log_path} (-v shows them here)")
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, _progress))
+    records_writer.finish(_progress)
     _write_report(report, clock, as_json, out_dir)
     if report.ended:  # a stage down for good: the run is a failure, and says why
         print(f"voice-handler: the session ended early: {report.ended}", file=sys.stderr)

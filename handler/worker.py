@@ -14,6 +14,7 @@ from typing import Any
 
 from handler import config, logcontext, telemetry
 from handler.http import close_shared_session
+from handler.records import writer as records_writer
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
 from handler.runtime import Runtime
@@ -54,13 +55,14 @@ async def entrypoint(ctx: Any) -> None:
     session, agent = build_session(
         settings, registry, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"]
     )
-    info = {"job": ctx.job.id, "room": ctx.job.room.name}
+    info = {"job": ctx.job.id, "room": ctx.job.room.name, "source": "start"}
 
     end_observation: Any = None
 
-    async def shutdown() -> None:
+    async def shutdown(reason: str) -> None:
         try:
             if end_observation is not None:  # observers hear of an end only for a session they saw start
+                info["ended"] = reason  # the call record's end reason
                 end_observation()
         finally:  # a failing observer must not keep the session or the pool open
             if warming and not warming.done():
@@ -69,6 +71,8 @@ async def entrypoint(ctx: Any) -> None:
             await close_shared_session()
             # the session's spans end with it; the process exits without atexit (see flush)
             await asyncio.to_thread(telemetry.flush, settings.get("telemetry.export_timeout"))
+            # the call record: delivered, or spooled to disk, before the process goes
+            await asyncio.to_thread(records_writer.flush)
             logger.info("job ended: session and HTTP pool closed")
 
     ctx.add_shutdown_callback(shutdown)

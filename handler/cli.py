@@ -22,6 +22,7 @@ import typer
 from handler import config
 from handler.config import ConfigError
 from handler.hookspecs import PROVIDER_STAGES, STAGES, selector
+from handler.records import commands as records_commands
 from handler.records import writer as records_writer
 from handler.registry import load_checked
 
@@ -37,6 +38,7 @@ logs_app = typer.Typer(help="Analyze voice-handler and livekit logs.", no_args_i
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(logs_app, name="logs")
+app.add_typer(records_commands.app, name="calls")
 
 EnvOption = Annotated[
     str | None,

@@ -632,7 +632,7 @@ def validate(settings: Settings) -> list[Problem]:
             metrics,
             f"must differ from worker.port, the health-check port (from {settings.source('worker.port')})",
         )
-    from handler import telemetry
+    from handler.observe import telemetry
     from handler.records import checks as records_checks
 
     for key, value, message in telemetry.problems(settings) + records_checks.problems(settings):

@@ -24,9 +24,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from handler.hookspecs import hookimpl
+from handler.pipeline.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from handler.records.record import dumps
 from handler.records.sinks import SinkConfigError
-from handler.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 
 SECRET_VAR = "RECORDS_WEBHOOK_SECRET"
 SIGNATURE_HEADER = "X-Voice-Handler-Signature"

@@ -84,9 +84,9 @@ class StoreUnreachable(Exception):
 def _stores(store: str | None, *, all_listed: bool = False) -> list[Any]:
     """The store(s) to read: `--store`, else the first readable sink listed (all of them with
     `all_listed`), else sqlite."""
+    from handler.pipeline.runtime import Runtime
     from handler.records.sinks import Store
     from handler.registry import load_checked
-    from handler.runtime import Runtime
 
     settings, registry = load_checked()
     if store is not None:

@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from handler.pipeline.turns import per_minute, percentile
 from handler.records.record import parse_iso
-from handler.turns import per_minute, percentile
 
 TIMINGS = {
     "ttfa": "time to first audio",

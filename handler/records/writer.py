@@ -241,7 +241,7 @@ def directory(settings: Any) -> Path:
 
 
 def build_sinks(settings: Any, registry: Any) -> list[Sink]:
-    from handler.runtime import Runtime
+    from handler.pipeline.runtime import Runtime
 
     runtime = Runtime(settings, None, None)
     return [

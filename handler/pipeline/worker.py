@@ -193,11 +193,16 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.pipeline.job_preload  # noqa: F401
 
+    # records a previous run (or a job process as it ended) spooled are delivered from here
+    from handler.records import service as records_service
+
+    records_service.start(settings, registry)
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
         lk_cli._run_worker(
             server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
         )
+    records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
     if getattr(server, "_connection_failed", False):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -231,6 +232,8 @@ class RecordWriter:
 # -- the process's writer ----------------------------------------------------------------------
 
 _writer: RecordWriter | None = None
+_writer_pid = 0
+"""The process that built `_writer`: a forked child has its object but not its threads."""
 _writer_lock = threading.Lock()
 
 
@@ -251,9 +254,10 @@ def build_sinks(settings: Any, registry: Any) -> list[Sink]:
 
 def ensure(settings: Any, registry: Any) -> RecordWriter:
     """The process's writer, built on first use from `records.sinks`."""
-    global _writer
+    global _writer, _writer_pid
     with _writer_lock:
-        if _writer is None:
+        if _writer is None or _writer_pid != os.getpid():
+            _writer_pid = os.getpid()
             r = settings.section("records")
             _writer = RecordWriter(
                 build_sinks(settings, registry),

@@ -295,6 +295,8 @@ class Registry:
                     for message in provider.validate(self.options(settings, stage, name)):
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{name}.{key}"
+                        if any(p.key == path for p in problems):
+                            continue  # the table's own check said it already: one message per key
                         add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
                 secrets = provider.secrets
                 if provider.livekit_module and not self._import_problem(provider):

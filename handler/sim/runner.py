@@ -202,9 +202,11 @@ async def simulate(
     *,
     sounds: Sounds | None = None,
     close_pool: bool = True,
+    source: str = "simulate",
 ) -> tuple[Report, Clock]:
     """One conversation. `sounds`: the scenario's clips when the caller made them already;
-    `close_pool=False` leaves the process's HTTP pool open for conversations running alongside."""
+    `close_pool=False` leaves the process's HTTP pool open for conversations running alongside;
+    `source` names the command in the call record ("simulate", "bench")."""
     settings = settings.with_overrides(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )
@@ -218,7 +220,7 @@ async def simulate(
         warming = start_prewarm(settings, registry, runtime)
         clips = (sounds or await make_sounds(scenario, registry, settings)).clips
         session, agent = build_session(settings, registry, runtime)
-        info = {"simulation": scenario.name}
+        info = {"simulation": scenario.name, "source": source}
         with logcontext.bound(session=f"sim-{scenario.name}"):
             convo = Conversation(session, scenario, clips, progress)
             await prewarm_settled(warming)

@@ -429,7 +429,9 @@ class TurnTracker:
         stopped, self._heard_at = self._heard_at, None
         self._take_ledger()
         stt = self._pending.faults["stt"]
-        if not (stt.errors or stt.lost or stt.timeouts):
+        # lost: dropped with its stream; an error no backup took over: never recognized. A retry
+        # or a fallback replays the utterance: its message is still to come.
+        if not (stt.lost or (stt.errors and not stt.fallbacks)):
             return
         record = self._pending
         record.n = len(self.records) + 1

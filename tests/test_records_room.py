@@ -98,3 +98,26 @@ def test_a_sigtermed_worker_spools_what_the_webhook_did_not_take_and_the_next_st
     assert list(back.accepted) == [record["id"]] and back.rejected == 0
     assert back.accepted[record["id"]] == record
     assert spool.pending("webhook") == []
+
+
+def test_two_workers_write_their_calls_into_one_postgres(
+    real_livekit: LiveKitServer,
+    root: Path,  # noqa: F811
+    start_worker: Callable[..., WorkerProcess],  # noqa: F811
+    postgres: PostgresServer,
+    cli: Any,
+) -> None:
+    database = postgres_server.empty(postgres)  # both migrate it at their first record
+    sinks = {"HANDLER_RECORDS__SINKS": '["postgres"]', "RECORDS_POSTGRES_DSN": database.dsn}
+    workers = [start_worker("worker-a", **sinks), start_worker("worker-b", **sinks)]
+    callers = [Caller(real_livekit, root, "short.toml") for _ in range(2)]
+    for c in callers:
+        rc, _, err = c.finish()
+        assert rc == 0, err[-3000:]
+    deadline = time.monotonic() + 30
+    while len(stored(cli, root, "postgres", database.dsn)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    calls = stored(cli, root, "postgres", database.dsn)
+    assert len(calls) == 2 and len({c["job_id"] for c in calls}) == 2, calls
+    assert all(len(c["turns"]) == 2 for c in calls)
+    assert all(" ERROR " not in w.stderr for w in workers)

@@ -164,10 +164,17 @@ def participant_id(identity: str, settings: Any) -> str:
     return _identity(identity, settings)
 
 
+def deployment_key(settings: Any) -> str:
+    """The key every pseudonym of a deployment is made with: the LiveKit API secret, the same in
+    every process and never shown, so a pseudonym joins a call's lines, spans and records and
+    cannot be recomputed from a guessed phone number by anyone without it."""
+    return settings.secret("LIVEKIT_API_SECRET") or ""
+
+
 def _identity(value: str, settings: Any) -> str:
     if not value or settings.get(IDENTITIES_SETTING) == CLEAR:
         return value
-    stand_in = pseudonym(value, settings.secret("LIVEKIT_API_SECRET") or "")
+    stand_in = pseudonym(value, deployment_key(settings))
     conceal(value, stand_in)
     return stand_in
 

@@ -225,7 +225,9 @@ def _attribute_docs(source: str, class_name: str | None) -> list[tuple[str, str,
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             name, annotation = node.target.id, ast.unparse(node.annotation)
             default = ast.unparse(node.value) if node.value else ""
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        elif (
+            isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ):
             name, annotation, default = node.targets[0].id, "", ast.unparse(node.value)
         if name is None:
             continue
@@ -245,6 +247,8 @@ def hook_reference() -> str:
     out = [
         f"Generated from `{module.__name__}` when the site is built (`docs/hooks/reference.py`).",
         "",
+        inspect.getdoc(module) or "",
+        "",
         "### Hooks",
         "",
     ]
@@ -261,9 +265,14 @@ def hook_reference() -> str:
         doc = inspect.getdoc(fn)
         if not doc:
             raise PluginError(f"{module.__name__}: hook {name} has no docstring")
-        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
-        signature = ", ".join(f"{p.name}: {p.annotation}" if p.annotation is not p.empty else p.name for p in params)
-        out += [f"#### `{name}`", "", "```python", f"def {name}({signature}) -> None", "```", "", doc, ""]
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.name != "self"]
+        returns = "None" if sig.return_annotation is sig.empty else sig.return_annotation
+        signature = ", ".join(
+            f"{p.name}: {p.annotation}" if p.annotation is not p.empty else p.name for p in params
+        )
+        out += [f"#### `{name}`", "", "```python", f"def {name}({signature}) -> {returns}", "```", ""]
+        out += [doc, ""]
 
     if hasattr(module, "Provider"):
         out += [

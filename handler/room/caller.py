@@ -29,11 +29,11 @@ from livekit import api, rtc
 
 from handler import audio
 from handler.config import redact
+from handler.pipeline.turns import TurnRecord
 from handler.sim.io import SAMPLES, TICK, Clock, ScriptedInput, ticks
 from handler.sim.report import Report, SimTurn
 from handler.sim.runner import REPLY_END_TIMEOUT, REPLY_START_TIMEOUT, SETTLE
 from handler.sim.scenario import Scenario
-from handler.turns import TurnRecord
 
 logger = logging.getLogger("handler.room")
 

@@ -147,18 +147,41 @@ def environments(root: Path) -> dict[str, dict[str, Any]]:
     return {e: found[e] for e in names}
 
 
+def declared_options() -> dict[str, tuple[Any, str]]:
+    """Options the built-in providers declare in code (`register(..., options={...})`), dotted key ->
+    (default, declaring module): a plugin that owns its defaults still has them in the reference."""
+    from handler.registry import Registry
+
+    declared = {}
+    for provider in Registry.load(allow="").providers():
+        if provider.origin != "built-in" or not provider.options:
+            continue
+        for option, default in provider.options.items():
+            module = getattr(provider.factory, "__module__", "") or provider.origin
+            declared[f"{provider.stage}.{provider.name}.{option}"] = (default, module)
+    return declared
+
+
 def settings_reference(root: Path = ROOT) -> str:
     settings = root / "settings.toml"
     defaults = dict(_flatten(tomllib.loads(settings.read_text())["default"]))
     tables, comments, order = parse_settings(settings)
     envs = environments(root)
+    for key, (default, module) in declared_options().items():
+        if key in defaults:
+            continue  # settings.toml's default wins over the plugin's, as when loading
+        table = key.rsplit(".", 1)[0]
+        tables.setdefault(table, "")
+        defaults[key] = default
+        comments[key] = f"declared in code by `{module}` (not in settings.toml)"
+        order.append(key)
 
     problems = [f"settings.toml: {k} has no comment" for k in order if not comments.get(k)]
     problems += [f"settings.toml: {k} was not read as a key" for k in defaults if k not in comments]
     for env, values in envs.items():
         problems += [
-            f"environments/{env}.toml sets {k}, which settings.toml does not define "
-            "(every key needs its default and comment there)"
+            f"environments/{env}.toml sets {k}, which neither settings.toml nor a built-in plugin "
+            "defines (every key needs its default and comment in settings.toml)"
             for k in values
             if k not in defaults
         ]
@@ -166,9 +189,9 @@ def settings_reference(root: Path = ROOT) -> str:
         raise PluginError("settings reference:\n  " + "\n  ".join(problems))
 
     out = [
-        f"{len(order)} keys in {len(tables)} tables, generated from `settings.toml` and "
-        f"`environments/*.toml` when the site is built (`docs/hooks/reference.py`). A blank "
-        "environment cell inherits the default.",
+        f"{len(order)} keys in {len(tables)} tables, generated from `settings.toml`, "
+        "`environments/*.toml` and the options the built-in plugins declare, when the site is "
+        "built (`docs/hooks/reference.py`). A blank environment cell inherits the default.",
         "",
     ]
     for table in tables:

@@ -22,7 +22,7 @@ import hmac
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -97,17 +97,11 @@ def has_url_credentials(value: str) -> bool:
     return bool(parts.username or parts.password)
 
 
-def _walk(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for k, v in data.items():
-        if isinstance(v, Mapping):
-            yield from _walk(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
 def setting_secrets(data: Mapping[str, Any], source: Any) -> list[str]:
     """Secret values held in settings: every value at a secret-named key or read from the secrets
     file (`source(path)` says where a value came from), and the credentials inside any URL."""
+    from handler.config import _walk  # config imports this module: its walk, once loaded
+
     out: list[str] = []
     for path, value in _walk(data):
         values = value if isinstance(value, list) else [value]

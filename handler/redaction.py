@@ -41,6 +41,13 @@ URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#@\s'\"]+)@")
 """`scheme://user:password@host`: the user info of any URL (a DSN's password, an OTLP endpoint's
 credentials), replaced as a whole."""
 
+URL_SECRET_PARAM = re.compile(
+    r"([?&][^=&#\s'\"]*(?:token|key|secret|password|passwd|signature|sig|auth)[^=&#\s'\"]*=)[^&#\s'\"]+",
+    re.IGNORECASE,
+)
+"""A URL's query parameter named like a secret (`?token=...`, `&api_key=...`, a signed URL's
+`Signature=`): its value."""
+
 SECRET_VAR = re.compile(
     r"[A-Z][A-Z0-9_]*_(API_KEY|API_SECRET|SECRET|SECRET_KEY|KEY|TOKEN|HEADERS|PASSWORD|PASSWD|"
     r"CREDENTIALS|DSN)"
@@ -121,6 +128,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for value in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
         text = text.replace(value, REDACTED)
     text = URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    text = URL_SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return JWT.sub(REDACTED, text)
 
 

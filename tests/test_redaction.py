@@ -224,6 +224,23 @@ def test_otlp_over_http_is_fine_on_this_machine(root: Path, cli) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://app:pw-1@db:5432/calls", "postgresql://***@db:5432/calls"),
+        ("https://hooks.example/in?token=tok-1&x=2", "https://hooks.example/in?token=***&x=2"),
+        ("wss://h/rtc?access_token=eyJ&auto=1", "wss://h/rtc?access_token=***&auto=1"),
+        (
+            "https://b.s3/x?X-Amz-Signature=abc&X-Amz-Date=1",
+            "https://b.s3/x?X-Amz-Signature=***&X-Amz-Date=1",
+        ),
+        ("https://api.example/v1?model=gpt&page=2", "https://api.example/v1?model=gpt&page=2"),
+    ],
+)
+def test_credentials_in_a_url_are_redacted_wherever_it_is_printed(text: str, shown: str) -> None:
+    assert redaction.redact(f"connecting to {text} now", []) == f"connecting to {shown} now"
+
+
+@pytest.mark.parametrize(
     ("path", "secret"),
     [
         ("llm.openai.api_key", True),

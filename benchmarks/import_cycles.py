@@ -5,7 +5,8 @@
 Every `import` counts, at module level or inside a function (a deferred import still ties the two
 modules together), except those under `if TYPE_CHECKING:` (type-only: never run). Prints each cycle
 (a strongly connected group of modules that import each other, directly or around a loop) and the
-count; `--all` also lists every edge inside a cycle; `--with-type-only` counts the type-only imports too. Exit status 0 either way: this measures.
+count; `--all` also lists every edge inside a cycle; `--with-type-only` counts the type-only
+imports too. Exit status 0 either way: this measures.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def main() -> None:
             for m in group:
                 for t in sorted(graph[m] & set(group)):
                     print(f"    {m} -> {t}")
-    print(f"{len(found)} import cycles ({sum(len(g) for g in found)} modules in them) among {len(graph)} modules")
+    in_them = sum(len(g) for g in found)
+    print(f"{len(found)} import cycles ({in_them} modules in them) among {len(graph)} modules")
 
 
 if __name__ == "__main__":

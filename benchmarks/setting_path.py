@@ -2,15 +2,16 @@
 
     python benchmarks/setting_path.py [--env production]
 
-Builds a job's session exactly as the worker's entrypoint does (the runtime, the pre-warm, the
-session), for the cloud stack against no server (nothing connects: the session is built, not
-started), and follows every call into the project's own modules with a profiler hook. Prints:
+Loads and checks the environment, then builds a job's session exactly as the worker's entrypoint
+does (the runtime, the pre-warm, the session), for the cloud stack against no server (nothing
+connects: the session is built, not started), and follows every call into the project's own
+modules with a profiler hook. Prints:
 
   modules      the project's modules the build passes through, in first-visit order
   registry     calls into handler.registry from other modules (each a trip back to the registry)
   options      times a provider's options were computed (`Registry.options`)
   retry        times the retry policy was built (the `retry` provider's factory)
-  stt reads    reads of the [stt] settings during the build, and the modules that read them
+  stt reads    reads of the [stt] settings, and the modules that read them
   per setting  for `stt.soniox.model`: the modules between the loaded settings and the factory
                that hands it to livekit (the call stack when the factory runs)
 """
@@ -53,9 +54,12 @@ def main() -> None:
     parser.add_argument("--env", default="production")
     args = parser.parse_args()
 
+    from handler import registry as registries
     from handler.sim import cloudsim
 
-    settings, registry = cloudsim.load_checked(args.env)
+    # where a provider's options are computed: `Registry.options` itself before they were
+    # computed once per settings object (then in `_options_of`)
+    computes = "_options_of" if hasattr(registries.Registry, "_options_of") else "options"
     visited: list[str] = []
     registry_calls = options = retry = 0
     soniox_stack: list[str] = []
@@ -78,7 +82,7 @@ def main() -> None:
                 readers[caller] = readers.get(caller, 0) + 1
         if callee == "handler.registry" and caller != "handler.registry":
             registry_calls += 1
-        if callee == "handler.registry" and code == "options":
+        if callee == "handler.registry" and code == computes:
             options += 1
         if callee == "handler_plugins.retry_default" and code == "build":
             retry += 1
@@ -96,6 +100,7 @@ def main() -> None:
 
         sys.setprofile(profile)
         try:
+            settings, registry = cloudsim.load_checked(args.env)
             session, warming = await _build(settings, registry)
         finally:
             sys.setprofile(None)
@@ -105,7 +110,7 @@ def main() -> None:
         await close_shared_session()
 
     asyncio.run(run())
-    print(f"env {args.env}: the cloud stack's session, built as the worker's entrypoint builds it")
+    print(f"env {args.env}: the cloud stack's session, loaded, checked and built as the worker does")
     print(f"modules     {len(visited)}: {', '.join(visited)}")
     print(f"registry    {registry_calls} calls into handler.registry from other modules")
     print(f"options     {options} computations of a provider's options")

@@ -335,6 +335,23 @@ class Settings:
         """Every secret value known to this process, for log redaction."""
         return [v for v, _ in self._secrets.values() if v]
 
+    def with_stand_ins(self, values: Mapping[str, str], source: str) -> Settings:
+        """A copy where each secret in `values` that is not set has that value, from `source` (the
+        provider fakes accept any key). Nothing is written to os.environ."""
+        secrets = dict(self._secrets)
+        for name, value in values.items():
+            if self._find_secret(name) is None:
+                secrets[name] = (value, source)
+        return Settings(
+            env=self.env,
+            root=self.root,
+            data=self.data,
+            defaults=self.defaults,
+            sources=self.sources,
+            secrets=secrets,
+            lookup=self._lookup,
+        )
+
     def with_overrides(self, overrides: Mapping[str, Any], source: str) -> Settings:
         """A copy with dotted-path overrides applied (used by `simulate` for scenario phrases)."""
         import copy
@@ -353,6 +370,16 @@ class Settings:
             secrets=self._secrets,
             lookup=self._lookup,
         )
+
+
+Overrides = Mapping[str, Any] | Callable[[Settings], Mapping[str, Any]]
+"""Dotted-path values a command puts over every layer; or a function of the loaded settings that
+returns them (the provider fakes select each stage's cloud provider, keeping its backups)."""
+
+
+def overridden(settings: Settings, overrides: Overrides | None, source: str) -> Settings:
+    given = overrides(settings) if callable(overrides) else overrides
+    return settings.with_overrides(given, source) if given else settings
 
 
 def load(env: str | None = None, *, root: Path | None = None) -> Settings:
@@ -475,6 +502,22 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
 
 
 # ---------------------------------------------------------------- validation of core keys
+
+
+def required_secrets(settings: Settings, names: Iterable[str], required_by: str) -> list[Problem]:
+    """A problem for each secret a command needs that is not set (named, never shown)."""
+    return [
+        Problem(
+            name,
+            MISSING,
+            "",
+            f"required by {required_by}; set it in the environment, .env or .secrets.toml "
+            f"(export {name}=...)",
+        )
+        for name in names
+        if not settings.secret(name)
+    ]
+
 
 Check = tuple[Callable[[Any], bool], str]
 

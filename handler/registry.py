@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from importlib import metadata
@@ -18,10 +19,13 @@ from handler.config import (
     MISSING,
     REDACTED,
     ConfigError,
+    Overrides,
     Problem,
     Settings,
     is_secret_name,
     load,
+    overridden,
+    required_secrets,
     type_problem,
     unknown_key_problem,
     validate,
@@ -56,6 +60,9 @@ class Registry:
         self._origins: dict[int, str] = {}
         self.livekit: list[livekit_plugins.Found] = []
         """Installed livekit plugin packages offered as providers (see `discover_livekit`)."""
+        self._options: weakref.WeakKeyDictionary[Settings, dict[tuple[str, str], dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ------------------------------------------------------------------ loading
 
@@ -207,8 +214,16 @@ class Registry:
         name = settings.get(selector(stage))
         return [name] if isinstance(name, str) else []
 
-    def options(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
-        """The options a factory receives: provider defaults < stage keys < provider table."""
+    def options(self, settings: Settings, stage: str, name: str, *, copy: bool = True) -> dict[str, Any]:
+        """The options a factory receives: provider defaults < stage keys < provider table. Computed
+        once per settings object (checking them and the plan read the same); a copy unless `copy`
+        is off (then read-only)."""
+        known = self._options.setdefault(settings, {})
+        if (stage, name) not in known:
+            known[(stage, name)] = self._options_of(settings, stage, name)
+        return dict(known[(stage, name)]) if copy else known[(stage, name)]
+
+    def _options_of(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
         provider = self.get(stage, name)
         section = settings.section(stage)
         common = {k: v for k, v in section.items() if not isinstance(v, Mapping)}
@@ -276,7 +291,7 @@ class Registry:
                     # no table: still its required parameters, and whether it imports at all
                     problems.extend(self._table_problems(settings, stage, name, {}))
                 if provider.validate and stage not in skip_checks:
-                    for message in provider.validate(self.options(settings, stage, name)):
+                    for message in provider.validate(self.options(settings, stage, name, copy=False)):
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{name}.{key}"
                         add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
@@ -295,13 +310,7 @@ class Registry:
                             f".env or .secrets.toml (export {secret}=...)",
                         )
         if for_start:
-            for secret in LIVEKIT_SECRETS:
-                if not settings.secret(secret):
-                    add_secret(
-                        secret,
-                        "required by `start` to reach the LiveKit server; set it in the "
-                        f"environment, .env or .secrets.toml (export {secret}=...)",
-                    )
+            problems += required_secrets(settings, LIVEKIT_SECRETS, START)
         return problems
 
     def _chain_problems(self, stage: str, chain: list[Any], chosen: Any) -> list[str]:
@@ -388,7 +397,7 @@ class Registry:
             for name in self.selected(settings, stage)[:1]:
                 provider = self._providers.get((stage, name))
                 if provider and provider.endpoints:
-                    urls.extend(provider.endpoints(self.options(settings, stage, name)))
+                    urls.extend(provider.endpoints(self.options(settings, stage, name, copy=False)))
         return urls
 
 
@@ -406,23 +415,37 @@ def _livekit_endpoints(module: str, stage: str) -> Callable[[Mapping[str, Any]],
     return endpoints
 
 
+START = "`start` to reach the LiveKit server"
+"""Why `start` (and `dev`) need the LiveKit credentials, in the problem that names one missing."""
+
+
 def load_checked(
     env: str | None = None,
     *,
     for_start: bool = False,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Overrides | None = None,
     overrides_source: str = "",
+    livekit_for: str | None = None,
+    providers: bool = True,
+    stand_ins: Mapping[str, str] | None = None,
+    stand_ins_source: str = "",
+    registry: Registry | None = None,
 ) -> tuple[Settings, Registry]:
-    """Load (with a command's own overrides on top), validate core keys and the provider selection;
-    every problem at once."""
-    settings = load(env)
-    if overrides:
-        settings = settings.with_overrides(overrides, overrides_source)
-    registry = Registry.load()
+    """Load (with a command's own overrides on top), validate core keys and, with `providers`, the
+    provider selection and its secrets; every problem at once. Commands call it through
+    `handler.plan.load`, which says what each parameter is for; `for_start` is
+    `livekit_for=START`."""
+    settings = overridden(load(env), overrides, overrides_source)
+    if stand_ins:
+        settings = settings.with_stand_ins(stand_ins, stand_ins_source)
+    registry = registry or Registry.load()
     problems = validate(settings)
-    # a provider's own checks read typed values: skip them where the stage's keys are broken
-    broken = {p.key.split(".")[0] for p in problems}
-    problems += registry.validate(settings, for_start=for_start, skip_checks=broken)
+    if providers:
+        # a provider's own checks read typed values: skip them where the stage's keys are broken
+        broken = {p.key.split(".")[0] for p in problems}
+        problems += registry.validate(settings, skip_checks=broken)
+    if for_start or livekit_for:
+        problems += required_secrets(settings, LIVEKIT_SECRETS, livekit_for or START)
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
     return settings, registry

@@ -37,16 +37,15 @@ def _emit(doc: dict[str, Any]) -> None:
 async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
     from handler.http import close_shared_session
     from handler.room.loadtest import load_mode_servers
-    from handler.session import configure_logging, redirect_log_lines
+    from handler.session import redirect_log_lines
     from handler.sim import cloudsim, scenario, simulate
     from handler.sim.clips import make_sounds
     from handler.sim.transcripts import known_transcripts
     from handler.testing.background import InBackground
 
-    settings, registry = cloudsim.load_checked(
-        variant.env, variant.overrides, f"bench variant {variant.name}"
-    )
-    configure_logging(settings, registry)
+    plan = cloudsim.load(variant.env, variant.overrides, f"bench variant {variant.name}")
+    settings, registry = plan.settings, plan.registry
+    plan.configure_logging()
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         redirect_log_lines(log)
         scenarios = [scenario.load(Path(p)) for p in paths]

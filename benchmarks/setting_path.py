@@ -31,12 +31,12 @@ def _module(frame: Any) -> str:
 
 
 async def _build(settings: Any, registry: Any) -> Any:
-    """What `handler.worker.entrypoint` does before it connects."""
+    """What `handler.pipeline.worker.entrypoint` does before it connects."""
     try:
         from handler import plan as plans
-        from handler.session import build, start_warming
-    except ImportError:  # before the plan existed
-        from handler.session import build_session, make_runtime, start_prewarm
+        from handler.pipeline.session import build, start_warming
+    except ImportError:  # before the plan existed (and the house moves)
+        from handler.session import build_session, make_runtime, start_prewarm  # type: ignore[import-not-found]
 
         runtime = make_runtime(settings, registry)
         warming = start_prewarm(settings, registry, runtime)
@@ -96,7 +96,10 @@ def main() -> None:
             soniox_stack.extend(reversed(stack))
 
     async def run() -> None:
-        from handler.http import close_shared_session
+        try:
+            from handler.pipeline.http import close_shared_session
+        except ImportError:  # before the house moves
+            from handler.http import close_shared_session  # type: ignore[import-not-found,no-redef]
 
         sys.setprofile(profile)
         try:

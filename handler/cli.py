@@ -98,7 +98,7 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
 @user_errors
 def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
-    from handler import worker
+    from handler.pipeline import worker
 
     worker.run(load(env, livekit_for=START), devmode=False)
 
@@ -133,11 +133,11 @@ def dev(
     ] = True,
 ) -> None:
     """Run the worker in livekit's development mode: no load limit, reload on change."""
-    from handler import worker
+    from handler.pipeline import worker
 
     plan = load(env, livekit_for=START)
     if reload:
-        from handler.reload import run_with_reload
+        from handler.pipeline.reload import run_with_reload
 
         raise typer.Exit(
             run_with_reload(
@@ -213,7 +213,7 @@ def _log_to_file(out_dir: Any, scenario: str) -> str:
     else:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = Path(tempfile.gettempdir()) / f"voice-handler-simulate-{scenario}-{stamp}.log"
-    from handler.session import redirect_log_lines
+    from handler.pipeline.session import redirect_log_lines
 
     try:
         stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life

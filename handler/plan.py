@@ -21,9 +21,9 @@ from handler import config
 from handler.hookspecs import STAGES, Provider
 
 if TYPE_CHECKING:
+    from handler.pipeline.retry import RetryPolicy
+    from handler.pipeline.runtime import Runtime
     from handler.registry import Registry
-    from handler.retry import RetryPolicy
-    from handler.runtime import Runtime
 
 @dataclass(frozen=True)
 class Link:
@@ -135,7 +135,7 @@ class Plan:
         """What the policy factories (retry, logging) receive: they are built before any runtime,
         the retry policy being where every runtime's connect options come from; so the settings
         (and secrets) only."""
-        from handler.runtime import Runtime
+        from handler.pipeline.runtime import Runtime
 
         return Runtime(self.settings, None, None)
 
@@ -159,10 +159,10 @@ class Plan:
         """What a factory receives besides its options. `pooled` (inside the job's event loop):
         the process's shared HTTP pool, or `http_session` when given; otherwise none (the VAD and
         the turn detector, built in the worker's synchronous prewarm, need none)."""
-        from handler.runtime import Runtime
+        from handler.pipeline.runtime import Runtime
 
         if pooled and http_session is None:
-            from handler.http import shared_session
+            from handler.pipeline.http import shared_session
 
             http_session = shared_session(self.settings)
         return Runtime(settings=self.settings, http_session=http_session, conn_options=self.conn_options)

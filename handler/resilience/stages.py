@@ -53,7 +53,7 @@ def protect(
 def watch(stages: Mapping[str, Any], members: Mapping[str, list[Any]], ledger: FaultLedger) -> None:
     """Feed the ledger: every provider's errors (chain members too: an adapter hides them from the
     session) and every adapter's switch to its next provider (a stage with two members or more is
-    one: `handler.fallback`)."""
+    one: `handler.resilience.fallback`)."""
     for stage, instance in stages.items():
         chain = members.get(stage) or [instance]
         for member in chain:

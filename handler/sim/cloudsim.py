@@ -1,10 +1,10 @@
 """`simulate --cloud-fakes`: the cloud stack (soniox STT, openai LLM, elevenlabs TTS) end to end over
 local protocol-faithful servers, with latencies typical of the real services.
 
-The unmodified livekit plugins speak their real wire protocols to `handler.testing`'s servers on
+The unmodified livekit plugins speak their real wire protocols to `handler.fakes`'s servers on
 127.0.0.1: only the `base_url`s change, as config overrides labelled "--cloud-fakes", and the session
-is built by the same `handler.session.build` path as in production. What the servers say comes from real
-work, not from a script:
+is built by the same `handler.pipeline.session.build` path as in production. What the servers say
+comes from real work, not from a script:
 
 - the Soniox server recognizes the audio it receives with pocketsphinx (a language model of the
   scenario's phrases, as the `local` STT does);
@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from handler.testing import ElevenLabsServer, LatencyProfile, OpenAIServer, SonioxServer
+from handler.fakes import ElevenLabsServer, LatencyProfile, OpenAIServer, SonioxServer
 
 if TYPE_CHECKING:
     from handler.config import Settings
@@ -183,8 +183,8 @@ def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]
 
 def responder(settings: Settings, registry: Registry) -> Callable[[list[dict[str, Any]]], str]:
     """The OpenAI server's answers: the `local` LLM's reply table."""
+    from handler.fakes.openai_server import message_text
     from handler.plan import resolve
-    from handler.testing.openai_server import message_text
 
     table = resolve(settings, registry).build_other("llm", "local")
 

@@ -359,7 +359,7 @@ class TurnTracker:
         self._faults_taken = False
         """The unanswered turn's faults were taken when the user spoke again (see _on_user_state)."""
         self.ledger = ledger_of(session)
-        """The session's fault ledger (`handler.session.build` attaches one): it also sees what the
+        """The session's fault ledger (`handler.pipeline.session.build` attaches one): it also sees what the
         session's error events miss (chain members behind a fallback adapter, our watchdogs, lost
         utterances), so where there is one, the records' faults come from it."""
         session.on("conversation_item_added", self._on_item)

@@ -12,18 +12,19 @@ import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from handler import config, logcontext, telemetry
+from handler import config, livekit_compat
 from handler import plan as plans
-from handler.http import close_shared_session
+from handler.observe import logcontext, telemetry
+from handler.pipeline.http import close_shared_session
+from handler.pipeline.session import build, observe, prewarm_settled, start_warming
+from handler.pipeline.worker_load import TreeLoad
 from handler.plan import Plan
 from handler.resilience.session_end import close_reason
-from handler.session import build, observe, prewarm_settled, start_warming
-from handler.worker_load import TreeLoad
 
 if TYPE_CHECKING:
     from handler.registry import Registry
 
-logger = logging.getLogger("handler.worker")
+logger = logging.getLogger("handler.pipeline.worker")
 
 
 def prewarm_process(proc: Any) -> None:
@@ -104,10 +105,10 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-JOB_MODULES = ("handler.worker", "handler.job_preload")
-"""What a job process imports to run `entrypoint` (handler.worker brings the session, the turn
+JOB_MODULES = ("handler.pipeline.worker", "handler.pipeline.job_preload")
+"""What a job process imports to run `entrypoint` (handler.pipeline.worker brings the session, the turn
 tracker, telemetry and the resilience layer), and the one-time work it did in every call
-(`handler.job_preload`)."""
+(`handler.pipeline.job_preload`)."""
 
 
 def preload_modules(plan: Plan | config.Settings, registry: Registry | None = None) -> list[str]:
@@ -172,26 +173,21 @@ def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
 
 def run(plan: Plan, *, devmode: bool) -> None:
     """Run the worker until SIGINT/SIGTERM, then drain (production) and close."""
-    from livekit.agents.cli import cli as lk_cli
-    from livekit.agents.cli import proto
-
     settings = plan.settings
     # job processes load the same environment and checkout as this one
     os.environ[config.ENV_VAR] = settings.env
     os.environ[config.ROOT_VAR] = str(settings.root)
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
-    lk_cli.setup_logging = lambda *a, **k: plan.configure_logging()
+    livekit_compat.use_our_logging(plan.configure_logging)
     # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
     # under load, reported as "event loop blocked"): built here first, before the loop runs
-    import handler.job_preload  # noqa: F401
+    import handler.pipeline.job_preload  # noqa: F401
 
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(plan, metrics_dir)
-        lk_cli._run_worker(
-            server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
-        )
+        livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
-    if getattr(server, "_connection_failed", False):
+    if livekit_compat.connection_failed(server):
         raise SystemExit(1)

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from handler.hookspecs import hookimpl
+from handler_plugins.engines import smart_turn_files
+from handler_plugins.engines.smart_turn_files import INSTALL
 
-DISTRIBUTION = "pipecat-ai"
-MODEL = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
-FEATURES = "pipecat/audio/turn/smart_turn/_whisper_features.py"
-INSTALL = "pip install 'voice-handler[smart-turn]'"
+DISTRIBUTION = smart_turn_files.DISTRIBUTION
+"""The wheel the model ships in (read where the provider is checked: a test names another)."""
+
 BLAS_LIMITER = "threadpoolctl"
 """Holds numpy's BLAS to one thread in a process that runs the model (the engine's reason)."""
 MAX_THREADS = 16
@@ -48,23 +48,8 @@ def register_providers(register: Any) -> None:
 
 
 def model_files() -> tuple[Path, Path] | str:
-    """The installed wheel's model and feature extractor, or why they cannot be found. Reads the
-    distribution's metadata only: nothing of pipecat is imported."""
-    try:
-        dist = metadata.distribution(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return (
-            "Smart Turn needs the smart-turn extra, which is not installed (the model ships in "
-            f"the {DISTRIBUTION} wheel): {INSTALL}"
-        )
-    files = Path(str(dist.locate_file(MODEL))), Path(str(dist.locate_file(FEATURES)))
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        return (
-            f"{DISTRIBUTION} {dist.version} is installed but has no {missing[0].name} "
-            f"(looked for {missing[0]}); install a version that ships it: {INSTALL}"
-        )
-    return files
+    """The installed wheel's model and feature extractor, or why they cannot be found."""
+    return smart_turn_files.model_files(DISTRIBUTION)
 
 
 def _unavailable() -> str | None:

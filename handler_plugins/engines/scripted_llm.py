@@ -12,8 +12,6 @@ from livekit.agents.types import NotGivenOr
 
 from handler import livekit_compat
 
-from ..local_llm import DEFAULT_REPLY
-
 
 def tokenize(text: str) -> list[str]:
     """Words with their leading whitespace, so the tokens concatenate back to the text."""
@@ -25,7 +23,7 @@ class LocalLLM(llm.LLM):
         self,
         *,
         replies: list[tuple[re.Pattern[str], str]] | None = None,
-        default_reply: str = DEFAULT_REPLY,
+        default_reply: str,
         ttft: float = 0.3,
         tokens_per_second: float = 50.0,
         max_tokens: int = 500,

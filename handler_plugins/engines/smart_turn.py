@@ -33,7 +33,7 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.language import LanguageCode
 from livekit.agents.voice.turn import TurnDetectionEvent
 
-from handler_plugins.smart_turn import model_files
+from handler_plugins.engines.smart_turn_files import model_files
 
 logger = logging.getLogger("handler.smart_turn")
 

@@ -142,39 +142,19 @@ class Registry:
             impl.function(register=self._registrar(origin, impl.plugin_name))
 
     def _registrar(self, origin: str, plugin_name: str) -> hookspecs.Register:
-        def register(
-            stage: str,
-            name: str,
-            factory: hookspecs.Factory,
-            *,
-            options: Mapping[str, Any] | None = None,
-            secrets: tuple[str, ...] = (),
-            endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
-            validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
-            unavailable: Callable[[], str | None] | None = None,
-            preload: tuple[str, ...] = (),
-        ) -> None:
+        def register(stage: str, name: str, factory: hookspecs.Factory[Any], **declaration: Any) -> None:
+            who = f"plugin {plugin_name!r} ({origin})"
             if stage not in STAGES:
-                raise PluginLoadError(
-                    f"plugin {plugin_name!r} ({origin}) registers unknown stage {stage!r}; "
-                    f"stages: {', '.join(STAGES)}"
-                )
+                raise PluginLoadError(f"{who} registers unknown stage {stage!r}; stages: {', '.join(STAGES)}")
             if not callable(factory):
-                raise PluginLoadError(
-                    f"plugin {plugin_name!r} ({origin}): factory for {stage}/{name} is not callable"
-                )
-            provider = Provider(
-                stage=stage,
-                name=name,
-                factory=factory,
-                options=dict(options) if options is not None else None,
-                secrets=tuple(secrets),
-                endpoints=endpoints,
-                validate=validate,
-                unavailable=unavailable,
-                origin=origin,
-                preload=tuple(preload),
-            )
+                raise PluginLoadError(f"{who}: factory for {stage}/{name} is not callable")
+            filled = sorted({"origin", "livekit_module"} & set(declaration))
+            if filled:
+                raise PluginLoadError(f"{who}: {stage}/{name} sets {', '.join(filled)} (the registry's)")
+            try:
+                provider = Provider(stage=stage, name=name, factory=factory, origin=origin, **declaration)
+            except TypeError as e:  # a field Provider does not have
+                raise PluginLoadError(f"{who}: {stage}/{name}: {e}") from None
             if (stage, name) in self._providers:
                 self.overridden.append(provider)
             else:

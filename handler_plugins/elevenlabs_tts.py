@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 DEFAULT_URL = "https://api.elevenlabs.io/v1"
 ENCODINGS = (
@@ -27,7 +27,7 @@ ENCODINGS = (
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register(
         "tts",
         "elevenlabs",
@@ -89,12 +89,12 @@ def _tts_class() -> Any:
     return OneShotPrewarmTTS
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     kwargs: dict[str, Any] = {}
     if options["base_url"]:
         kwargs["base_url"] = options["base_url"]
     if options["first_phrase_words"]:
-        from handler.pipeline.first_phrase import FirstPhraseTokenizer
+        from handler.api import FirstPhraseTokenizer
 
         # the plugin's own tokenizer (blingfire sentences, each flushed: auto_mode) behind the
         # first phrase; a SentenceTokenizer keeps auto_mode on

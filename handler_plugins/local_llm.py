@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 DEFAULT_REPLY = "I am an offline test responder and can only give canned replies."
 DEFAULTS: dict[str, Any] = {
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "llm",
         "local",
@@ -79,7 +79,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from .engines.scripted_llm import LocalLLM  # heavy: only when built
 
     if problems := _validate(options):

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "stt",
         "local",
@@ -39,7 +39,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from .engines.pocketsphinx_stt import LocalSTT  # heavy: only when built
 
     if problems := _validate(options):

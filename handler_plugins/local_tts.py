@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 DEFAULT_VOICE = "en-us"
 DEFAULT_RATE = 175
@@ -23,7 +23,7 @@ MIN_RATE, MAX_RATE = 80, 450  # espeak-ng silently clamps outside this range
 
 
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "tts",
         "local",
@@ -45,7 +45,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from .engines.espeak_tts import LocalTTS  # heavy: only when built
 
     if problems := _validate(options):

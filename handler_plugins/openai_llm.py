@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 DEFAULT_URL = "https://api.openai.com/v1"
 
@@ -20,7 +20,7 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] =
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     # No `endpoints`: a HEAD on the aiohttp pool would open a connection the SDK never uses. Its
     # own pool is warmed by livekit's LLM.prewarm() (GET /models), which AgentSession calls.
     register(
@@ -53,7 +53,7 @@ def _client(base_url: str, api_key: str | None, settings: Any) -> Any:
     return per_loop[base_url]
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from livekit.plugins import openai
 
     return openai.LLM(

@@ -7,11 +7,11 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register("vad", "silero", build, preload=("livekit.plugins.silero",))
 
 
@@ -22,7 +22,7 @@ def _load(**kwargs: Any) -> Any:
     return silero.VAD.load(**kwargs)
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     return _load(
         min_speech_duration=options["min_speech_duration"],
         min_silence_duration=options["min_silence_duration"],

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 from handler_plugins.engines import smart_turn_files
 from handler_plugins.engines.smart_turn_files import INSTALL
 
@@ -34,7 +34,7 @@ MAX_THREADS = 16
 
 
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "turn",
         "smart-turn",
@@ -84,7 +84,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from handler_plugins.engines.smart_turn import SmartTurnDetector, load  # heavy: only when built
 
     if problems := _validate(options):

@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 DEFAULT_URL = "wss://stt-rt.soniox.com/transcribe-websocket"
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register(
         "stt",
         "soniox",
@@ -66,7 +66,7 @@ def _stt_class() -> Any:
     from livekit.plugins import soniox
     from livekit.plugins.soniox.stt import SpeechStream
 
-    from handler.resilience.stt_guard import StreamClosed
+    from handler.api import StreamClosed
 
     class OneConnectionStream(SpeechStream):
         _connected_at: float | None = None
@@ -117,7 +117,7 @@ def _stt_class() -> Any:
     return OneConnectionSTT
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from livekit.plugins import soniox
 
     return _stt_class()(

@@ -85,9 +85,11 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
 
 
 def _eot_inference() -> list[float]:
-    """The end-of-turn model's own prediction times in this process (s), when one ran."""
-    engine = sys.modules.get("handler_plugins.engines.smart_turn")
-    return engine.inference_times() if engine is not None else []
+    """The end-of-turn model's own prediction times in this process (s), when one ran (the turn
+    detector reports them: `handler.observe.timings`)."""
+    from handler.observe import timings
+
+    return timings.times(timings.EOT_INFERENCE)
 
 
 def main() -> None:

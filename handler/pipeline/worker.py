@@ -117,9 +117,8 @@ def preload_modules(plan: Plan | config.Settings, registry: Registry | None = No
     itself when its call started, on the call's event loop, about 1-2 CPU seconds a call
     (benchmarks/job_profile.py); inherited, they cost nothing and their memory is shared. Bare
     settings (with a registry, or none: ours only) are accepted for tests written before the plan."""
-    if not isinstance(plan, Plan):
-        plan = plans.resolve(plan, registry) if registry is not None else None  # type: ignore[assignment]
-    return [*JOB_MODULES, *(plan.preload_modules() if plan is not None else [])]
+    resolved = plan if isinstance(plan, Plan) else plans.resolve(plan, registry) if registry else None
+    return [*JOB_MODULES, *(resolved.preload_modules() if resolved is not None else [])]
 
 
 def make_server(plan: Plan | config.Settings, metrics_dir: str | None = None) -> Any:

@@ -16,7 +16,7 @@ import espeakng_loader
 import numpy as np
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, utils
 
-from handler.audio import resample
+from handler.api import resample
 
 DEFAULT_VOICE = "en-us"
 """espeak-ng's American English voice: the engine's default when used on its own (the `local`

@@ -1,0 +1,150 @@
+"""The plugin API: the one module a voice-handler plugin imports from.
+
+A plugin is a module (or object) with hook implementations, found through the `voice_handler`
+entry-point group:
+
+    from handler.api import Register, Runtime, STTFactory, hookimpl
+
+    @hookimpl
+    def register_providers(register: Register) -> None:
+        register("stt", "acme", build, options={"model": "fast"}, secrets=("ACME_API_KEY",))
+
+    def build(options, runtime: Runtime) -> stt.STT:  # an STTFactory
+        return AcmeSTT(model=options["model"], api_key=runtime.secret("ACME_API_KEY"),
+                       http_session=runtime.http_session)
+
+- the contract: `hookimpl`, the stages, `Provider` (the declaration `register` takes, its fields
+  written once), `Register`, `Factory` and one factory type per stage, and `Runtime` (what a
+  factory receives besides its options: the shared HTTP pool, the retry policy's connect options,
+  the settings and secrets);
+- what observers receive: `TurnRecord` and `SessionSummary` (from `turn_completed` and
+  `session_summary`), the turn line's fields and messages, the log context's ids; and where a
+  provider reports the durations of its own work (`record_timing`, `timings`, `EOT_INFERENCE`);
+- helpers the built-in providers use, loaded on first use so that importing this module stays
+  light (the registry imports every plugin to list and check providers, `config check` included):
+  `RetryPolicy`, `StreamClosed`, `FirstPhraseTokenizer`, audio and word helpers, livekit's event
+  channel (`send_event`) and the OpenTelemetry setup (`telemetry`).
+
+Everything else under `handler` is the core's own and may change without notice.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from handler.config import Settings
+from handler.hookspecs import (
+    POLICY_STAGES,
+    PROVIDER_STAGES,
+    STAGES,
+    Factory,
+    Provider,
+    Register,
+    hookimpl,
+    selector,
+)
+from handler.observe.logcontext import current_ids
+from handler.observe.logcontext import fields as log_fields
+from handler.observe.timings import EOT_INFERENCE
+from handler.observe.timings import record as record_timing
+from handler.observe.timings import times as timings
+from handler.pipeline.runtime import Runtime
+from handler.pipeline.turns import (
+    FAULT_KINDS,
+    SUMMARY_MESSAGE,
+    TURN_MESSAGE,
+    SessionSummary,
+    TurnRecord,
+    to_line,
+)
+
+if TYPE_CHECKING:
+    from livekit.agents import llm, stt, tts, vad
+
+    from handler import livekit_compat
+    from handler.audio import frames_to_mono, resample
+    from handler.observe import telemetry
+    from handler.pipeline.first_phrase import FirstPhraseTokenizer
+    from handler.pipeline.retry import RetryPolicy
+    from handler.resilience.stt_guard import StreamClosed
+    from handler.words import FILLERS, without_fillers
+
+    send_event = livekit_compat.send_event
+
+if TYPE_CHECKING:
+    VADFactory = Factory[vad.VAD]
+    STTFactory = Factory[stt.STT]
+    LLMFactory = Factory[llm.LLM]
+    TTSFactory = Factory[tts.TTS]
+    TurnFactory = Factory[Any]
+    """A turn detector's: what livekit's `turn_detection` takes (a mode's name, or a detector)."""
+    RetryFactory = Factory[RetryPolicy]
+    LoggingFactory = Factory[None]
+    """The logging policy's: configures the process's logging."""
+else:  # the same protocol at run time (livekit's types are not imported for it)
+    VADFactory = STTFactory = LLMFactory = TTSFactory = TurnFactory = RetryFactory = LoggingFactory = Factory
+
+_LAZY = {
+    "RetryPolicy": ("handler.pipeline.retry", "RetryPolicy"),
+    "StreamClosed": ("handler.resilience.stt_guard", "StreamClosed"),
+    "FirstPhraseTokenizer": ("handler.pipeline.first_phrase", "FirstPhraseTokenizer"),
+    "resample": ("handler.audio", "resample"),
+    "frames_to_mono": ("handler.audio", "frames_to_mono"),
+    "FILLERS": ("handler.words", "FILLERS"),
+    "without_fillers": ("handler.words", "without_fillers"),
+    "send_event": ("handler.livekit_compat", "send_event"),
+    "telemetry": ("handler.observe.telemetry", None),
+}
+"""Names whose modules import livekit, numpy or OpenTelemetry: imported when first asked for."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    found = importlib.import_module(module)
+    value = found if attribute is None else getattr(found, attribute)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "EOT_INFERENCE",
+    "FAULT_KINDS",
+    "FILLERS",
+    "POLICY_STAGES",
+    "PROVIDER_STAGES",
+    "STAGES",
+    "SUMMARY_MESSAGE",
+    "TURN_MESSAGE",
+    "Factory",
+    "FirstPhraseTokenizer",
+    "LLMFactory",
+    "LoggingFactory",
+    "Provider",
+    "Register",
+    "RetryFactory",
+    "RetryPolicy",
+    "Runtime",
+    "STTFactory",
+    "SessionSummary",
+    "Settings",
+    "StreamClosed",
+    "TTSFactory",
+    "TurnFactory",
+    "TurnRecord",
+    "VADFactory",
+    "current_ids",
+    "frames_to_mono",
+    "hookimpl",
+    "log_fields",
+    "record_timing",
+    "resample",
+    "selector",
+    "send_event",
+    "telemetry",
+    "timings",
+    "to_line",
+    "without_fillers",
+]

@@ -99,6 +99,28 @@ _LAZY = {
 """Names whose modules import livekit, numpy or OpenTelemetry: imported when first asked for."""
 
 
+def table(text: str) -> dict[str, Any]:
+    """A provider's options declared as a TOML table with a comment on each key (what it means,
+    why this default), as `register` takes them: `register(stage, name, factory, **table(OPTIONS))`
+    gives `options` (the values) and `notes` (each key's comment, continuation lines joined; a
+    comment before the first key notes the table itself, under "")."""
+    import re
+    import tomllib
+
+    notes: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        started = re.match(r"([A-Za-z0-9_-]+)\s*=", line)
+        comment = line.partition(" #")[2].strip() if started else line.strip().removeprefix("#").strip()
+        if started:
+            key = started.group(1)
+        elif not line.strip().startswith("#"):
+            continue  # a value's continuation (an array's items)
+        if comment:
+            notes[key] = f"{notes[key]} {comment}" if key in notes else comment
+    return {"options": tomllib.loads(text), "notes": notes}
+
+
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -142,6 +164,7 @@ __all__ = [
     "record_timing",
     "resample",
     "selector",
+    "table",
     "send_event",
     "telemetry",
     "timings",

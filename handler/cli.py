@@ -114,7 +114,7 @@ def health(
     import urllib.error
     import urllib.request
 
-    port = load(env, check=False).settings.get("worker.port")
+    port = load(env, check=False, providers=False).settings.get("worker.port")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as r:
             body = r.read(200).decode(errors="replace")

@@ -19,7 +19,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,9 @@ def _nested(path: str, value: Any) -> dict[str, Any]:
     return data
 
 
-def _merge(layers: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, str]]:
+def _merge(
+    layers: list[tuple[str, dict[str, Any]]], shown_last: int = 0
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The one merger: Dynaconf, fed every layer's values in precedence order, each labelled with
     its source. Tables merge key by key; any other value, a list included, replaces the one below
     it (a higher layer's `fallback = [...]` is the whole chain, not an addition to it). Returns the
@@ -263,7 +265,15 @@ def _merge(layers: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], di
     merged = {
         k: v for k, v in _lower_keys(dyn.as_dict()).items() if k in ours and not is_secret_name(k.upper())
     }
-    return merged, sources
+    # keys in the files' order; those only the first `shown_last` layers (the plugins' defaults)
+    # have come after them
+    ordered: dict[str, Any] = {}
+    for _, layer in layers[shown_last:] + layers[:shown_last]:
+        for path, _ in _walk(layer, keep_empty=True):
+            value = _get_path(merged, path)
+            if value is not MISSING and _get_path(ordered, path) is MISSING:
+                _set_path(ordered, path, value)
+    return ordered, sources
 
 
 def _lower_keys(data: Any) -> Any:
@@ -382,9 +392,16 @@ def overridden(settings: Settings, overrides: Overrides | None, source: str) -> 
     return settings.with_overrides(given, source) if given else settings
 
 
-def load(env: str | None = None, *, root: Path | None = None) -> Settings:
+def load(
+    env: str | None = None,
+    *,
+    root: Path | None = None,
+    below: Sequence[tuple[str, Mapping[str, Any]]] = (),
+) -> Settings:
     """Load and merge every layer; raises ConfigError for an unknown environment or bad files.
 
+    `below`: (source, settings) layers under every file, lowest first: the plugins' own defaults
+    of their provider tables (`Registry.table_defaults`), which every file may change.
     Values are not validated here: call `validate` (core keys) and the registry's checks.
     """
     root = root or find_root()
@@ -415,7 +432,8 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
     secrets_path = root / ".secrets.toml"
 
     # each file's [default] section, then its [<env>] section: the order Dynaconf merges them in
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[str, dict[str, Any]]] = [(label, _lower_keys(data)) for label, data in below]
+    schema = len(layers)  # the shipped settings.toml's [default]: the core keys and their types
     for label, file in files:
         raw = _read_layer(file, envs)
         for name in ("default", env):
@@ -442,7 +460,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
             label = f"environment variable {name}" if name in real_env else f".env ({name})"
             layers.append((label, _nested(path, _parse_env_value(real_env.get(name, dotenv.get(name, ""))))))
 
-    merged, sources = _merge(layers)
+    merged, sources = _merge(layers, shown_last=schema)
     problems: list[Problem] = []
     for name, path in FLAT_KEYS.items():
         if name in real_env:
@@ -494,7 +512,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         env=env,
         root=root,
         data=merged,
-        defaults=layers[0][1],
+        defaults=layers[schema][1],
         sources=sources,
         secrets=secrets,
         lookup=lookup,

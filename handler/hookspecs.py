@@ -67,8 +67,13 @@ class Provider:
     name: str
     factory: Factory[Any]
     options: Mapping[str, Any] | None = None
-    """Defaults of the provider's own options (`[<stage>.<name>]`); the types of the defaults
-    are enforced. None means the defaults live in settings.toml (built-ins only)."""
+    """Defaults of the provider's own options: the lowest layer of its table (`[<stage>.<name>]`),
+    so every settings file, .env and variable may change them, and a key here wins over the
+    stage's shared one of that name. Their types are enforced. `config show` lists them, labelled
+    with the plugin. None: no options of its own."""
+    notes: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """A one-line note per option (what it means, why this default), for the settings reference;
+    `handler.api.table` reads them from the comments of a TOML table."""
     secrets: tuple[str, ...] = ()
     """Environment variables the provider cannot work without (checked only when selected)."""
     endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None
@@ -91,6 +96,7 @@ class Provider:
         # a plugin's own mapping and sequences, copied: the registry keeps what was declared
         if self.options is not None:
             object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "notes", dict(self.notes))
         object.__setattr__(self, "secrets", tuple(self.secrets))
         object.__setattr__(self, "preload", tuple(self.preload))
 

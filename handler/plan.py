@@ -226,8 +226,9 @@ def load(
     - `overrides` (labelled `overrides_source`): a command's own values over every layer.
     - `livekit_for`: the command needs the LiveKit credentials, and says why ("`start` to reach the
       LiveKit server").
-    - `providers`: check the environment's provider selection and the secrets its providers need
-      (off for the caller side, `call` and `loadtest`: the agent's providers are the worker's).
+    - `providers`: load the plugins (their providers' option defaults are the lowest layer) and
+      check the environment's provider selection and the secrets its providers need (off for the
+      caller side, `call` and `loadtest`, whose agent's providers are the worker's; and `health`).
     - `stand_ins`: secret values used where the environment has none, labelled `stand_ins_source`
       (the provider fakes accept any key); never written to os.environ.
     - `registry`: one already loaded (else loaded here, when needed).
@@ -246,4 +247,9 @@ def load(
             registry=registry,
         )
         return Plan(settings, registry)
-    return Plan(config.overridden(config.load(env), overrides, overrides_source), registry)
+    if providers:  # the plugins' own defaults, shown with the rest
+        from handler.registry import Registry
+
+        registry = registry or Registry.load()
+    below = registry.table_defaults() if registry is not None else ()
+    return Plan(config.overridden(config.load(env, below=below), overrides, overrides_source), registry)

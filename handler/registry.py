@@ -58,6 +58,8 @@ class Registry:
         self.overridden: list[Provider] = []
         """Providers shadowed by a higher-priority registration of the same stage and name."""
         self._origins: dict[int, str] = {}
+        self._labels: dict[tuple[str, str], str] = {}
+        """Who declared each provider, as a source label: "plugin soniox (built-in)"."""
         self.livekit: list[livekit_plugins.Found] = []
         """Installed livekit plugin packages offered as providers (see `discover_livekit`)."""
         self._options: weakref.WeakKeyDictionary[Settings, dict[tuple[str, str], dict[str, Any]]] = (
@@ -159,6 +161,7 @@ class Registry:
                 self.overridden.append(provider)
             else:
                 self._providers[(stage, name)] = provider
+                self._labels[(stage, name)] = f"plugin {plugin_name} ({origin})"
 
         return register
 
@@ -169,6 +172,15 @@ class Registry:
 
     def get(self, stage: str, name: str) -> Provider:
         return self._providers[(stage, name)]
+
+    def table_defaults(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each provider's declared option defaults as a settings layer under every file, labelled
+        with the plugin that declared them (`config.load`'s `below`)."""
+        return [
+            (self._labels.get(key, p.origin), {p.stage: {p.name: dict(p.options)}})
+            for key, p in sorted(self._providers.items())
+            if p.options
+        ]
 
     def plugins(self) -> list[tuple[str, str]]:
         """(name, origin) of every registered plugin, providers and observers alike, and of every
@@ -213,7 +225,9 @@ class Registry:
         own = own if isinstance(own, Mapping) else {}
         if provider.livekit_module:  # a shared key only where the constructor has that parameter
             return livekit_plugins.options(provider.livekit_module, stage, own, common)
-        return {**(provider.options or {}), **common, **own}
+        # the provider's defaults are its table's lowest layer (settings loaded with the plugins'
+        # defaults hold them in `own` already)
+        return {**common, **(provider.options or {}), **own}
 
     # ------------------------------------------------------------------ validation
 
@@ -415,10 +429,10 @@ def load_checked(
     provider selection and its secrets; every problem at once. Commands call it through
     `handler.plan.load`, which says what each parameter is for; `for_start` is
     `livekit_for=START`."""
-    settings = overridden(load(env), overrides, overrides_source)
+    registry = registry or Registry.load()
+    settings = overridden(load(env, below=registry.table_defaults()), overrides, overrides_source)
     if stand_ins:
         settings = settings.with_stand_ins(stand_ins, stand_ins_source)
-    registry = registry or Registry.load()
     problems = validate(settings)
     if providers:
         # a provider's own checks read typed values: skip them where the stage's keys are broken

@@ -3,10 +3,8 @@
 Non-streaming: a voice session wraps it in `stt.StreamAdapter` with the session's VAD
 (`Agent.default.stt_node`), so each VAD speech segment is recognized as one utterance.
 
-Options (`[default.stt.local]`):
-    phrases = []   # expected user sentences; builds a small domain language model (much more
-                   # accurate, but it only knows these words); empty = general en-us model
-    drop_fillers = true  # leave "uh", "hmm", "uh-huh" out of transcripts, as cloud STTs do
+Options: `OPTIONS` below (`[stt.local]`, their defaults and why). `phrases` builds a small domain
+language model (much more accurate, but it only knows these words); empty = the general en-us model.
 
 Words missing from the pocketsphinx dictionary (names, digits) are left out of the domain
 model with a warning: they cannot be recognized.
@@ -17,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.api import Register, Runtime, hookimpl
+from handler.api import Register, Runtime, hookimpl, table
+
+OPTIONS = """\
+phrases = []                           # expected user sentences: a domain language model (simulate adds the
+                                       # scenario's)
+drop_fillers = true                    # leave "uh", "hmm", "uh-huh" out of transcripts, as cloud recognizers
+                                       # do
+"""
+"""`[stt.local]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
 
 
 @hookimpl(trylast=True)
@@ -26,7 +33,7 @@ def register_providers(register: Register) -> None:
         "stt",
         "local",
         _build,
-        options=None,
+        **table(OPTIONS),
         validate=_validate,
         preload=(f"{__package__}.engines.pocketsphinx_stt",),
     )

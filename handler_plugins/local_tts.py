@@ -3,9 +3,7 @@
 The library and its voice data come from the `espeakng-loader` wheel (no system packages);
 it is driven through ctypes. Output is 22050 Hz mono int16.
 
-Options (`[default.tts.local]`):
-    voice = "en-us"   # espeak-ng voice or language code, optional variant ("en-gb", "en-us+f3")
-    rate = 175        # speaking rate in words per minute (espeak-ng accepts 80-450)
+Options: `OPTIONS` below (`[tts.local]`, their defaults and why).
 
 `synthesize()` is also usable without livekit sessions: the simulator makes user audio with it.
 """
@@ -15,11 +13,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.api import Register, Runtime, hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
-DEFAULT_VOICE = "en-us"
-DEFAULT_RATE = 175
 MIN_RATE, MAX_RATE = 80, 450  # espeak-ng silently clamps outside this range
+
+
+OPTIONS = """\
+voice = "en-us"                        # espeak-ng voice (add +variant, e.g. "en-us+f3")
+rate = 175                             # words per minute (80-450)
+"""
+"""`[tts.local]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+DECLARED = table(OPTIONS)
+DEFAULT_VOICE = DECLARED["options"]["voice"]
+DEFAULT_RATE = DECLARED["options"]["rate"]
 
 
 @hookimpl(trylast=True)
@@ -28,7 +35,7 @@ def register_providers(register: Register) -> None:
         "tts",
         "local",
         _build,
-        options=None,
+        **DECLARED,
         validate=_validate,
         preload=(f"{__package__}.engines.espeak_tts",),
     )

@@ -7,12 +7,20 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from handler.api import Register, Runtime, hookimpl
+from handler.api import Register, Runtime, hookimpl, table
+
+OPTIONS = """\
+prefix_padding_duration = 0.5          # s of audio kept before detected speech
+force_cpu = true                       # run the ONNX model on the CPU
+sample_rate = 16000                    # model input rate: 8000 or 16000
+"""
+"""`[vad.silero]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
 
 
 @hookimpl(trylast=True)
 def register_providers(register: Register):
-    register("vad", "silero", build, preload=("livekit.plugins.silero",))
+    register("vad", "silero", build, preload=("livekit.plugins.silero",), **table(OPTIONS))
 
 
 @functools.cache

@@ -5,10 +5,8 @@ Silence alone cannot tell "my order number is ..." from a finished question; the
 it says "not finished" (probability below `threshold`) the turn is held open for up to
 `max_endpointing_delay`; otherwise it ends after `min_endpointing_delay`, as with `vad`.
 
-Options (`[default.turn.smart-turn]`; each default's reason is in settings.toml):
-    threshold = 0.1     # end-of-turn probability below which the user is taken as mid-sentence
-    threads = 1         # CPU threads one prediction uses
-    max_endpointing_delay = 2.0  # this detector's longest hold (without the key: [turn]'s)
+Options: `OPTIONS` below (`[turn.smart-turn]`, their defaults and why); its own
+`max_endpointing_delay` wins over [turn]'s.
 
 Needs the `smart-turn` extra (`pip install 'voice-handler[smart-turn]'`): the model ships in
 the `pipecat-ai` wheel, of which only two files are used (see the engine's docstring).
@@ -21,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from handler.api import Register, Runtime, hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 from handler_plugins.engines import smart_turn_files
 from handler_plugins.engines.smart_turn_files import INSTALL
 
@@ -33,15 +31,30 @@ BLAS_LIMITER = "threadpoolctl"
 MAX_THREADS = 16
 
 
+OPTIONS = """\
+# Smart Turn v3, run offline in the job process; needs: pip install 'voice-handler[smart-turn]'
+threshold = 0.1              # end-of-turn probability below which the user is mid-sentence: hold the turn
+                             # up to max_endpointing_delay (0.5 held complete questions the model scored
+                             # 0.16-0.30 for the whole hold; the pauses it does hear as unfinished score
+                             # 0.01-0.06: `python benchmarks/smart_turn.py corpus`, README "Turn detection")
+threads = 1                  # CPU threads one prediction uses (predictions of a process run one at a time;
+                             # 2 gained nothing here)
+max_endpointing_delay = 2.0  # s this detector holds a turn the model calls unfinished, instead of [turn]'s
+                             # 3.0: outlasts the corpus's longest pause (1.2 s) plus the VAD's 0.25 s to hear
+                             # the user resume; a complete turn the model misjudges waits 1 s less (bench:
+                             # complete-utterance TTFA p95 3210 -> 1629 ms with threshold 0.1)
+"""
+"""`[turn.smart-turn]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
 def register_providers(register: Register) -> None:
     register(
         "turn",
         "smart-turn",
         _build,
-        # the key this table may override; the registry puts [turn]'s value in its place when
-        # the table leaves it out, so this default is never used
-        options={"max_endpointing_delay": 3.0},
+        **table(OPTIONS),
         validate=_validate,
         unavailable=_unavailable,
     )

@@ -233,23 +233,17 @@ def load(
       (the provider fakes accept any key); never written to os.environ.
     - `registry`: one already loaded (else loaded here, when needed).
     """
-    if check:
-        from handler.registry import load_checked
-
-        settings, registry = load_checked(
-            env,
-            overrides=overrides,
-            overrides_source=overrides_source,
-            livekit_for=livekit_for,
-            providers=providers,
-            stand_ins=stand_ins,
-            stand_ins_source=stand_ins_source,
-            registry=registry,
-        )
-        return Plan(settings, registry)
-    if providers:  # the plugins' own defaults, shown with the rest
+    if providers or check:  # the plugins' own defaults are the lowest layer
         from handler.registry import Registry
 
         registry = registry or Registry.load()
     below = registry.table_defaults() if registry is not None else ()
-    return Plan(config.overridden(config.load(env, below=below), overrides, overrides_source), registry)
+    settings = config.overridden(config.load(env, below=below), overrides, overrides_source)
+    if stand_ins:
+        settings = settings.with_stand_ins(stand_ins, stand_ins_source)
+    if check:
+        from handler.registry import check as check_all
+
+        assert registry is not None
+        check_all(settings, registry, providers=providers, livekit_for=livekit_for)
+    return Plan(settings, registry)

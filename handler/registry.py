@@ -413,33 +413,32 @@ START = "`start` to reach the LiveKit server"
 """Why `start` (and `dev`) need the LiveKit credentials, in the problem that names one missing."""
 
 
+def check(
+    settings: Settings, registry: Registry, *, providers: bool = True, livekit_for: str | None = None
+) -> None:
+    """Validate core keys and, with `providers`, the provider selection and its secrets; with
+    `livekit_for`, the LiveKit credentials. Every problem at once (ConfigError)."""
+    problems = validate(settings)
+    if providers:
+        # a provider's own checks read typed values: skip them where the stage's keys are broken
+        broken = {p.key.split(".")[0] for p in problems}
+        problems += registry.validate(settings, skip_checks=broken)
+    if livekit_for:
+        problems += required_secrets(settings, LIVEKIT_SECRETS, livekit_for)
+    if problems:
+        raise ConfigError(problems, secrets=settings.secret_values())
+
+
 def load_checked(
     env: str | None = None,
     *,
     for_start: bool = False,
     overrides: Overrides | None = None,
     overrides_source: str = "",
-    livekit_for: str | None = None,
-    providers: bool = True,
-    stand_ins: Mapping[str, str] | None = None,
-    stand_ins_source: str = "",
-    registry: Registry | None = None,
 ) -> tuple[Settings, Registry]:
-    """Load (with a command's own overrides on top), validate core keys and, with `providers`, the
-    provider selection and its secrets; every problem at once. Commands call it through
-    `handler.plan.load`, which says what each parameter is for; `for_start` is
-    `livekit_for=START`."""
-    registry = registry or Registry.load()
+    """`handler.plan.load` (every command's way) as settings and registry, for callers written
+    before the plan; `for_start` asks for the LiveKit credentials as `start` does."""
+    registry = Registry.load()
     settings = overridden(load(env, below=registry.table_defaults()), overrides, overrides_source)
-    if stand_ins:
-        settings = settings.with_stand_ins(stand_ins, stand_ins_source)
-    problems = validate(settings)
-    if providers:
-        # a provider's own checks read typed values: skip them where the stage's keys are broken
-        broken = {p.key.split(".")[0] for p in problems}
-        problems += registry.validate(settings, skip_checks=broken)
-    if for_start or livekit_for:
-        problems += required_secrets(settings, LIVEKIT_SECRETS, livekit_for or START)
-    if problems:
-        raise ConfigError(problems, secrets=settings.secret_values())
+    check(settings, registry, livekit_for=START if for_start else None)
     return settings, registry

@@ -19,6 +19,7 @@ from handler.pipeline.http import close_shared_session
 from handler.pipeline.session import build, observe, prewarm_settled, start_warming
 from handler.pipeline.worker_load import TreeLoad
 from handler.plan import Plan
+from handler.records import writer as records_writer
 from handler.resilience.session_end import close_reason
 
 if TYPE_CHECKING:
@@ -48,13 +49,14 @@ async def entrypoint(ctx: Any) -> None:
     # opens provider connections while the room connects, so turn one pays for neither
     warming = start_warming(plan, runtime)
     session, agent = build(plan, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"])
-    info = {"job": ctx.job.id, "room": ctx.job.room.name}
+    info = {"job": ctx.job.id, "room": ctx.job.room.name, "source": "start"}
 
     end_observation: Any = None
 
-    async def shutdown() -> None:
+    async def shutdown(reason: str) -> None:
         try:
             if end_observation is not None:  # observers hear of an end only for a session they saw start
+                info["ended"] = reason  # the call record's end reason
                 end_observation()
         finally:  # a failing observer must not keep the session or the pool open
             if warming and not warming.done():
@@ -63,6 +65,8 @@ async def entrypoint(ctx: Any) -> None:
             await close_shared_session()
             # the session's spans end with it; the process exits without atexit (see flush)
             await asyncio.to_thread(telemetry.flush, settings.get("telemetry.export_timeout"))
+            # the call record: delivered, or spooled to disk, before the process goes
+            await asyncio.to_thread(records_writer.flush)
             logger.info("job ended: session and HTTP pool closed")
 
     ctx.add_shutdown_callback(shutdown)
@@ -183,9 +187,14 @@ def run(plan: Plan, *, devmode: bool) -> None:
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.pipeline.job_preload  # noqa: F401
 
+    # records a previous run (or a job process as it ended) spooled are delivered from here
+    from handler.records import service as records_service
+
+    records_service.start(settings, plan.registry)
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(plan, metrics_dir)
         livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
+    records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
     if livekit_compat.connection_failed(server):

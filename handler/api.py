@@ -23,7 +23,8 @@ entry-point group:
 - helpers the built-in providers use, loaded on first use so that importing this module stays
   light (the registry imports every plugin to list and check providers, `config check` included):
   `RetryPolicy`, `StreamClosed`, `FirstPhraseTokenizer`, audio and word helpers, livekit's event
-  channel (`send_event`) and the OpenTelemetry setup (`telemetry`).
+  channel (`send_event`) and the OpenTelemetry setup (`telemetry`); for `records` sinks, the SQL
+  store they share, the record's JSON, the records directory and the HTTP retry helpers.
 
 Everything else under `handler` is the core's own and may change without notice.
 """
@@ -66,7 +67,12 @@ if TYPE_CHECKING:
     from handler.audio import frames_to_mono, resample
     from handler.observe import telemetry
     from handler.pipeline.first_phrase import FirstPhraseTokenizer
-    from handler.pipeline.retry import RetryPolicy
+    from handler.pipeline.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+    from handler.records.checks import DSN_VAR as RECORDS_DSN_VAR
+    from handler.records.record import dumps as record_json
+    from handler.records.sinks import SinkConfigError
+    from handler.records.store import SqlStore
+    from handler.records.writer import directory as records_directory
     from handler.resilience.stt_guard import StreamClosed
     from handler.words import FILLERS, without_fillers
 
@@ -95,6 +101,13 @@ _LAZY = {
     "without_fillers": ("handler.words", "without_fillers"),
     "send_event": ("handler.livekit_compat", "send_event"),
     "telemetry": ("handler.observe.telemetry", None),
+    "RETRYABLE_STATUS": ("handler.pipeline.retry", "RETRYABLE_STATUS"),
+    "parse_retry_after": ("handler.pipeline.retry", "parse_retry_after"),
+    "SinkConfigError": ("handler.records.sinks", "SinkConfigError"),
+    "SqlStore": ("handler.records.store", "SqlStore"),
+    "record_json": ("handler.records.record", "dumps"),
+    "records_directory": ("handler.records.writer", "directory"),
+    "RECORDS_DSN_VAR": ("handler.records.checks", "DSN_VAR"),
 }
 """Names whose modules import livekit, numpy or OpenTelemetry: imported when first asked for."""
 
@@ -132,6 +145,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RECORDS_DSN_VAR",
+    "RETRYABLE_STATUS",
+    "SinkConfigError",
+    "SqlStore",
+    "parse_retry_after",
+    "record_json",
+    "records_directory",
     "EOT_INFERENCE",
     "FAULT_KINDS",
     "FILLERS",

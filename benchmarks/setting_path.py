@@ -35,8 +35,15 @@ async def _build(settings: Any, registry: Any) -> Any:
     try:
         from handler import plan as plans
         from handler.pipeline.session import build, start_warming
-    except ImportError:  # before the plan existed (and the house moves)
-        from handler.session import build_session, make_runtime, start_prewarm  # type: ignore[import-not-found]
+    except ImportError:  # before the plan existed
+        try:
+            from handler.pipeline.session import build_session, make_runtime, start_prewarm
+        except ImportError:  # and before the house moves
+            from handler.session import (  # type: ignore[import-not-found,no-redef]
+                build_session,
+                make_runtime,
+                start_prewarm,
+            )
 
         runtime = make_runtime(settings, registry)
         warming = start_prewarm(settings, registry, runtime)
@@ -62,11 +69,13 @@ def main() -> None:
     computes = "_options_of" if hasattr(registries.Registry, "_options_of") else "options"
     visited: list[str] = []
     registry_calls = options = retry = 0
+    phase = {"load": 0, "build": 0}
+    now = "load"
     soniox_stack: list[str] = []
     readers: dict[str, int] = {}
 
     def profile(frame: Any, event: str, arg: Any) -> None:
-        nonlocal registry_calls, options, retry
+        nonlocal registry_calls, options, retry, now
         if event != "call":
             return
         callee = _module(frame)
@@ -82,6 +91,7 @@ def main() -> None:
                 readers[caller] = readers.get(caller, 0) + 1
         if callee == "handler.registry" and caller != "handler.registry":
             registry_calls += 1
+            phase[now] += 1
         if callee == "handler.registry" and code == computes:
             options += 1
         if callee == "handler_plugins.retry_default" and code == "build":
@@ -104,6 +114,8 @@ def main() -> None:
         sys.setprofile(profile)
         try:
             settings, registry = cloudsim.load_checked(args.env)
+            nonlocal now
+            now = "build"
             session, warming = await _build(settings, registry)
         finally:
             sys.setprofile(None)
@@ -115,7 +127,10 @@ def main() -> None:
     asyncio.run(run())
     print(f"env {args.env}: the cloud stack's session, loaded, checked and built as the worker does")
     print(f"modules     {len(visited)}: {', '.join(visited)}")
-    print(f"registry    {registry_calls} calls into handler.registry from other modules")
+    print(
+        f"registry    {registry_calls} calls into handler.registry from other modules "
+        f"({phase['load']} loading and checking, {phase['build']} building the session)"
+    )
     print(f"options     {options} computations of a provider's options")
     print(f"retry       {retry} builds of the retry policy")
     print(

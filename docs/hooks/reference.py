@@ -3,8 +3,8 @@
 - `<!-- generated: settings-reference -->` becomes every key of `settings.toml` (its default and
   comment) with each environment's value from `environments/*.toml`;
 - `<!-- generated: hook-reference -->` becomes the plugin contract: the hook specifications and the
-  provider declaration, from the docstrings of the module plugins import (`handler.api`, or
-  `handler.hookspecs` before it).
+  provider declaration from `handler.hookspecs`' docstrings, introduced by the docstring of the
+  module plugins import (`handler.api`).
 
 The build fails (mkdocs `PluginError`, with or without `--strict`) on what would make the
 reference lie: a key without its comment, an environment setting a key `settings.toml` does not
@@ -244,6 +244,13 @@ def settings_reference(root: Path = ROOT) -> str:
 
 
 def _contract_module() -> Any:
+    """The module that defines the hook specifications and the provider declaration."""
+    return importlib.import_module("handler.hookspecs")
+
+
+def _plugin_module() -> Any:
+    """The module plugins import (`handler.api`, which re-exports the contract; `handler.hookspecs`
+    before it existed)."""
     for name in ("handler.api", "handler.hookspecs"):
         try:
             return importlib.import_module(name)
@@ -281,10 +288,8 @@ def _attribute_docs(source: str, class_name: str | None) -> list[tuple[str, str,
 
 
 def hook_reference() -> str:
-    contract = _contract_module()
-    # the specifications and the declaration are defined in handler.hookspecs; handler.api, the
-    # module plugins import, re-exports them
-    module = importlib.import_module("handler.hookspecs")
+    contract = _plugin_module()
+    module = _contract_module()
     project = getattr(module, "PROJECT", "voice_handler")
     spec_attr = f"{project}_spec"
     source = inspect.getsource(module)

@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from handler import config
-from handler.hookspecs import STAGES, Provider
+from handler.hookspecs import POLICY_STAGES, SINK_STAGES, STAGES, Provider
 
 if TYPE_CHECKING:
     from handler.pipeline.retry import RetryPolicy
@@ -128,16 +128,21 @@ class Plan:
     @cached_property
     def retry(self) -> RetryPolicy:
         """The retry policy (its attempts and each attempt's timeout), built once."""
-        return self.stage("retry").primary.build(self._policy_runtime)
+        return self.stage("retry").primary.build(self._settings_only)
 
     @cached_property
-    def _policy_runtime(self) -> Runtime:
-        """What the policy factories (retry, logging) receive: they are built before any runtime,
-        the retry policy being where every runtime's connect options come from; so the settings
-        (and secrets) only."""
+    def _settings_only(self) -> Runtime:
+        """What the policies (retry, logging) and the records sinks receive: the settings (and
+        secrets) only. The policies are built before any runtime (the retry policy is where every
+        runtime's connect options come from), and neither they nor a sink talk to a livekit API,
+        so none of them imports livekit for connect options they would not use."""
         from handler.pipeline.runtime import Runtime
 
         return Runtime(self.settings, None, None)
+
+    def runtime_for(self, stage: str) -> Runtime:
+        """The runtime a stage's factory receives outside the job's event loop."""
+        return self._settings_only if stage in POLICY_STAGES + SINK_STAGES else self.runtime()
 
     @cached_property
     def conn_options(self) -> Any:
@@ -181,7 +186,7 @@ class Plan:
         """A provider outside the configured chain (the simulator's own voice and ears: the `local`
         TTS and STT), with `overrides` over its settings."""
         other = self.overridden(overrides, source) if overrides else self
-        return other.link(stage, name).build(other.runtime())
+        return other.link(stage, name).build(other.runtime_for(stage))
 
     def overridden(self, overrides: Mapping[str, Any], source: str) -> Plan:
         """This plan with a command's own values over its settings (re-resolved on use)."""
@@ -189,7 +194,7 @@ class Plan:
 
     def configure_logging(self) -> None:
         """The logging policy, applied to this process."""
-        self.stage("logging").primary.build(self._policy_runtime)
+        self.stage("logging").primary.build(self._settings_only)
 
     # ------------------------------------------------------------------ the worker's prewarm
 

@@ -247,7 +247,7 @@ def build_sinks(settings: Any, registry: Any) -> list[Sink]:
     from handler.plan import resolve
 
     plan = resolve(settings, registry)
-    runtime = plan.runtime()
+    runtime = plan.runtime_for("records")
     return [link.build(runtime) for link in plan.stage("records").chain]
 
 

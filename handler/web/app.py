@@ -1,0 +1,131 @@
+"""The aiohttp application: the pages, their static files, the vendored LiveKit client, the token
+endpoint and the Calls API. Pages are plain HTML with a few values filled in here; the scripts
+next to them do the rest in the browser (no build step)."""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+from handler.web import assets
+from handler.web.tokens import Target, mint
+
+STATIC = Path(__file__).parent / "static"
+PROBE_TIMEOUT = 3.0
+"""Seconds the token endpoint waits for the LiveKit server to answer before it tells the page the
+server is unreachable (well inside the 15 s in which the page must say what happened)."""
+AGENT_TIMEOUT = 10.0
+"""Seconds the page waits, once in the room, for the agent to join before it says no worker took the
+dispatch (livekit-server tries a dispatch once; a registered idle worker joins in about a second)."""
+ACCESS_COOKIE = "vh_access"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    target: Target
+    env: str
+    host: str
+    port: int
+    access_token: str | None = None
+    """Required by every request when the app listens beyond loopback."""
+    calls: Any = None
+    """The call-record reader (handler.web.calls.CallsReader), or None when no store is readable."""
+
+    @property
+    def beyond_loopback(self) -> bool:
+        return self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+def footer(cfg: WebConfig) -> str:
+    if cfg.beyond_loopback:
+        return (
+            f"Listening on {cfg.host}:{cfg.port}, beyond loopback: every request needs the access token. "
+            "Browsers allow the microphone only on https:// or localhost."
+        )
+    return f"Listening on 127.0.0.1:{cfg.port} only."
+
+
+def page(cfg: WebConfig, name: str, title: str) -> web.Response:
+    """A page from static/, with its title, the footer and the app's settings filled in."""
+    body = (STATIC / name).read_text()
+    settings = {"env": cfg.env, "agent_name": cfg.target.agent_name, "agent_timeout": AGENT_TIMEOUT}
+    for key, value in {
+        "{{title}}": html.escape(title),
+        "{{footer}}": html.escape(footer(cfg)),
+        "{{env}}": html.escape(cfg.env),
+        "{{settings}}": html.escape(json.dumps(settings)),
+    }.items():
+        body = body.replace(key, value)
+    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+@web.middleware
+async def require_access(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Beyond loopback: `?access=TOKEN` once (then a cookie), or `Authorization: Bearer TOKEN`."""
+    cfg: WebConfig = request.app["cfg"]
+    if cfg.access_token is None:
+        return await handler(request)
+    given = (
+        request.query.get("access")
+        or request.cookies.get(ACCESS_COOKIE)
+        or request.headers.get("Authorization", "").removeprefix("Bearer ")
+    )
+    if not given or not hmac.compare_digest(given.encode(), cfg.access_token.encode()):
+        return web.Response(
+            status=401, text="access token required: open the URL `web` printed (?access=...)"
+        )
+    response = await handler(request)
+    if request.query.get("access"):
+        response.set_cookie(ACCESS_COOKIE, cfg.access_token, httponly=True, samesite="Strict")
+    return response
+
+
+async def probe(target: Target) -> str | None:
+    """None if the LiveKit server answers HTTP at all; otherwise why not, in words."""
+    try:
+        async with (
+            ClientSession(timeout=ClientTimeout(total=PROBE_TIMEOUT)) as http,
+            http.get(target.http_url + "/") as r,
+        ):
+            await r.read()
+            return None
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT:.0f} s"
+    except (ClientError, OSError) as e:
+        return str(e) or type(e).__name__
+
+
+async def token(request: web.Request) -> web.Response:
+    cfg: WebConfig = request.app["cfg"]
+    why = await probe(cfg.target)
+    if why is not None:
+        return web.json_response(
+            {"error": f"The LiveKit server at {cfg.target.url} is unreachable ({why}). Is it running?"},
+            status=502,
+        )
+    return web.json_response(mint(cfg.target, cfg.env))
+
+
+async def vendor(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(request.app["livekit_client"], headers={"Cache-Control": "max-age=86400"})
+
+
+def build(cfg: WebConfig) -> web.Application:
+    """The app; AssetError when the LiveKit client is not installed (or not as pinned)."""
+    from handler.web import calls_api
+
+    app = web.Application(middlewares=[require_access])
+    app["cfg"] = cfg
+    app["livekit_client"] = assets.LIVEKIT_CLIENT.verified()
+    app.router.add_get("/", lambda r: page(cfg, "talk.html", "Talk"))
+    app.router.add_post("/api/token", token)
+    app.router.add_get("/vendor/livekit-client.umd.js", vendor)
+    app.router.add_static("/static/", STATIC)
+    calls_api.add_routes(app, cfg)
+    return app

@@ -95,6 +95,9 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     variant = Variant(**job["variant"])
     asyncio.run(run(variant, job["scenarios"], job["concurrency"]))
+    from handler.records import writer
+
+    writer.finish(lambda line: print(line, file=sys.stderr))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ REPO = Path(config.__file__).resolve().parent.parent
 SHOTS = REPO / "out" / "web-screenshots"
 ERROR_WITHIN = 15.0
 """The issue's bound: the page says what went wrong within 15 s of Call."""
-PHRASES = json.dumps(["what is the weather like today", "what time do you open tomorrow", "where is my order"])
+PHRASES = json.dumps(
+    ["what is the weather like today", "what time do you open tomorrow", "where is my order"]
+)
 QUESTIONS = """\
 name = "two"
 description = "two questions for the browser's microphone"
@@ -117,7 +119,9 @@ def stats(driver: Any) -> dict[str, Any]:
     return driver.execute_script("return window.talkStats")
 
 
-def wait_until(driver: Any, what: Callable[[dict[str, Any]], bool], timeout: float, why: str) -> dict[str, Any]:
+def wait_until(
+    driver: Any, what: Callable[[dict[str, Any]], bool], timeout: float, why: str
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         s = stats(driver)
@@ -167,8 +171,10 @@ def test_talk_to_the_agent_then_see_the_call(
         # the first question starts 2 s into the WAV; each reply within a generous bound
         s = wait_until(
             browser,
-            lambda s: len([x for x in s["lines"] if x["who"] == "agent" and x["final"] and x["text"]]) >= 2
-            and len(s["ttfas"]) >= 2,
+            lambda s: (
+                len([x for x in s["lines"] if x["who"] == "agent" and x["final"] and x["text"]]) >= 2
+                and len(s["ttfas"]) >= 2
+            ),
             60,
             "two agent replies with their TTFA",
         )
@@ -251,7 +257,9 @@ def test_the_page_says_what_went_wrong(
         browser.get(app.url + "/")
         t0 = time.monotonic()
         click(browser, "call")
-        s = wait_until(browser, lambda s: bool(s["error"]), ERROR_WITHIN, "no error shown for an untaken dispatch")
+        s = wait_until(
+            browser, lambda s: bool(s["error"]), ERROR_WITHIN, "no error shown for an untaken dispatch"
+        )
         assert time.monotonic() - t0 < ERROR_WITHIN
         assert "no worker took the dispatch" in s["error"] and "nobody-home" in s["error"], s["error"]
         assert not s["agentJoined"]

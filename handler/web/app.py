@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ AGENT_TIMEOUT = 10.0
 """Seconds the page waits, once in the room, for the agent to join before it says no worker took the
 dispatch (livekit-server tries a dispatch once; a registered idle worker joins in about a second)."""
 ACCESS_COOKIE = "vh_access"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,11 @@ class WebConfig:
 
     @property
     def beyond_loopback(self) -> bool:
-        return self.host not in ("127.0.0.1", "localhost", "::1")
+        return self.host not in LOOPBACK
+
+
+CONFIG = web.AppKey("config", WebConfig)
+LIVEKIT_CLIENT = web.AppKey("livekit_client", Path)
 
 
 def footer(cfg: WebConfig) -> str:
@@ -51,24 +57,29 @@ def footer(cfg: WebConfig) -> str:
     return f"Listening on 127.0.0.1:{cfg.port} only."
 
 
-def page(cfg: WebConfig, name: str, title: str) -> web.Response:
-    """A page from static/, with its title, the footer and the app's settings filled in."""
-    body = (STATIC / name).read_text()
+def page(cfg: WebConfig, name: str, title: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler for a page from static/, with its title, the footer and the app's settings filled in."""
     settings = {"env": cfg.env, "agent_name": cfg.target.agent_name, "agent_timeout": AGENT_TIMEOUT}
-    for key, value in {
+    values = {
         "{{title}}": html.escape(title),
         "{{footer}}": html.escape(footer(cfg)),
         "{{env}}": html.escape(cfg.env),
         "{{settings}}": html.escape(json.dumps(settings)),
-    }.items():
-        body = body.replace(key, value)
-    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        body = (STATIC / name).read_text()
+        for key, value in values.items():
+            body = body.replace(key, value)
+        return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    return handler
 
 
 @web.middleware
 async def require_access(request: web.Request, handler: Any) -> web.StreamResponse:
     """Beyond loopback: `?access=TOKEN` once (then a cookie), or `Authorization: Bearer TOKEN`."""
-    cfg: WebConfig = request.app["cfg"]
+    cfg = request.app[CONFIG]
     if cfg.access_token is None:
         return await handler(request)
     given = (
@@ -102,7 +113,7 @@ async def probe(target: Target) -> str | None:
 
 
 async def token(request: web.Request) -> web.Response:
-    cfg: WebConfig = request.app["cfg"]
+    cfg = request.app[CONFIG]
     why = await probe(cfg.target)
     if why is not None:
         return web.json_response(
@@ -113,7 +124,7 @@ async def token(request: web.Request) -> web.Response:
 
 
 async def vendor(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(request.app["livekit_client"], headers={"Cache-Control": "max-age=86400"})
+    return web.FileResponse(request.app[LIVEKIT_CLIENT], headers={"Cache-Control": "max-age=86400"})
 
 
 def build(cfg: WebConfig) -> web.Application:
@@ -121,9 +132,9 @@ def build(cfg: WebConfig) -> web.Application:
     from handler.web import calls_api
 
     app = web.Application(middlewares=[require_access])
-    app["cfg"] = cfg
-    app["livekit_client"] = assets.LIVEKIT_CLIENT.verified()
-    app.router.add_get("/", lambda r: page(cfg, "talk.html", "Talk"))
+    app[CONFIG] = cfg
+    app[LIVEKIT_CLIENT] = assets.LIVEKIT_CLIENT.verified()
+    app.router.add_get("/", page(cfg, "talk.html", "Talk"))
     app.router.add_post("/api/token", token)
     app.router.add_get("/vendor/livekit-client.umd.js", vendor)
     app.router.add_static("/static/", STATIC)

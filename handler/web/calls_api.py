@@ -18,16 +18,18 @@ from handler.web.calls import PAGE_SIZE, FilterError, Filters
 def add_routes(app: web.Application, cfg: Any) -> None:
     from handler.web.app import page
 
-    app.router.add_get("/calls", lambda r: page(cfg, "calls.html", "Calls"))
-    app.router.add_get("/calls/{id}", lambda r: page(cfg, "call.html", "Call"))
-    app.router.add_get("/metrics", lambda r: page(cfg, "metrics.html", "Metrics"))
+    app.router.add_get("/calls", page(cfg, "calls.html", "Calls"))
+    app.router.add_get("/calls/{id}", page(cfg, "call.html", "Call"))
+    app.router.add_get("/metrics", page(cfg, "metrics.html", "Metrics"))
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{id}", one_call)
     app.router.add_get("/api/metrics", metrics)
 
 
 async def _read(request: web.Request, work: Callable[[Any], Any]) -> web.Response:
-    reader = request.app["cfg"].calls
+    from handler.web.app import CONFIG
+
+    reader = request.app[CONFIG].calls
     if reader is None:
         return web.json_response(
             {"error": "no readable call-record store: records.sinks lists none"}, status=503

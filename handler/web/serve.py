@@ -19,11 +19,11 @@ from typing import Any
 
 from handler import config
 from handler.config import ConfigError
+from handler.web.app import LOOPBACK
 from handler.web.tokens import Target
 
 REGISTER_TIMEOUT = 60.0
 """Seconds --local waits for its worker to register (a cold start loads the local models)."""
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class WebError(Exception):

@@ -28,6 +28,7 @@ const stats = (window.talkStats = {
 });
 
 let room = null;
+let micTrack = null;
 let audioCtx = null;
 let meterTimer = null;
 let agentTimer = null;
@@ -221,7 +222,7 @@ async function call() {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    mic = stream.getAudioTracks()[0];
+    mic = micTrack = stream.getAudioTracks()[0];
   } catch (e) {
     showError(micErrorText(e));
     $("call").disabled = false;
@@ -305,8 +306,11 @@ async function hangup() {
   room = null;
   if (r) await r.disconnect().catch(() => {});
   clearInterval(meterTimer);
+  if (micTrack) micTrack.stop(); // the browser's microphone indicator goes off with the call
+  micTrack = null;
   levels.mic = null;
   levels.agent = null;
+  $("mic-level").style.width = $("agent-level").style.width = "0%";
   if (stats.state !== "error") {
     stats.state = "ended";
     setStatus("Call ended. It appears on the Calls page once the worker has written its record.");

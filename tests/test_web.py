@@ -22,7 +22,7 @@ import pytest
 from handler import config
 from handler.fakes.livekit_server import LiveKitServer, find, free_port
 from handler.fakes.worker_process import WorkerProcess, clean_env
-from handler.web import fake_mic, headless
+from handler.web import assets, fake_mic, headless
 
 pytestmark = pytest.mark.realtime
 
@@ -48,6 +48,11 @@ say = "where is my order"
 @pytest.fixture(scope="module")
 def browser_ok() -> None:
     why = headless.missing()
+    if why is None:
+        try:
+            assets.LIVEKIT_CLIENT.install()  # npm pack at the pinned version, once
+        except assets.AssetError as e:
+            why = f"the LiveKit JS client: {e}"
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(why)  # CI installs it: its absence is a broken set-up
@@ -191,10 +196,10 @@ def test_talk_to_the_agent_then_see_the_call(
         click(browser, "hangup")
         wait_until(browser, lambda s: s["state"] == "ended", 10, "the call ended")
         w.wait_for_log("session summary", 30)
+        assert "turn n=1 answered=1" in w.stderr, w.stderr[-3000:]
+        check_calls_pages(browser, app)  # the worker alive: its job writes the record after the call
     finally:
         w.kill()
-    assert "turn n=1 answered=1" in w.stderr, w.stderr[-3000:]
-    check_calls_pages(browser, app)
 
 
 def check_calls_pages(browser: Any, app: WebApp) -> None:
@@ -266,3 +271,30 @@ def test_the_page_says_what_went_wrong(
         shot(browser, "error-no-worker")
     finally:
         w.kill()
+
+
+def test_web_local_starts_a_server_and_a_worker_and_stops_them(
+    root: Path, real_livekit: LiveKitServer
+) -> None:
+    """`web --local`: one command to a page whose token reaches a worker of its own; Ctrl+C
+    (SIGTERM) takes livekit-server and the worker down with it. No browser: the page's call is
+    the other tests' part."""
+    import psutil
+
+    app = WebApp(root, {}, "--local")
+    try:
+        assert "voice-handler web (dev): " + app.url + "/" in app.proc.stdout
+        assert "worker registered as 'voice-handler'" in app.proc.stderr
+        with urllib.request.urlopen(
+            urllib.request.Request(app.url + "/api/token", method="POST"), timeout=10
+        ) as r:
+            doc = json.loads(r.read())
+        assert doc["agent_name"] == "voice-handler" and doc["url"].startswith("ws://127.0.0.1:")
+        children = psutil.Process(app.proc.proc.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "livekit-server" in names and "handler start" in names, names
+    finally:
+        status, _ = app.proc.terminate(30)
+    assert status == 0, app.proc.stderr[-3000:]
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]

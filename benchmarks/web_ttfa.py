@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from handler import config  # noqa: E402
 from handler.fakes import livekit_server  # noqa: E402
-from handler.fakes.worker_process import WorkerProcess, clean_env  # noqa: E402
+from handler.fakes.worker_process import WorkerProcess, clean_env, room_worker_env  # noqa: E402
 from handler.web import fake_mic, headless  # noqa: E402
 
 PHRASES = json.dumps(
@@ -188,18 +188,7 @@ def main() -> int:
         (root / "calls").mkdir()
         with livekit_server.LiveKitServer(binary, root) as server:
             worker = WorkerProcess(
-                clean_env(
-                    **{
-                        config.ENV_VAR: "dev",
-                        config.ROOT_VAR: str(root),
-                        **server.env(),
-                        "HANDLER_WORKER__PORT": "0",
-                        "HANDLER_WORKER__LOAD_THRESHOLD": "inf",
-                        "HANDLER_LOGGING__LEVEL": "INFO",
-                        "HANDLER_STT__LOCAL__PHRASES": PHRASES,
-                    }
-                ),
-                root,
+                room_worker_env(root, server.env(), HANDLER_STT__LOCAL__PHRASES=PHRASES), root
             )
             worker.wait_for_log("registered worker", 60)
             web, url = start_web(root, server.env(), "web")

@@ -372,17 +372,9 @@ def call(
     from handler.registry import Registry
 
     settings = config.load(env)
-    problems = config.validate(settings) + [
-        config.Problem(
-            name,
-            config.MISSING,
-            "",
-            f"required by `call` to join a room; set it in the environment, .env or .secrets.toml "
-            f"(export {name}=...)",
-        )
-        for name in config.LIVEKIT_SECRETS
-        if not settings.secret(name)
-    ]
+    problems = config.validate(settings) + config.missing_livekit(
+        settings, "required by `call` to join a room"
+    )
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
     registry = Registry.load()

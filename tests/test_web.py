@@ -21,7 +21,7 @@ import pytest
 
 from handler import config
 from handler.fakes.livekit_server import LiveKitServer, find, free_port
-from handler.fakes.worker_process import WorkerProcess, clean_env
+from handler.fakes.worker_process import WorkerProcess, clean_env, room_worker_env
 from handler.web import assets, fake_mic, headless
 
 pytestmark = pytest.mark.realtime
@@ -144,21 +144,7 @@ def click(driver: Any, element_id: str) -> None:
 
 
 def worker(root: Path, server: LiveKitServer, **env: str) -> WorkerProcess:
-    w = WorkerProcess(
-        clean_env(
-            **{
-                config.ENV_VAR: "dev",
-                config.ROOT_VAR: str(root),
-                **server.env(),
-                "HANDLER_WORKER__PORT": "0",
-                "HANDLER_WORKER__LOAD_THRESHOLD": "inf",  # as in test_room: the machine's load is not ours
-                "HANDLER_LOGGING__LEVEL": "INFO",
-                "HANDLER_STT__LOCAL__PHRASES": PHRASES,
-                **env,
-            }
-        ),
-        root,
-    )
+    w = WorkerProcess(room_worker_env(root, server.env(), HANDLER_STT__LOCAL__PHRASES=PHRASES, **env), root)
     w.wait_for_log("registered worker", 60)
     return w
 

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from handler.web import assets
-from handler.web.tokens import Target, mint
+from handler.web.tokens import Target, http_url, mint
 
 STATIC = Path(__file__).parent / "static"
 PROBE_TIMEOUT = 3.0
@@ -57,20 +57,36 @@ def footer(cfg: WebConfig) -> str:
     return f"Listening on 127.0.0.1:{cfg.port} only."
 
 
-def page(cfg: WebConfig, name: str, title: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """A handler for a page from static/, with its title, the footer and the app's settings filled in."""
+NAV = (("/", "Talk"), ("/calls", "Calls"), ("/metrics", "Metrics"))
+MARK = ' class="here"'
+LOADING = '<main id="main"><p class="muted">Loading…</p></main>'
+
+
+def page(
+    cfg: WebConfig, title: str, script: str, *, main: str | None = None, section: str | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler for one page: static/layout.html around `main` (a file in static/, else a
+    placeholder the script fills), then `script` after what it needs (the LiveKit client for
+    talk.js, common.js for the others). `section` is the navigation entry marked as here."""
+    here = section or title
     settings = {"env": cfg.env, "agent_name": cfg.target.agent_name, "agent_timeout": AGENT_TIMEOUT}
+    needs = "/vendor/livekit-client.umd.js" if script == "talk.js" else "/static/common.js"
     values = {
         "{{title}}": html.escape(title),
-        "{{footer}}": html.escape(footer(cfg)),
+        "{{nav}}": "".join(
+            f'<a href="{href}"{MARK if name == here else ""}>{name}</a>' for href, name in NAV
+        ),
         "{{env}}": html.escape(cfg.env),
         "{{settings}}": html.escape(json.dumps(settings)),
+        "{{main}}": (STATIC / main).read_text() if main else LOADING,
+        "{{footer}}": html.escape(footer(cfg)),
+        "{{scripts}}": f'<script src="{needs}"></script>\n<script src="/static/{script}"></script>',
     }
+    body = (STATIC / "layout.html").read_text()
+    for key, value in values.items():
+        body = body.replace(key, value)
 
     async def handler(request: web.Request) -> web.Response:
-        body = (STATIC / name).read_text()
-        for key, value in values.items():
-            body = body.replace(key, value)
         return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     return handler
@@ -102,7 +118,7 @@ async def probe(target: Target) -> str | None:
     try:
         async with (
             ClientSession(timeout=ClientTimeout(total=PROBE_TIMEOUT)) as http,
-            http.get(target.http_url + "/") as r,
+            http.get(http_url(target) + "/") as r,
         ):
             await r.read()
             return None
@@ -134,7 +150,7 @@ def build(cfg: WebConfig) -> web.Application:
     app = web.Application(middlewares=[require_access])
     app[CONFIG] = cfg
     app[LIVEKIT_CLIENT] = assets.LIVEKIT_CLIENT.verified()
-    app.router.add_get("/", page(cfg, "talk.html", "Talk"))
+    app.router.add_get("/", page(cfg, "Talk", "talk.js", main="talk.html"))
     app.router.add_post("/api/token", token)
     app.router.add_get("/vendor/livekit-client.umd.js", vendor)
     app.router.add_static("/static/", STATIC)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.records.record import parse_iso
-from handler.records.stats import fault_total, stats, ttfa_p50
+from handler.records.stats import fault_total, flat, stats
 
 READABLE = ("sqlite", "postgres")
 PAGE_SIZE = 50
@@ -173,17 +173,6 @@ class CallsReader:
 
 
 def row(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What the list shows of one call."""
-    faults = record.get("faults") or {}
-    return {
-        "id": record["id"],
-        "started_at": record.get("started_at"),
-        "duration_s": record.get("duration_s"),
-        "env": record.get("env"),
-        "source": record.get("source"),
-        "turns": len(record.get("turns") or []),
-        "ttfa_p50_ms": ttfa_p50(record),
-        "faults": fault_total(faults),
-        "fault_stages": sorted(faults),
-        "end_reason": record.get("end_reason"),
-    }
+    """What the list shows of one call: `calls export`'s row (faults as `stt.retries=2 ...`), and
+    how many faults in all."""
+    return {**flat(record), "fault_count": fault_total(record.get("faults") or {})}

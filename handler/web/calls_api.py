@@ -18,9 +18,9 @@ from handler.web.calls import PAGE_SIZE, FilterError, Filters
 def add_routes(app: web.Application, cfg: Any) -> None:
     from handler.web.app import page
 
-    app.router.add_get("/calls", page(cfg, "calls.html", "Calls"))
-    app.router.add_get("/calls/{id}", page(cfg, "call.html", "Call"))
-    app.router.add_get("/metrics", page(cfg, "metrics.html", "Metrics"))
+    app.router.add_get("/calls", page(cfg, "Calls", "calls.js"))
+    app.router.add_get("/calls/{id}", page(cfg, "Call", "call.js", section="Calls"))
+    app.router.add_get("/metrics", page(cfg, "Metrics", "metrics.js"))
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/{id}", one_call)
     app.router.add_get("/api/metrics", metrics)

@@ -51,23 +51,17 @@ def check_host(host: str, access_token: str | None) -> str | None:
 def target_from_settings(settings: config.Settings) -> Target:
     """The user's own deployment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET (ConfigError if
     one is missing; WebError if the URL is not a LiveKit URL)."""
-    missing = [
-        config.Problem(
-            name,
-            config.MISSING,
-            "",
-            f"required by `web` to mint join tokens; set it in the environment, .env or .secrets.toml "
-            f"(export {name}=...), or use `web --local` for a livekit-server and worker started here",
-        )
-        for name in config.LIVEKIT_SECRETS
-        if not settings.secret(name)
-    ]
+    from handler.room.caller import CallError, check_url
+
+    why = "required by `web` to mint join tokens (or use `web --local` for a server and worker started here)"
+    missing = config.missing_livekit(settings, why)
     if missing:
         raise ConfigError(missing, secrets=settings.secret_values())
     url = settings.secret("LIVEKIT_URL") or ""
-    if not url.startswith(("ws://", "wss://", "http://", "https://")):
-        # the URL is a secret here (a project's URL names it): say what is wrong, not what it is
-        raise WebError("LIVEKIT_URL must start with ws://, wss://, http:// or https://")
+    try:
+        check_url(url)
+    except CallError as e:
+        raise WebError(str(e)) from None
     return Target(
         url=url,
         api_key=settings.secret("LIVEKIT_API_KEY") or "",
@@ -80,7 +74,7 @@ def target_from_settings(settings: config.Settings) -> Target:
 def local_stack(settings: config.Settings, log: Any = sys.stderr) -> Iterator[Target]:
     """A livekit-server on loopback and a worker on `settings.env` registered with it."""
     from handler.fakes import livekit_server
-    from handler.fakes.worker_process import WorkerProcess, clean_env
+    from handler.fakes.worker_process import WorkerProcess, room_worker_env
 
     try:
         binary = livekit_server.install(log)
@@ -90,21 +84,7 @@ def local_stack(settings: config.Settings, log: Any = sys.stderr) -> Iterator[Ta
         tempfile.TemporaryDirectory(prefix="voice-handler-web-") as tmp,
         livekit_server.LiveKitServer(binary, Path(tmp)) as server,
     ):
-        worker = WorkerProcess(
-            clean_env(
-                **{
-                    config.ENV_VAR: settings.env,
-                    config.ROOT_VAR: str(settings.root),
-                    **server.env(),
-                    "HANDLER_WORKER__PORT": "0",
-                    # one person calling a worker on their own machine: the machine's CPU (a
-                    # build, a browser) must not make the worker turn the call away
-                    "HANDLER_WORKER__LOAD_THRESHOLD": "inf",
-                    "HANDLER_LOGGING__LEVEL": "INFO",
-                }
-            ),
-            Path(tmp),
-        )
+        worker = WorkerProcess(room_worker_env(settings.root, server.env(), settings.env), Path(tmp))
         try:
             print(
                 f"livekit-server on {server.url} (127.0.0.1 only); starting a worker ({settings.env})…",

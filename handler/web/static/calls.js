@@ -62,7 +62,7 @@ function table(doc) {
       el("td", {}, c.source || "-"),
       el("td", { class: "num turns" }, c.turns),
       el("td", { class: "num" }, ms(c.ttfa_p50_ms)),
-      el("td", { class: `num ${c.faults ? "fault" : ""}`, title: c.fault_stages.join(", ") }, c.faults),
+      el("td", { class: `num ${c.fault_count ? "fault" : ""}`, title: c.faults }, c.fault_count),
       el("td", {}, c.end_reason || "-"),
       el("td", { class: "num" }, c.duration_s === null ? "-" : c.duration_s.toFixed(1)),
     ),

@@ -40,16 +40,6 @@ from handler.fakes import livekit_server  # noqa: E402
 from handler.fakes.worker_process import WorkerProcess, clean_env, room_worker_env  # noqa: E402
 from handler.web import fake_mic, headless  # noqa: E402
 
-PHRASES = json.dumps(
-    [
-        "what is the weather like today",
-        "what time do you open tomorrow",
-        "where is my order",
-        "thank you very much",
-        "tell me a story",
-    ]
-)
-
 
 def ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
@@ -188,7 +178,10 @@ def main() -> int:
         (root / "calls").mkdir()
         with livekit_server.LiveKitServer(binary, root) as server:
             worker = WorkerProcess(
-                room_worker_env(root, server.env(), HANDLER_STT__LOCAL__PHRASES=PHRASES), root
+                room_worker_env(
+                    root, server.env(), HANDLER_STT__LOCAL__PHRASES=fake_mic.phrases(args.scenario)
+                ),
+                root,
             )
             worker.wait_for_log("registered worker", 60)
             web, url = start_web(root, server.env(), "web")

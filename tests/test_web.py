@@ -30,9 +30,6 @@ REPO = Path(config.__file__).resolve().parent.parent
 SHOTS = REPO / "out" / "web-screenshots"
 ERROR_WITHIN = 15.0
 """The issue's bound: the page says what went wrong within 15 s of Call."""
-PHRASES = json.dumps(
-    ["what is the weather like today", "what time do you open tomorrow", "where is my order"]
-)
 QUESTIONS = """\
 name = "two"
 description = "two questions for the browser's microphone"
@@ -144,7 +141,12 @@ def click(driver: Any, element_id: str) -> None:
 
 
 def worker(root: Path, server: LiveKitServer, **env: str) -> WorkerProcess:
-    w = WorkerProcess(room_worker_env(root, server.env(), HANDLER_STT__LOCAL__PHRASES=PHRASES, **env), root)
+    w = WorkerProcess(
+        room_worker_env(
+            root, server.env(), HANDLER_STT__LOCAL__PHRASES=fake_mic.phrases(root / "two.toml"), **env
+        ),
+        root,
+    )
     w.wait_for_log("registered worker", 60)
     return w
 

@@ -34,3 +34,14 @@ def write(scenario: str | Path, path: Path, *, gap: float = 6.0, env: str = "dev
         parts.append(silence)
     audio.write_wav(path, np.concatenate(parts))
     return ends
+
+
+def phrases(scenario: str | Path) -> str:
+    """The scenario's spoken texts as the JSON list the local recognizer's `phrases` setting takes
+    (HANDLER_STT__LOCAL__PHRASES): it hears a question asked through Opus and a browser as one of them."""
+    import json
+
+    from handler.sim import scenario as scenarios
+
+    sc = scenarios.load(scenarios.resolve(str(scenario)))
+    return json.dumps([t.say for t in sc.turns if t.say])

@@ -269,9 +269,9 @@ async function call() {
     } catch (e) {
       throw new Error(`Could not join the room on the LiveKit server at ${join.url}: ${e.message || e}`);
     }
-    await room.localParticipant.publishTrack(mic, { source: LK.Track.Source.Microphone, name: "microphone" });
     $("hangup").disabled = false;
     for (const p of room.remoteParticipants.values()) if (p.isAgent) agentJoined(p);
+    // the dispatch was made when this join created the room: the wait starts now, not after publishing
     if (!stats.agentJoined) {
       stats.state = "waiting-agent";
       setStatus(`In the room; waiting for the agent "${join.agent_name}" to join…`);
@@ -284,7 +284,9 @@ async function call() {
         hangup();
       }, SETTINGS.agent_timeout * 1000);
     }
+    await room.localParticipant.publishTrack(mic, { source: LK.Track.Source.Microphone, name: "microphone" });
   } catch (e) {
+    if (hangingUp) return; // already ended, and said why (the agent never came, say)
     showError(e.message || String(e));
     await hangup();
   }

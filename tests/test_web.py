@@ -229,8 +229,8 @@ def check_calls_pages(browser: Any, app: WebApp) -> None:
 def test_the_page_says_what_went_wrong(
     root: Path, real_livekit: LiveKitServer, web_app: Callable[..., WebApp], browser: Any
 ) -> None:
-    """livekit-server stopped before Call, and a dispatch no worker takes: each said on the page
-    within 15 s of Call."""
+    """The microphone refused, livekit-server stopped before Call, and a dispatch no worker takes:
+    each said on the page within 15 s of Call."""
     binary = find()
     assert binary is not None
     (root / "stopped").mkdir()
@@ -250,6 +250,18 @@ def test_the_page_says_what_went_wrong(
     w = worker(root, real_livekit, HANDLER_WORKER__AGENT_NAME="someone-else")
     try:
         app = web_app({**real_livekit.env(), "HANDLER_WORKER__AGENT_NAME": "nobody-home"})
+        denied = headless.chromium(allow_mic=False)
+        try:
+            denied.get(app.url + "/")
+            click(denied, "call")
+            s = wait_until(
+                denied, lambda s: bool(s["error"]), ERROR_WITHIN, "no error shown for a refused microphone"
+            )
+            assert "microphone permission was denied" in s["error"], s["error"]
+            assert s["state"] == "error" and not s["agentJoined"]
+            shot(denied, "error-microphone-denied")
+        finally:
+            denied.quit()
         browser.get(app.url + "/")
         t0 = time.monotonic()
         click(browser, "call")

@@ -35,8 +35,11 @@ def missing() -> str | None:
     return None
 
 
-def chromium(mic_wav: Path | None = None, *, width: int = 1200, height: int = 900) -> Any:
-    """A Selenium driver for a new headless Chromium (the caller quits it)."""
+def chromium(
+    mic_wav: Path | None = None, *, allow_mic: bool = True, width: int = 1200, height: int = 900
+) -> Any:
+    """A Selenium driver for a new headless Chromium (the caller quits it); with `allow_mic` False,
+    the page's request for the microphone is denied, as a person's "Block" would."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -47,7 +50,8 @@ def chromium(mic_wav: Path | None = None, *, width: int = 1200, height: int = 90
         "--no-sandbox",  # as root in a container
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--use-fake-ui-for-media-stream",  # the microphone prompt, accepted
+        # the microphone prompt: accepted, or denied
+        "--use-fake-ui-for-media-stream" if allow_mic else "--deny-permission-prompts",
         "--use-fake-device-for-media-stream",
         "--autoplay-policy=no-user-gesture-required",
         f"--window-size={width},{height}",

@@ -51,7 +51,7 @@ def check_host(host: str, access_token: str | None) -> str | None:
 def target_from_settings(settings: config.Settings) -> Target:
     """The user's own deployment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET (ConfigError if
     one is missing; WebError if the URL is not a LiveKit URL)."""
-    from handler.room.caller import CallError, check_url
+    from handler.room.target import CallError, check_url
 
     why = "required by `web` to mint join tokens (or use `web --local` for a server and worker started here)"
     missing = config.missing_livekit(settings, why)

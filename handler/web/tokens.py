@@ -1,12 +1,12 @@
 """Join tokens for the Talk page, minted here so the API secret never reaches the browser: each
 carries the agent's dispatch (livekit-server starts the job when the token's join creates the
-room) for a fresh room, as `python -m handler call`'s do (handler.room.caller.Target)."""
+room) for a fresh room, as `python -m handler call`'s do (handler.room.target.Target)."""
 
 from __future__ import annotations
 
 import secrets
 
-from handler.room.caller import Target
+from handler.room.target import Target
 
 __all__ = ["Target", "mint", "http_url"]
 

@@ -147,6 +147,10 @@ def run(
 
 
 def _calls_reader(settings: config.Settings) -> Any:
+    from handler.records.sinks import SinkConfigError
     from handler.web.calls import open_reader
 
-    return open_reader(settings)
+    try:
+        return open_reader(settings)
+    except SinkConfigError as e:
+        raise WebError(f"the Calls pages' store: {e}") from None

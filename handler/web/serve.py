@@ -84,7 +84,9 @@ def local_stack(settings: config.Settings, log: Any = sys.stderr) -> Iterator[Ta
         tempfile.TemporaryDirectory(prefix="voice-handler-web-") as tmp,
         livekit_server.LiveKitServer(binary, Path(tmp)) as server,
     ):
-        worker = WorkerProcess(room_worker_env(settings.root, server.env(), settings.env), Path(tmp))
+        logs = Path(tempfile.gettempdir()) / "voice-handler-web"  # kept after exit, for a look
+        logs.mkdir(exist_ok=True)
+        worker = WorkerProcess(room_worker_env(settings.root, server.env(), settings.env), logs)
         try:
             print(
                 f"livekit-server on {server.url} (127.0.0.1 only); starting a worker ({settings.env})…",
@@ -97,18 +99,17 @@ def local_stack(settings: config.Settings, log: Any = sys.stderr) -> Iterator[Ta
                 raise WebError(
                     f"the worker did not register within {REGISTER_TIMEOUT:.0f} s:\n{tail}"
                 ) from None
-            keep = Path(tempfile.gettempdir()) / "voice-handler-web-worker.log"
-            print(f"worker registered as {settings.get('worker.agent_name')!r}; its log: {keep}", file=log)
+            name = settings.get("worker.agent_name")
+            print(f"worker registered as {name!r}; its log: {worker.err_path}", file=log)
             yield Target(server.url, server.api_key, server.api_secret, settings.get("worker.agent_name"))
         finally:
-            worker.terminate()
-            with contextlib.suppress(OSError):
-                Path(tempfile.gettempdir(), "voice-handler-web-worker.log").write_text(worker.stderr)
+            try:
+                worker.terminate()  # SIGTERM: the worker drains (its records flushed)
+            except AssertionError:
+                worker.kill()
 
 
-def run(
-    env: str | None, *, local: bool, host: str, port: int, access_token: str | None, open_store: bool = True
-) -> None:
+def run(env: str | None, *, local: bool, host: str, port: int, access_token: str | None) -> None:
     """Serve until Ctrl+C or SIGTERM."""
     from aiohttp import web
 
@@ -135,7 +136,7 @@ def run(
             host=host,
             port=port,
             access_token=token,
-            calls=_calls_reader(settings) if open_store else None,
+            calls=_calls_reader(settings),
         )
         application = web_app.build(cfg)
         shown = "127.0.0.1" if host in LOOPBACK else host

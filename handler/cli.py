@@ -21,7 +21,7 @@ import typer
 
 from handler import config
 from handler.config import ConfigError
-from handler.hookspecs import PROVIDER_STAGES, STAGES, selector
+from handler.hookspecs import PROVIDER_STAGES, SINK_STAGES, STAGES, selector
 from handler.records import commands as records_commands
 from handler.records import writer as records_writer
 from handler.registry import load_checked
@@ -692,7 +692,9 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
                 {
                     "name": p.name,
                     "origin": p.origin,
-                    "selected": p.name == settings.get(selector(stage)),
+                    "selected": p.name in registry.selected(settings, stage)
+                    if stage in SINK_STAGES
+                    else p.name == settings.get(selector(stage)),
                 }
                 for p in registry.providers()
                 if p.stage == stage
@@ -712,7 +714,7 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
         for p in info["providers"]:
             mark = "*" if p["selected"] else " "
             print(f"  {mark} {p['name']:<14} {p['origin']}")
-        if not any(p["selected"] for p in info["providers"]):
+        if not any(p["selected"] for p in info["providers"]) and info["selected"] != []:
             print(f"  ! selected provider {info['selected']!r} is not installed")
     for p in overridden:
         print(f"(overridden: {p['stage']}/{p['name']} from {p['origin']})")

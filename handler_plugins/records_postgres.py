@@ -85,13 +85,22 @@ class PostgresStore(SqlStore):
         return self._pool
 
     def _run(self, work: Callable[[Any], Any]) -> Any:
-        with self._get_pool().connection() as conn, conn.transaction(), conn.cursor() as cur:
-            return work(cur)
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._get_pool().connection() as conn, conn.transaction(), conn.cursor() as cur:
+                return work(cur)
+        except (psycopg.OperationalError, PoolTimeout):
+            # the server went away: a new pool connects at the next attempt, where the old one's
+            # reconnection backs off (up to minutes) and would keep a server that is back unused
+            self.close()
+            raise
 
     def _lock_migrations(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=1.0)

@@ -287,3 +287,21 @@ def test_after_simulate_calls_list_shows_the_call_and_show_its_transcript(root: 
     assert stats["calls"] == 1 and stats["turns"] == 4 and stats["timings"]["ttfa"]["p50_ms"] > 0
     lines = cli("calls", "export", "--format", "csv", cwd=root).stdout.splitlines()
     assert len(lines) == 2 and lines[1].startswith(call["id"])
+
+
+def test_calls_prune_deletes_only_older_calls_and_export_writes_one_line_per_call(
+    root: Path, cli: Any
+) -> None:
+    settings, registry = load()
+    (store,) = writer.build_sinks(settings, registry)
+    old, new = a_record(settings, registry), a_record(settings, registry)
+    old["started_at"] = records.iso(time.time() - 40 * 86400)
+    store.write(old)
+    store.write(new)
+    store.close()
+    pruned = cli("calls", "prune", "--older-than", "30d", cwd=root)
+    assert pruned.returncode == 0 and "1 call older than 30d deleted" in pruned.stdout, pruned.stderr
+    lines = cli("calls", "export", "--format", "jsonl", cwd=root).stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [new["id"]]
+    bad = cli("calls", "prune", "--older-than", "a month", cwd=root)
+    assert bad.returncode == 2 and "--older-than 'a month': not a duration" in bad.stderr

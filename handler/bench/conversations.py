@@ -69,7 +69,7 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
                         await asyncio.sleep(i * RAMP)
                     try:
                         report, _ = await simulate(
-                            cloud, registry, sc, sounds=sounds[sc.path], close_pool=False
+                            cloud, registry, sc, sounds=sounds[sc.path], close_pool=False, source="bench"
                         )
                     except Exception as e:  # one broken conversation does not stop the others
                         _emit({"scenario": str(sc.path), "failed": f"{type(e).__name__}: {e}"})

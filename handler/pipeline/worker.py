@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from handler import config
+from handler import config, livekit_compat
 from handler.observe import logcontext, telemetry
 from handler.pipeline.http import close_shared_session
 from handler.pipeline.runtime import Runtime
@@ -180,15 +180,12 @@ def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
 
 def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None:
     """Run the worker until SIGINT/SIGTERM, then drain (production) and close."""
-    from livekit.agents.cli import cli as lk_cli
-    from livekit.agents.cli import proto
-
     # job processes load the same environment and checkout as this one
     os.environ[config.ENV_VAR] = settings.env
     os.environ[config.ROOT_VAR] = str(settings.root)
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
-    lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
+    livekit_compat.use_our_logging(lambda: configure_logging(settings, registry))
     # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.pipeline.job_preload  # noqa: F401
@@ -199,11 +196,9 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     records_service.start(settings, registry)
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
-        lk_cli._run_worker(
-            server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
-        )
+        livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
     records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
-    if getattr(server, "_connection_failed", False):
+    if livekit_compat.connection_failed(server):
         raise SystemExit(1)

@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 INSTALL = "apt-get update && apt-get install -y postgresql"
@@ -86,3 +89,34 @@ class PostgresServer:
     def __exit__(self, *exc: object) -> None:
         if self.running():
             self.stop()
+
+
+@contextmanager
+def for_tests() -> Iterator[PostgresServer]:
+    """A running server for a test module; without PostgreSQL installed the test is skipped with
+    how to install it, or fails under CI=true (CI installs it: its absence is a broken set-up)."""
+    import pytest
+
+    if bindir() is None:
+        message = f"PostgreSQL is not installed: {INSTALL}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # not under pytest's tmp_path: its parents are root's alone, and the server runs as `postgres`
+    directory = Path(tempfile.mkdtemp(prefix="voice-handler-pg-"))
+    try:
+        with PostgresServer(directory) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def empty(server: PostgresServer) -> PostgresServer:
+    """The server running, without the records' tables (each test starts from nothing)."""
+    import psycopg
+
+    if not server.running():
+        server.start()
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS calls, records_schema")
+    return server

@@ -46,6 +46,21 @@ def test_a_livekit_url_that_is_not_one_exits_2_without_showing_it(root: Path, cl
     assert "private" not in done.stderr and SECRET not in done.stderr + done.stdout
 
 
+def test_a_port_in_use_is_one_message(root: Path, cli: Any) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": SECRET}
+        done = cli("web", "--port", str(port), env=env, cwd=root)
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"--port {port}: cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

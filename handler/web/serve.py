@@ -48,6 +48,21 @@ def check_host(host: str, access_token: str | None) -> str | None:
     return access_token
 
 
+def check_port(host: str, port: int) -> None:
+    """WebError if the app could not listen there (the port taken, the address not this host's)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise WebError(
+                f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); pick another (0: any free)"
+            ) from None
+
+
 def target_from_settings(settings: config.Settings) -> Target:
     """The user's own deployment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET (ConfigError if
     one is missing; WebError if the URL is not a LiveKit URL)."""
@@ -128,6 +143,7 @@ def run(env: str | None, *, local: bool, host: str, port: int, access_token: str
     from handler.fakes.livekit_server import free_port
 
     port = port or free_port()
+    check_port(host, port)  # before --local starts anything
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(local_stack(settings)) if local else target_from_settings(settings)
         cfg = web_app.WebConfig(

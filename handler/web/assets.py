@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from handler.fakes.go_tools import cache_root
 
@@ -65,7 +66,7 @@ class NpmFile:
             )
         return self.path
 
-    def install(self, log: object = sys.stderr) -> Path:
+    def install(self, log: Any = sys.stderr) -> Path:
         """The verified file, fetched with `npm pack` when it is not cached yet."""
         try:
             return self.verified()

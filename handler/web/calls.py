@@ -73,7 +73,8 @@ class CallsReader:
         return repr(self.store)
 
     def _where(self, f: Filters, now: float) -> tuple[str, list[Any]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("env", f.env), ("end_reason", f.end_reason), ("source", f.source)):
             if value:
                 where.append(f"{column} = %s")
@@ -144,7 +145,7 @@ class CallsReader:
         now = time.time() if now is None else now
         start, width = now - SINCE[since], BUCKETS[since]
         records = self.store.records(since=start, env=env, limit=METRICS_LIMIT)
-        buckets: dict[int, list[dict[str, Any]]] = {}
+        buckets: dict[int, list[Mapping[str, Any]]] = {}
         for r in records:
             buckets.setdefault(int((parse_iso(r["started_at"]) - start) // width), []).append(r)
         points = []

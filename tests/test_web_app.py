@@ -161,6 +161,18 @@ async def test_beyond_loopback_every_request_needs_the_token_and_the_footer_says
         assert r.status == 200
 
 
+async def test_on_loopback_a_request_for_another_host_name_is_refused(app_at: Callable[..., Any]) -> None:
+    """A page whose DNS name rebinds to 127.0.0.1 must not get a join token."""
+    url = await app_at(Target("ws://127.0.0.1:9", "k", SECRET, "a"))
+    port = url.rsplit(":", 1)[1]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/api/token", headers={"Host": f"rebound.example:{port}"}) as r:
+            assert r.status == 403
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+            async with http.get(url + "/", headers={"Host": host}) as r:
+                assert r.status == 200, host
+
+
 def test_an_asset_that_is_not_the_pinned_one_is_refused() -> None:
     good = assets.LIVEKIT_CLIENT
     if not good.path.is_file():

@@ -97,6 +97,12 @@ async def require_access(request: web.Request, handler: Any) -> web.StreamRespon
     """Beyond loopback: `?access=TOKEN` once (then a cookie), or `Authorization: Bearer TOKEN`."""
     cfg = request.app[CONFIG]
     if cfg.access_token is None:
+        # on loopback, only requests addressed to loopback: a web page whose DNS name rebinds to
+        # 127.0.0.1 could otherwise read a join token (and run up the deployment's provider bills)
+        if request.host.rsplit(":", 1)[0].strip("[]") not in LOOPBACK:
+            return web.Response(
+                status=403, text=f"this app answers requests for 127.0.0.1, not {request.host}"
+            )
         return await handler(request)
     given = (
         request.query.get("access")

@@ -10,6 +10,8 @@ const STEPS = [
   ["transcript", "stt", () => 0, (t) => t.transcription_delay],
   ["end of turn", "turn", () => 0, (t) => t.end_of_turn_delay],
   ["LLM first token", "llm", (t) => t.end_of_turn_delay, (t) => add(t.end_of_turn_delay, t.llm_ttft)],
+  // the TTS starts on the LLM's first sentence, not its first token
+  ["LLM first sentence", "llm", (t) => t.end_of_turn_delay, (t) => add(t.end_of_turn_delay, t.llm_ttfs)],
   ["TTS first byte", "tts", (t) => add(t.end_of_turn_delay, t.llm_ttfs), (t) => add(t.end_of_turn_delay, t.llm_ttfs, t.tts_ttfb)],
   ["first audio", null, () => 0, (t) => t.ttfa],
 ];

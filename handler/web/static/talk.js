@@ -9,7 +9,9 @@ const $ = (id) => document.getElementById(id);
 
 // Levels are RMS in dBFS over the analyser's last 2048 samples, read every TICK_MS.
 const TICK_MS = 20;
-const VOICE_DB = -42; // the microphone above this is the user speaking
+const VOICE_DB = -42; // the microphone above this, and well above the room's noise, is the user speaking
+const ABOVE_NOISE_DB = 15; // how far above the noise floor speech is
+const FLOOR_RISE_DB = 0.02; // per tick: the floor follows a room getting louder within a minute
 const AGENT_DB = -45; // the agent's track above this is audible agent audio
 const USER_HANGOVER_MS = 250; // a dip shorter than this is inside the user's speech
 const AGENT_GAP_MS = 700; // agent audio after this much quiet starts a new reply
@@ -97,6 +99,7 @@ const levels = {
   mic: null,
   agent: null,
   agentEl: null,
+  noiseFloorDb: -90, // the microphone's quietest recent level: the room without the user
   userVoiceAt: null, // last time the user was heard
   userSpokeSinceReply: false,
   agentSoundAt: null, // last time the agent was heard
@@ -108,7 +111,9 @@ function tick() {
     const db = levels.mic();
     stats.micPeakDb = Math.max(stats.micPeakDb, db);
     $("mic-level").style.width = meterWidth(db);
-    if (db > VOICE_DB) {
+    const floored = Math.max(db, -90); // digital silence is -Infinity
+    levels.noiseFloorDb = floored < levels.noiseFloorDb ? floored : levels.noiseFloorDb + FLOOR_RISE_DB;
+    if (db > Math.max(VOICE_DB, levels.noiseFloorDb + ABOVE_NOISE_DB)) {
       levels.userVoiceAt = now;
       levels.userSpokeSinceReply = true;
     }

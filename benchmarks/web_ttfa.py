@@ -16,7 +16,8 @@ offline), `python -m handler web`, a headless Chromium whose microphone is the s
 2. The Talk page: navigation to DOMContentLoaded and to the load event (the LiveKit client's 600 KB
    parsed), median of 5 loads.
 3. The Calls page over N stored calls (made up, in the record's shape): the list API per filter and
-   the page in the browser until its rows show, medians of 5.
+   the page in the browser until its rows show, medians of 5; the metrics API's first answer and
+   the median of 4 more (cached while no call arrives in the window).
 """
 
 from __future__ import annotations
@@ -143,7 +144,11 @@ def calls_page(root: Path, count: int, driver) -> dict[str, float]:
                 with urllib.request.urlopen(url + path, timeout=30) as r:
                     r.read()
                 times.append(time.perf_counter() - t0)
-            out[f"API {name}"] = statistics.median(times)
+            if q.startswith("metrics"):  # cached until a call arrives in the window: both figures
+                out[f"API {name}, first"] = times[0]
+                out[f"API {name}, again"] = statistics.median(times[1:])
+            else:
+                out[f"API {name}"] = statistics.median(times)
         shown = []
         for _ in range(5):
             t0 = time.perf_counter()

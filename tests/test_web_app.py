@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -229,9 +230,10 @@ def test_the_list_pages_newest_first_and_filters_on_the_stores_columns(store: Sq
 
 
 def test_metrics_buckets_the_window_and_counts_every_call_once(store: SqliteStore) -> None:
-    records = call_records.many(300, NOW, 86400, seed=4)
+    records = call_records.many(300, NOW, 80000, seed=4)  # all inside the day the buckets cover
     call_records.fill(store, records)
-    doc = CallsReader(store).metrics("24h", now=NOW)
+    reader = CallsReader(store)
+    doc = reader.metrics("24h", now=NOW)
     assert doc["bucket_s"] == 3600 and len(doc["points"]) == 24
     assert sum(p["calls"] for p in doc["points"]) == doc["calls"] == 300
     for p in doc["points"]:
@@ -239,6 +241,11 @@ def test_metrics_buckets_the_window_and_counts_every_call_once(store: SqliteStor
             assert 0 < p["ttfa_p50_ms"] <= p["ttfa_p95_ms"]
     faults = sum(n for p in doc["points"] for n in p["faults"].values())
     assert faults == sum(n for r in records for kinds in r["faults"].values() for n in kinds.values())
+    assert doc["start"] <= NOW - 80000 and NOW < doc["end"] <= NOW + 3600
+    # asked again with nothing new: the same answer; a new call in the window: counted
+    assert reader.metrics("24h", now=NOW + 1) is doc
+    call_records.fill(store, [call_records.record(NOW - 10, random.Random(9))])
+    assert reader.metrics("24h", now=NOW + 2)["calls"] == 301
 
 
 async def test_the_api_answers_a_call_a_missing_call_and_a_bad_filter(

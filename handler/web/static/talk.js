@@ -162,7 +162,6 @@ function badge(line, ttfa) {
 function lineFor(segment, who) {
   let line = segments.get(segment);
   if (line) return line;
-  $("empty")?.remove();
   const el = document.createElement("div");
   el.className = `line ${who} interim`;
   const whoEl = document.createElement("span");
@@ -215,8 +214,23 @@ async function token() {
   return body;
 }
 
+function resetCall() {
+  // each call starts with an empty transcript and its own measurements
+  Object.assign(stats, { error: null, agentJoined: false, micPeakDb: -Infinity, agentPeakDb: -Infinity });
+  Object.assign(stats, { agentAudioSeconds: 0, mediaTime: 0, ttfas: [], lines: [] });
+  Object.assign(levels, { noiseFloorDb: -90, userVoiceAt: null, userSpokeSinceReply: false, agentSoundAt: null });
+  segments.clear();
+  waitingTtfa.length = 0;
+  spareTtfa.length = 0;
+  document.getElementById("agent-audio")?.remove();
+  $("transcript").replaceChildren();
+  $("ttfas").replaceChildren();
+  $("ttfa-summary").textContent = "";
+}
+
 async function call() {
   clearError();
+  resetCall();
   hangingUp = false;
   $("call").disabled = true;
   stats.state = "connecting";
@@ -314,6 +328,7 @@ async function hangup() {
   if (r) await r.disconnect().catch(() => {});
   clearInterval(meterTimer);
   if (micTrack) micTrack.stop(); // the browser's microphone indicator goes off with the call
+  document.getElementById("agent-audio")?.remove();
   micTrack = null;
   levels.mic = null;
   levels.agent = null;

@@ -641,3 +641,17 @@ def validate(settings: Settings) -> list[Problem]:
         else:  # a secret: named, never shown
             problems.append(Problem(key, MISSING, "", message))
     return problems
+
+
+def missing_livekit(settings: Settings, why: str) -> list[Problem]:
+    """A problem for each LiveKit setting a command needs and is not set; `why` says what for."""
+    return [
+        Problem(
+            name,
+            MISSING,
+            "",
+            f"{why}; set it in the environment, .env or .secrets.toml (export {name}=...)",
+        )
+        for name in LIVEKIT_SECRETS
+        if not settings.secret(name)
+    ]

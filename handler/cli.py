@@ -1,4 +1,4 @@
-"""`python -m handler ...`: start, health, dev, simulate, call, loadtest, bench, config show|check,
+"""`python -m handler ...`: start, health, dev, simulate, call, loadtest, bench, web, config show|check,
 plugins list, logs analyze.
 
 User mistakes (configuration, input files, missing keys) end in one clear message and exit status
@@ -579,6 +579,34 @@ def _bench_scenarios(given: list[str] | None) -> list[Any]:
     if len({sc.path for sc in out}) != len(out):
         raise UserError("--scenario: a conversation is named twice")
     return out
+
+
+# ------------------------------------------------------------------------------ web
+
+
+@app.command()
+@user_errors
+def web(
+    env: EnvOption = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Also start livekit-server and a worker here (offline under dev).")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8090,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; beyond 127.0.0.1 needs --access-token.")
+    ] = "127.0.0.1",
+    access_token: Annotated[
+        str | None,
+        typer.Option("--access-token", help="Required beyond loopback (or VOICE_HANDLER_WEB_TOKEN)."),
+    ] = None,
+) -> None:
+    """A web page to talk to the agent in a LiveKit room (LIVEKIT_* or --local), and the Calls pages."""
+    from handler.web import serve
+
+    try:
+        serve.run(env, local=local, host=host, port=port, access_token=access_token)
+    except serve.WebError as e:
+        raise UserError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------ config

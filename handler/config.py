@@ -522,21 +522,6 @@ def load(
 # ---------------------------------------------------------------- validation of core keys
 
 
-def required_secrets(settings: Settings, names: Iterable[str], required_by: str) -> list[Problem]:
-    """A problem for each secret a command needs that is not set (named, never shown)."""
-    return [
-        Problem(
-            name,
-            MISSING,
-            "",
-            f"required by {required_by}; set it in the environment, .env or .secrets.toml "
-            f"(export {name}=...)",
-        )
-        for name in names
-        if not settings.secret(name)
-    ]
-
-
 Check = tuple[Callable[[Any], bool], str]
 
 
@@ -696,3 +681,17 @@ def validate(settings: Settings) -> list[Problem]:
         else:  # a secret: named, never shown
             problems.append(Problem(key, MISSING, "", message))
     return problems
+
+
+def missing_livekit(settings: Settings, why: str) -> list[Problem]:
+    """A problem for each LiveKit setting a command needs and is not set; `why` says what for."""
+    return [
+        Problem(
+            name,
+            MISSING,
+            "",
+            f"{why}; set it in the environment, .env or .secrets.toml (export {name}=...)",
+        )
+        for name in LIVEKIT_SECRETS
+        if not settings.secret(name)
+    ]

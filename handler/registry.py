@@ -15,7 +15,6 @@ import pluggy
 
 from handler import hookspecs, livekit_plugins
 from handler.config import (
-    LIVEKIT_SECRETS,
     MISSING,
     REDACTED,
     ConfigError,
@@ -24,8 +23,8 @@ from handler.config import (
     Settings,
     is_secret_name,
     load,
+    missing_livekit,
     overridden,
-    required_secrets,
     type_problem,
     unknown_key_problem,
     validate,
@@ -322,7 +321,7 @@ class Registry:
                             f".env or .secrets.toml (export {secret}=...)",
                         )
         if for_start:
-            problems += required_secrets(settings, LIVEKIT_SECRETS, START)
+            problems += missing_livekit(settings, f"required by {START}")
         return problems
 
     def _chain_problems(self, stage: str, chain: list[Any], chosen: Any) -> list[str]:
@@ -442,7 +441,7 @@ def check(
         broken = {p.key.split(".")[0] for p in problems}
         problems += registry.validate(settings, skip_checks=broken)
     if livekit_for:
-        problems += required_secrets(settings, LIVEKIT_SECRETS, livekit_for)
+        problems += missing_livekit(settings, f"required by {livekit_for}")
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
 

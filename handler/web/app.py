@@ -160,5 +160,5 @@ def build(cfg: WebConfig) -> web.Application:
     app.router.add_post("/api/token", token)
     app.router.add_get("/vendor/livekit-client.umd.js", vendor)
     app.router.add_static("/static/", STATIC)
-    calls_api.add_routes(app, cfg)
+    calls_api.add_routes(app, cfg, page)
     return app

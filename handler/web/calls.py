@@ -54,15 +54,12 @@ class Filters:
         )
 
 
-def open_reader(settings: Any) -> CallsReader | None:
+def open_reader(plan: Any) -> CallsReader | None:
     """The reader over the environment's first readable store, or None when no sink is readable."""
-    from handler.pipeline.runtime import Runtime
     from handler.records.sinks import Store
-    from handler.registry import Registry
 
-    registry = Registry.load()
-    names = [n for n in registry.selected(settings, "records") if n in READABLE] or ["sqlite"]
-    store = registry.build("records", settings, Runtime(settings, None, None), names[0])
+    names = [n for n in plan.registry.selected(plan.settings, "records") if n in READABLE] or ["sqlite"]
+    store = plan.build_other("records", names[0])
     return CallsReader(store) if isinstance(store, Store) else None
 
 

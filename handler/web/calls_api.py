@@ -14,10 +14,13 @@ from aiohttp import web
 
 from handler.web.calls import PAGE_SIZE, FilterError, Filters
 
+READER = web.AppKey("calls_reader", object)
+"""The app's `CallsReader` (None: no readable store), set by `add_routes`."""
 
-def add_routes(app: web.Application, cfg: Any) -> None:
-    from handler.web.app import page
 
+def add_routes(app: web.Application, cfg: Any, page: Callable[..., Any]) -> None:
+    """The Calls pages (rendered by the app's `page`) and their API, reading `cfg.calls`."""
+    app[READER] = cfg.calls
     app.router.add_get("/calls", page(cfg, "Calls", "calls.js"))
     app.router.add_get("/calls/{id}", page(cfg, "Call", "call.js", section="Calls"))
     app.router.add_get("/metrics", page(cfg, "Metrics", "metrics.js"))
@@ -27,9 +30,7 @@ def add_routes(app: web.Application, cfg: Any) -> None:
 
 
 async def _read(request: web.Request, work: Callable[[Any], Any]) -> web.Response:
-    from handler.web.app import CONFIG
-
-    reader = request.app[CONFIG].calls
+    reader: Any = request.app[READER]
     if reader is None:
         return web.json_response(
             {"error": "no readable call-record store: records.sinks lists none"}, status=503

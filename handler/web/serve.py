@@ -19,6 +19,7 @@ from typing import Any
 
 from handler import config
 from handler.config import ConfigError
+from handler.plan import Plan, load
 from handler.web.app import LOOPBACK
 from handler.web.tokens import Target
 
@@ -132,10 +133,9 @@ def run(env: str | None, *, local: bool, host: str, port: int, access_token: str
     from handler.web import assets
 
     token = check_host(host, access_token or os.environ.get("VOICE_HANDLER_WEB_TOKEN"))
-    settings = config.load(env)
-    problems = config.validate(settings)
-    if problems:
-        raise ConfigError(problems, secrets=settings.secret_values())
+    # the agent's providers are the worker's business (`--local` starts one, which checks them)
+    plan = load(env, providers=False)
+    settings = plan.settings
     try:
         assets.LIVEKIT_CLIENT.install()
     except assets.AssetError as e:
@@ -152,7 +152,7 @@ def run(env: str | None, *, local: bool, host: str, port: int, access_token: str
             host=host,
             port=port,
             access_token=token,
-            calls=_calls_reader(settings),
+            calls=_calls_reader(plan),
         )
         application = web_app.build(cfg)
         shown = "127.0.0.1" if host in LOOPBACK else host
@@ -163,11 +163,11 @@ def run(env: str | None, *, local: bool, host: str, port: int, access_token: str
         web.run_app(application, host=host, port=port, print=None, handle_signals=True)
 
 
-def _calls_reader(settings: config.Settings) -> Any:
+def _calls_reader(plan: Plan) -> Any:
     from handler.records.sinks import SinkConfigError
     from handler.web.calls import open_reader
 
     try:
-        return open_reader(settings)
+        return open_reader(plan)
     except SinkConfigError as e:
         raise WebError(f"the Calls pages' store: {e}") from None

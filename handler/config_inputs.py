@@ -4,10 +4,12 @@ parser, and a `@format`/`@jinja` value that fails to evaluate."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from handler.config import MISSING, PREFIX, ConfigError, Problem, _parse_env_value, _walk
+
+T = TypeVar("T")
 
 TEMPLATE_MARKERS = ("@format", "@jinja")
 """Dynaconf's lazy values: evaluated by Dynaconf when the settings are merged."""
@@ -35,13 +37,17 @@ def readable_variables(real_env: Mapping[str, str], dotenv: Mapping[str, str]) -
 
 
 def evaluated(
-    dyn: Any, layers: list[tuple[str, dict[str, Any]]], real_env: Mapping[str, str], dotenv: Mapping[str, str]
-) -> dict[str, Any]:
-    """Dynaconf's merged settings. A `@format`/`@jinja` value that fails to evaluate (a missing
-    name, a syntax error, an error in the template's own code) is the user's mistake: it is
-    reported with the values that hold one, not as Dynaconf's traceback."""
+    merge: Callable[[], T],
+    layers: list[tuple[str, dict[str, Any]]],
+    real_env: Mapping[str, str],
+    dotenv: Mapping[str, str],
+) -> T:
+    """The merged settings (`merge()`: Dynaconf evaluates lazy values as it merges). A
+    `@format`/`@jinja` value that fails to evaluate (a missing name, a syntax error, an error in the
+    template's own code) is the user's mistake: it is reported with the values that hold one, not
+    as Dynaconf's traceback."""
     try:
-        return dyn.as_dict()
+        return merge()
     except Exception as e:
         variables = [(n, v, f"environment variable {n}") for n, v in real_env.items()]
         variables += [(n, v, f".env ({n})") for n, v in dotenv.items() if n not in real_env]

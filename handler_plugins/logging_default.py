@@ -12,9 +12,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from handler.hookspecs import hookimpl
-from handler.observe.logcontext import current_ids
-from handler.redaction import ConcealingFilter, concealed, identity_fields, is_personal_field, redact
+from handler.api import (
+    ConcealingFilter,
+    Register,
+    Runtime,
+    concealed,
+    current_ids,
+    hookimpl,
+    identity_fields,
+    is_personal_field,
+    redact,
+)
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the
 # root level is, unless the root is DEBUG (then everything shows, for debugging).
@@ -31,7 +39,7 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fi
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register("logging", "default", configure)
 
 
@@ -113,7 +121,7 @@ class RedactingHandler(logging.StreamHandler):
         return redact(concealed(super().format(record)), self.secrets)
 
 
-def configure(options: Mapping[str, Any], runtime: Any) -> None:
+def configure(options: Mapping[str, Any], runtime: Runtime) -> None:
     level = str(options["level"]).upper()
     root = logging.getLogger()
     # In a livekit job process the root handler forwards records to the worker process, which

@@ -11,7 +11,7 @@ import pytest
 
 from handler.fakes import livekit_server
 from handler.fakes.go_tools import ToolNotFound, built_version
-from handler_plugins import smart_turn
+from handler_plugins.engines import smart_turn_files as smart_turn
 
 
 def test_the_smart_turn_files_installed_are_the_reviewed_ones() -> None:

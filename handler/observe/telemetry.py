@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from handler.observe import logcontext
+from handler.observe.span_ids import ID_PREFIX, ids_of
 
 if TYPE_CHECKING:
     from handler.config import Settings
 
 logger = logging.getLogger("handler.observe.telemetry")
 
-ID_PREFIX = "voice_handler."
 PROTOCOLS = ("http", "grpc")
 _lock = threading.Lock()
 _installed: Any = None
@@ -107,11 +107,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def ids_of(span: Any) -> dict[str, Any]:
-    """The `voice_handler.<id>` attributes a span carries ({} for a non-recording one)."""
-    return {k: v for k, v in (getattr(span, "attributes", None) or {}).items() if k.startswith(ID_PREFIX)}
 
 
 class _IdsProcessor:

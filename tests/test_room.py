@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -109,7 +110,7 @@ def start_worker(root: Path, real_livekit: LiveKitServer) -> Iterator[Callable[.
     recognizer knowing the scenarios' phrases, logging at INFO to see jobs come and go."""
     workers: list[WorkerProcess] = []
 
-    def start(name: str = "worker", **env: str | None) -> WorkerProcess:
+    def start(name: str = "worker", *, own_group: bool = False, **env: str | None) -> WorkerProcess:
         w = WorkerProcess(
             clean_env(
                 **{
@@ -128,6 +129,7 @@ def start_worker(root: Path, real_livekit: LiveKitServer) -> Iterator[Callable[.
             ),
             root,
             name=name,
+            own_group=own_group,
         )
         workers.append(w)
         w.wait_for_log("registered worker", REGISTER_TIMEOUT)
@@ -435,6 +437,31 @@ def test_sigterm_drains_a_call_to_its_end_takes_no_new_job_and_exits_0(
     assert_answered(doc, 2)  # the call went on to its last turn
     assert worker.wait(drain_timeout, "after the drained call ended") == 0, worker.stderr[-3000:]
     assert time.monotonic() - t0 < drain_timeout
+    assert error_lines(worker.stderr) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_stop_signal_to_the_whole_process_group_drains_the_call_and_exits_0(
+    sig: int, real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """systemd's KillMode=control-group, `timeout` and Ctrl-C signal every process of the worker:
+    the job processes (the one with the call, the idle one) and livekit's forkserver leave the stop
+    to the main process, which drains."""
+    drain_timeout = 60
+    worker = start_worker(own_group=True, HANDLER_WORKER__DRAIN_TIMEOUT=str(drain_timeout))
+    ongoing = Caller(real_livekit, root, "three.toml")
+    ongoing.wait_for("turn 1: ")  # mid-call: the first reply is playing
+    worker.wait_for_log("initializing process", 10, count=2)  # an idle process waits beside the call's
+    t0 = time.monotonic()
+    worker.signal_group(sig)
+    worker.wait_for_log("draining worker", 10)
+
+    rc, doc, err = ongoing.finish()
+    assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+    assert_answered(doc, 3)  # every turn, after the signal too
+    assert worker.wait(drain_timeout, "after the drained call ended") == 0, worker.stderr[-3000:]
+    assert time.monotonic() - t0 < drain_timeout
+    assert "exit code" not in worker.stderr, worker.stderr[-3000:]  # no job process died of it
     assert error_lines(worker.stderr) == []
 
 

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from handler import config, logcontext, telemetry
+from handler import config, job_signals, logcontext, reconnect, telemetry
 from handler.http import close_shared_session
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
@@ -111,10 +111,11 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-JOB_MODULES = ("handler.worker", "handler.job_preload")
-"""What a job process imports to run `entrypoint` (handler.worker brings the session, the turn
-tracker, telemetry and the resilience layer), and the one-time work it did in every call
-(`handler.job_preload`)."""
+JOB_MODULES = ("handler.job_signals", "handler.worker", "handler.job_preload")
+"""What livekit's forkserver imports before it forks a job process: that the job processes leave a
+stop signal to the worker (`handler.job_signals`), what a job process imports to run `entrypoint`
+(handler.worker brings the session, the turn tracker, telemetry and the resilience layer), and the
+one-time work it did in every call (`handler.job_preload`)."""
 
 
 def preload_modules(settings: config.Settings, registry: Registry | None) -> list[str]:
@@ -128,11 +129,16 @@ def preload_modules(settings: config.Settings, registry: Registry | None) -> lis
 def make_server(
     settings: config.Settings, metrics_dir: str | None = None, registry: Registry | None = None
 ) -> Any:
-    from livekit.agents import AgentServer
+    from livekit.agents import AgentServer, JobExecutorType
     from livekit.agents.worker import ServerEnvOption
 
     w = settings.section("worker")
     server = AgentServer(
+        # one process per call, or one thread per call in this process: the trade-off is in
+        # settings.toml and docs/capacity.md
+        job_executor_type=JobExecutorType(w["job_executor"]),
+        # livekit-server gone: livekit's attempts that span the configured time, then exit 1
+        max_retry=reconnect.attempts_within(w["reconnect_give_up"]),
         # `dev` (livekit's devmode) takes any load, as livekit's own dev mode does
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=w["load_threshold"]),
         # the worker's own CPU, not the machine's: a busy neighbour must not turn calls away
@@ -180,6 +186,8 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
 
     # job processes load the same environment and checkout as this one
     os.environ[config.ENV_VAR] = settings.env
+    # ...and leave a stop signal sent to the whole process group to this one (handler.job_signals)
+    os.environ[job_signals.MAIN_PID_VAR] = str(os.getpid())
     os.environ[config.ROOT_VAR] = str(settings.root)
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
@@ -187,6 +195,11 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.job_preload  # noqa: F401
+
+    # one line when livekit-server is lost, one a minute while it stays away (handler/reconnect.py)
+    logging.getLogger("livekit.agents").addFilter(
+        reconnect.RetryReport(settings.get("worker.reconnect_give_up"))
+    )
 
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)

@@ -80,3 +80,31 @@ class RetryReport(logging.Filter):
         if self.give_up <= 0:
             return "until it answers"
         return f"until {self.give_up:.0f} s have passed, then exiting 1"
+
+
+RTC_ENGINE_ATTEMPTS = ("resuming connection", "restarting connection", "failed to reconnect to the livekit")
+"""livekit's native room client (livekit::rtc_engine) logs every attempt to get a room connection
+back at ERROR: `resuming connection... attempt: 1`, `restarting connection failed: ...`, and at the
+end `failed to reconnect`. An attempt is no failure of the call; whether the call lost its room is
+said once, with the job's ids (handler.worker.RoomWatch)."""
+
+
+class RoomReconnectAttempts(logging.Filter):
+    """On the `livekit` logger of a job: the native client's reconnect attempts as WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            message = record.getMessage()
+            if "rtc_engine" in message and any(a in message for a in RTC_ENGINE_ATTEMPTS):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_room_filter = RoomReconnectAttempts()
+
+
+def quiet_room_reconnect_attempts() -> None:
+    """Installs the filter once per process (a thread executor prewarms every job in one process)."""
+    rtc_logger = logging.getLogger("livekit")
+    if _room_filter not in rtc_logger.filters:
+        rtc_logger.addFilter(_room_filter)

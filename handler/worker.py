@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,7 @@ def prewarm_process(proc: Any) -> None:
     loop, so the entrypoint creates it."""
     settings, registry = load_checked()
     configure_logging(settings, registry)
+    reconnect.quiet_room_reconnect_attempts()
     proc.userdata["settings"] = settings
     proc.userdata["registry"] = registry
     runtime = Runtime(settings, None, None)
@@ -55,11 +57,13 @@ async def entrypoint(ctx: Any) -> None:
         settings, registry, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"]
     )
     info = {"job": ctx.job.id, "room": ctx.job.room.name}
+    room_watch = RoomWatch(ctx.room)
 
     end_observation: Any = None
 
     async def shutdown() -> None:
         try:
+            room_watch.report()
             if end_observation is not None:  # observers hear of an end only for a session they saw start
                 end_observation()
         finally:  # a failing observer must not keep the session or the pool open
@@ -95,6 +99,49 @@ def room_options(settings: config.Settings) -> Any:
             sample_rate=r["input_sample_rate"], frame_size_ms=r["input_frame_ms"]
         )
     )
+
+
+ROOM_LOST = ("UNKNOWN_REASON", "SIGNAL_CLOSE", "CONNECTION_TIMEOUT", "JOIN_FAILURE", "MEDIA_FAILURE")
+"""Why a room connection can end that is neither the job's nor the server's decision: the server
+went away (restarted, crashed, unreachable) and livekit's client could not get the room back."""
+
+
+class RoomWatch:
+    """Whether the job's room connection is down: livekit's client says when it starts to reconnect
+    (the server went away or stalled) and when it is back. A job that ends while it is down lost
+    its room: said once, at ERROR, by `report` (livekit's native client's own attempts and its
+    "failed to reconnect" are WARNINGs: handler.reconnect)."""
+
+    def __init__(self, room: Any) -> None:
+        from livekit import rtc
+
+        self.down_since: float | None = None
+        self.lost_reason: str | None = None
+        self._reported = False
+
+        def reconnecting() -> None:
+            self.down_since = time.monotonic()
+            logger.warning("lost the room connection; livekit is reconnecting")
+
+        def reconnected() -> None:
+            logger.info("room connection back after %.1f s", time.monotonic() - (self.down_since or 0.0))
+            self.down_since = None
+
+        def disconnected(reason: Any = None) -> None:
+            name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)
+            if name in ROOM_LOST:
+                self.lost_reason = name
+
+        room.on("reconnecting", reconnecting)
+        room.on("reconnected", reconnected)
+        room.on("disconnected", disconnected)
+
+    def report(self) -> None:
+        if self._reported or (self.down_since is None and self.lost_reason is None):
+            return
+        self._reported = True
+        how = f"down {time.monotonic() - self.down_since:.1f} s" if self.down_since else self.lost_reason
+        logger.error("lost the room: livekit-server went away mid-call and the room is gone (%s)", how)
 
 
 def _end_when_alone(ctx: Any) -> None:

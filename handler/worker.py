@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -247,6 +248,12 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     logging.getLogger("livekit.agents").addFilter(
         reconnect.RetryReport(settings.get("worker.reconnect_give_up"))
     )
+
+    if settings.get("worker.job_executor") == "thread":
+        # the jobs run here: livekit plugins register only on the main thread, and what the
+        # forkserver would have imported once is imported once here, before the first call
+        for module in preload_modules(settings, registry):
+            importlib.import_module(module)
 
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)

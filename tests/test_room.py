@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -227,6 +228,23 @@ def test_dev_stack_holds_the_qa_conversation_in_a_real_room(
     worker.wait_for_log("job ended: session and HTTP pool closed", 20)
     assert error_lines(worker.stderr) == []
     assert_no_secrets(worker.stderr + err, real_livekit)
+
+
+def test_the_thread_executor_holds_two_calls_at_once_in_one_process(
+    real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """worker.job_executor = "thread": both calls are threads of the worker's main process, each
+    with its own event loop and HTTP pool."""
+    worker = start_worker(HANDLER_WORKER__JOB_EXECUTOR="thread")
+    callers = [Caller(real_livekit, root, "short.toml") for _ in range(2)]
+    for c in callers:
+        rc, doc, err = c.finish()
+        assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+        assert_answered(doc, 2)
+    worker.wait_for_log("job ended: session and HTTP pool closed", 20, count=2)
+    # no job process: every line comes from the worker's own pid
+    assert {int(p) for p in re.findall(r" pid=(\d+)", worker.stderr)} <= {worker.proc.pid}
+    assert error_lines(worker.stderr) == []
 
 
 def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(

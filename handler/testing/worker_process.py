@@ -58,9 +58,11 @@ class WorkerProcess:
         name: str = "worker",
         *,
         own_group: bool = False,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
         """`own_group`: in a session and process group of its own (as a supervisor starts it), so
-        `signal_group` reaches the worker and every process it started, and nothing else."""
+        `signal_group` reaches the worker and every process it started, and nothing else. `cpus`:
+        the worker and every process it starts run on these CPUs only (as `taskset` would)."""
         self.out_path, self.err_path = cwd / f"{name}.out", cwd / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -70,6 +72,8 @@ class WorkerProcess:
                 stdout=out,
                 stderr=err,
                 start_new_session=own_group,
+                # before exec, so the forkserver and the job processes inherit it
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
         self.own_group = own_group
         self.started = time.monotonic()

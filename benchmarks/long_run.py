@@ -36,14 +36,14 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402  (livekit-agents depends on it)
 
 from handler import config  # noqa: E402
+from handler.pipeline.turns import percentile  # noqa: E402
 from handler.room import loadtest as lt  # noqa: E402
 from handler.room.caller import Call, CallError  # noqa: E402
-from handler.turns import percentile  # noqa: E402
 
 FLAT = 0.05
 """Within this fraction of its value after the warm-up block, a quantity has not grown."""
 METRICS_DIR_PREFIX = "voice-handler-metrics-"
-"""handler.worker._metrics_dir's temporary directory, made under the worker's TMPDIR."""
+"""handler.pipeline.worker._metrics_dir's temporary directory, made under the worker's TMPDIR."""
 
 
 @dataclass
@@ -156,9 +156,9 @@ def _corpus() -> list[Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from handler.fakes.livekit_server import free_port
     from handler.registry import Registry
     from handler.sim.clips import make_clips
-    from handler.testing.livekit_server import free_port
 
     settings = config.load(args.env)
     registry = Registry.load()
@@ -167,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     said = {
         t.say: clips[sc.name][i]
         for sc in corpus
-        for i, t in enumerate(lt._turn_clip_indexes(sc))
+        for i, t in enumerate(lt.turn_clip_indexes(sc))
         if getattr(t, "say", None)
     }
     metrics_port = free_port()

@@ -1,11 +1,11 @@
-"""What a worker says and how long it tries while livekit-server is away (handler/reconnect.py);
+"""What a worker says and how long it tries while livekit-server is away (handler/pipeline/reconnect.py);
 the real thing against a restarted server is in tests/test_room_outages.py."""
 
 from __future__ import annotations
 
 import logging
 
-from handler import reconnect
+from handler.pipeline import reconnect
 
 
 def retry_record(error: str = "connection refused") -> logging.LogRecord:

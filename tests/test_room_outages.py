@@ -16,9 +16,9 @@ import pytest
 import test_room
 from test_room import SHORT, Caller, assert_answered, call, error_lines
 
-from handler.testing import livekit_server
-from handler.testing.livekit_server import LiveKitServer
-from handler.testing.worker_process import WorkerProcess
+from handler.fakes import livekit_server
+from handler.fakes.livekit_server import LiveKitServer
+from handler.fakes.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.realtime
 

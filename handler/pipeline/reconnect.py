@@ -3,7 +3,7 @@
 livekit's worker reconnects by itself when the server is unreachable or drops the worker's
 websocket (a restart, a network cut): attempt n waits min(2 n, 10) s after the previous one (0, 2,
 4, ... 10, 10 ...), and after `max_retry` failed attempts in a row it gives up (the worker then
-exits 1: handler.worker.run). Each attempt logs a WARNING, six a minute for as long as the server
+exits 1: handler.pipeline.worker.run). Each attempt logs a WARNING, six a minute for as long as the server
 is gone. Here: the configured time (`worker.reconnect_give_up`) becomes the number of attempts that
 spans it, and the attempts' lines become one when the connection is lost, one a minute while it
 stays lost, and one when the worker has registered again.
@@ -86,7 +86,7 @@ RTC_ENGINE_ATTEMPTS = ("resuming connection", "restarting connection", "failed t
 """livekit's native room client (livekit::rtc_engine) logs every attempt to get a room connection
 back at ERROR: `resuming connection... attempt: 1`, `restarting connection failed: ...`, and at the
 end `failed to reconnect`. An attempt is no failure of the call; whether the call lost its room is
-said once, with the job's ids (handler.worker.RoomWatch)."""
+said once, with the job's ids (handler.pipeline.worker.RoomWatch)."""
 
 
 class RoomReconnectAttempts(logging.Filter):

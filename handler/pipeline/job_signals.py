@@ -11,7 +11,7 @@ the guard never runs in a job process. And the forkserver itself dies of SIGTERM
 every job process's sentinel: livekit reads that as "exited with non-zero exit code 255" and drops
 the calls, the idle processes too.
 
-The worker lists this module first among livekit's forkserver preloads (handler.worker.JOB_MODULES):
+The worker lists this module first among livekit's forkserver preloads (handler.pipeline.worker.JOB_MODULES):
 importing it there makes the forkserver ignore SIGINT and SIGTERM, and the forkserver's children
 (job and inference processes) inherit SIG_IGN (the forkserver restores only the handlers it set
 itself, and it records them after the preloads ran). In the worker's main process, or any process

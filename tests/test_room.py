@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -235,7 +236,10 @@ def test_the_thread_executor_holds_two_calls_at_once_in_one_process(
 ) -> None:
     """worker.job_executor = "thread": both calls are threads of the worker's main process, each
     with its own event loop and HTTP pool."""
-    worker = start_worker(HANDLER_WORKER__JOB_EXECUTOR="thread")
+    from handler.fakes.livekit_server import free_port
+
+    metrics = free_port()
+    worker = start_worker(HANDLER_WORKER__JOB_EXECUTOR="thread", HANDLER_WORKER__PROMETHEUS_PORT=str(metrics))
     callers = [Caller(real_livekit, root, "short.toml") for _ in range(2)]
     for c in callers:
         rc, doc, err = c.finish()
@@ -245,6 +249,11 @@ def test_the_thread_executor_holds_two_calls_at_once_in_one_process(
     # no job process: every line comes from the worker's own pid
     assert {int(p) for p in re.findall(r" pid=(\d+)", worker.stderr)} <= {worker.proc.pid}
     assert error_lines(worker.stderr) == []
+    # the calls' samples are this process's: /metrics serves them without a multiprocess directory
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    [count] = re.findall(r"^voice_handler_time_to_first_audio_seconds_count (\S+)$", text, re.M)
+    assert float(count) >= 4, text[-2000:]
 
 
 def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(

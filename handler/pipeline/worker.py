@@ -225,6 +225,11 @@ def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
     if not settings.get("worker.prometheus_port") or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield None
         return
+    if settings.get("worker.job_executor") == "thread":
+        # every call is a thread of this process: its samples are in this process's registry,
+        # which livekit's /metrics serves when no directory is set
+        yield None
+        return
     with tempfile.TemporaryDirectory(prefix="voice-handler-metrics-") as path:
         yield path
 

@@ -28,6 +28,7 @@ from handler.pipeline.session import (
     start_prewarm,
 )
 from handler.pipeline.worker_load import TreeLoad
+from handler.records import writer as records_writer
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
 
@@ -59,15 +60,17 @@ async def entrypoint(ctx: Any) -> None:
     session, agent = build_session(
         settings, registry, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"]
     )
-    info = {"job": ctx.job.id, "room": ctx.job.room.name}
+    info = {"job": ctx.job.id, "room": ctx.job.room.name, "source": "start"}
     room_watch = RoomWatch(ctx.room)
 
     end_observation: Any = None
 
-    async def shutdown() -> None:
+    async def shutdown(reason: str) -> None:
         try:
-            room_watch.report()
+            lost = room_watch.report()
             if end_observation is not None:  # observers hear of an end only for a session they saw start
+                # the call record's end reason ("error" when the room was lost)
+                info["ended"] = "error: lost the room (livekit-server went away)" if lost else reason
                 end_observation()
         finally:  # a failing observer must not keep the session or the pool open
             if warming and not warming.done():
@@ -76,6 +79,8 @@ async def entrypoint(ctx: Any) -> None:
             await close_shared_session()
             # the session's spans end with it; the process exits without atexit (see flush)
             await asyncio.to_thread(telemetry.flush, settings.get("telemetry.export_timeout"))
+            # the call record: delivered, or spooled to disk, before the process goes
+            await asyncio.to_thread(records_writer.flush)
             logger.info("job ended: session and HTTP pool closed")
 
     ctx.add_shutdown_callback(shutdown)
@@ -139,12 +144,16 @@ class RoomWatch:
         room.on("reconnected", reconnected)
         room.on("disconnected", disconnected)
 
-    def report(self) -> None:
-        if self._reported or (self.down_since is None and self.lost_reason is None):
-            return
+    def report(self) -> bool:
+        """Says (once) that the room was lost, if it was; whether it was."""
+        if self.down_since is None and self.lost_reason is None:
+            return False
+        if self._reported:
+            return True
         self._reported = True
         how = f"down {time.monotonic() - self.down_since:.1f} s" if self.down_since else self.lost_reason
         logger.error("lost the room: livekit-server went away mid-call and the room is gone (%s)", how)
+        return True
 
 
 def _end_when_alone(ctx: Any) -> None:
@@ -259,9 +268,14 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
         for module in preload_modules(settings, registry):
             importlib.import_module(module)
 
+    # records a previous run (or a job process as it ended) spooled are delivered from here
+    from handler.records import service as records_service
+
+    records_service.start(settings, registry)
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
         livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
+    records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
     if livekit_compat.connection_failed(server):

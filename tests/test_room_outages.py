@@ -8,9 +8,11 @@ invariants and generous bounds.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_room
@@ -79,9 +81,13 @@ def test_a_server_restarted_while_the_worker_is_idle_gets_it_back_and_the_next_c
 
 @pytest.mark.parametrize("down", [1.0, 8.0], ids=["back-at-once", "down-8s"])
 def test_a_server_restarted_during_a_call_ends_the_job_cleanly_and_the_next_call_is_answered(
-    down: float, real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+    down: float,
+    real_livekit: LiveKitServer,
+    root: Path,
+    start_worker: Callable[..., WorkerProcess],
+    cli: Any,
 ) -> None:
-    worker = start_worker()
+    worker = start_worker(HANDLER_RECORDS__SINKS='["sqlite"]')
     before = registrations(worker)
     lost = Caller(real_livekit, root, "three.toml")
     lost.wait_for("turn 1: ")  # mid-call: the first reply is playing
@@ -102,6 +108,14 @@ def test_a_server_restarted_during_a_call_ends_the_job_cleanly_and_the_next_call
     assert len(errors) <= 1 and all("lost the room" in e for e in errors), "\n".join(errors)
     if down > 5:  # longer than livekit's client tries to get a room back: the call lost it, said once
         assert len(errors) == 1, worker.stderr[-3000:]
+    # both calls were recorded; the one that lost its room as ended by an error
+    env = {"ENV_FOR_DYNACONF": "dev", "VOICE_HANDLER_ROOT": str(root)}
+    listed = cli("calls", "list", "--json", "--store", "sqlite", env=env, cwd=root)
+    assert listed.returncode == 0, listed.stderr
+    records = sorted(json.loads(listed.stdout), key=lambda r: r["started_at"])
+    assert len(records) == 2, records
+    if errors:
+        assert records[0]["end_reason"] == "error", records[0]
 
 
 def test_a_server_paused_for_5_s_mid_call_lets_the_call_go_on(

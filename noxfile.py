@@ -1,5 +1,5 @@
 """nox sessions: `tests` (the whole suite under dev; the tests whose behaviour depends on the
-environment under each of dev, fast, stable and production), `lint`, `typecheck`.
+environment under each of dev, fast, stable and production), `lint`, `docs`, `typecheck`.
 
 Sessions run with the interpreter nox itself runs under (README's set-up installs everything
 there, and `.venv/bin/nox` works without activating the venv); `nox --force-venv-backend venv`
@@ -9,12 +9,13 @@ builds isolated virtualenvs instead and installs into them.
 from __future__ import annotations
 
 import sys
+import tempfile
 
 import nox
 
 ENVIRONMENTS = ["dev", "fast", "stable", "production"]
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "lint", "docs"]
 nox.options.default_venv_backend = "none"
 
 
@@ -76,6 +77,27 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     _install(session, "ruff")
     session.run(_python(session), "-m", "ruff", "check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built as CI would publish it: `--strict`, so a broken link or
+    anchor fails, and so does what docs/hooks/reference.py refuses (a settings key without its
+    comment, an environment key settings.toml lacks, a hook without its docstring). Offline and
+    into a temporary directory: nothing fetched, nothing left in the checkout."""
+    _install(session, "-e", ".[dev]")
+    with tempfile.TemporaryDirectory(prefix="voice-handler-site-") as site:
+        session.run(
+            _python(session),
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--quiet",
+            "--site-dir",
+            site,
+            env={"NO_MKDOCS_2_WARNING": "1"},
+        )
 
 
 @nox.session

@@ -109,6 +109,7 @@ def test_a_server_restarted_during_a_call_ends_the_job_cleanly_and_the_next_call
     if down > 5:  # longer than livekit's client tries to get a room back: the call lost it, said once
         assert len(errors) == 1, worker.stderr[-3000:]
     # both calls were recorded; the one that lost its room as ended by an error
+    worker.wait_for_log("job ended: session and HTTP pool closed", JOB_END_TIMEOUT, count=2)
     env = {"ENV_FOR_DYNACONF": "dev", "VOICE_HANDLER_ROOT": str(root)}
     listed = cli("calls", "list", "--json", "--store", "sqlite", env=env, cwd=root)
     assert listed.returncode == 0, listed.stderr

@@ -43,6 +43,12 @@ def _kubeconform(session: nox.Session) -> None:
     session.run(_python(session), "tests/support/kubeconform.py", "install", success_codes=[0, 1])
 
 
+def _web_assets(session: nox.Session) -> None:
+    """The web app's LiveKit JS client, fetched with npm at its pinned version and integrity into
+    .cache (once); without npm the browser tests skip, or fail under CI=true, saying how."""
+    session.run(_python(session), "-m", "handler.web.assets", "install", success_codes=[0, 1])
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite under dev, in one pytest run; the tests marked `env_matrix` (they read the
@@ -52,6 +58,7 @@ def tests(session: nox.Session) -> None:
     _install(session, "-e", ".[dev]")
     _livekit_server(session)
     _kubeconform(session)
+    _web_assets(session)
     # Four pytest-xdist workers: most of the suite's time is conversations played at real-time
     # pace, which wait far more than they compute (each worker has its own livekit-server). With
     # another process keeping a core busy, one `nox` took 416 s on four workers, 452 s on three.

@@ -15,13 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
 DEFAULT_URL = "wss://stt-rt.soniox.com/transcribe-websocket"
 
 
+OPTIONS = """\
+model = "stt-rt-v5"                    # Soniox real-time model
+base_url = ""                          # websocket URL; empty = Soniox's own
+max_endpoint_delay_ms = 500            # endpoint detection: ms of silence before Soniox finalizes (500-3000)
+manual_finalization = true             # finalize when the VAD ends speech (Soniox's {"type": "finalize"}):
+                                       # the transcript comes then, not after max_endpoint_delay_ms
+enable_language_identification = true  # tag each token with its language
+"""
+"""`[stt.soniox]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register(
         "stt",
         "soniox",
@@ -30,6 +42,7 @@ def register_providers(register):
         endpoints=lambda o: [o["base_url"] or DEFAULT_URL],
         validate=_validate,
         preload=("livekit.plugins.soniox", "handler.resilience.stt_guard"),
+        **table(OPTIONS),
     )
 
 
@@ -66,7 +79,7 @@ def _stt_class() -> Any:
     from livekit.plugins import soniox
     from livekit.plugins.soniox.stt import SpeechStream
 
-    from handler.resilience.stt_guard import StreamClosed
+    from handler.api import StreamClosed
 
     class OneConnectionStream(SpeechStream):
         _connected_at: float | None = None
@@ -117,7 +130,7 @@ def _stt_class() -> Any:
     return OneConnectionSTT
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from livekit.plugins import soniox
 
     return _stt_class()(

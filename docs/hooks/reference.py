@@ -3,8 +3,8 @@
 - `<!-- generated: settings-reference -->` becomes every key of `settings.toml` (its default and
   comment) with each environment's value from `environments/*.toml`;
 - `<!-- generated: hook-reference -->` becomes the plugin contract: the hook specifications and the
-  provider declaration, from the docstrings of the module plugins import (`handler.api`, or
-  `handler.hookspecs` before it).
+  provider declaration from `handler.hookspecs`' docstrings, introduced by the docstring of the
+  module plugins import (`handler.api`).
 
 The build fails (mkdocs `PluginError`, with or without `--strict`) on what would make the
 reference lie: a key without its comment, an environment setting a key `settings.toml` does not
@@ -147,18 +147,24 @@ def environments(root: Path) -> dict[str, dict[str, Any]]:
     return {e: found[e] for e in names}
 
 
-def declared_options() -> dict[str, tuple[Any, str]]:
-    """Options the built-in providers declare in code (`register(..., options={...})`), dotted key ->
-    (default, declaring module): a plugin that owns its defaults still has them in the reference."""
+def declared_options() -> dict[str, tuple[Any, str, str]]:
+    """Options the built-in providers declare in code (their `OPTIONS` table), dotted key ->
+    (default, declaring module, the option's note): a plugin owns its defaults and their comments
+    (`Provider.notes`, read by `handler.api.table` from the table's comments); a note under ""
+    describes the provider's table."""
     from handler.registry import Registry
 
     declared = {}
     for provider in Registry.load(allow="").providers():
         if provider.origin != "built-in" or not provider.options:
             continue
+        module = getattr(provider.factory, "__module__", "") or provider.origin
+        notes = getattr(provider, "notes", {}) or {}
+        table = f"{provider.stage}.{provider.name}"
+        if notes.get(""):
+            declared[table] = (None, module, notes[""])
         for option, default in provider.options.items():
-            module = getattr(provider.factory, "__module__", "") or provider.origin
-            declared[f"{provider.stage}.{provider.name}.{option}"] = (default, module)
+            declared[f"{table}.{option}"] = (default, module, notes.get(option, ""))
     return declared
 
 
@@ -167,16 +173,28 @@ def settings_reference(root: Path = ROOT) -> str:
     defaults = dict(_flatten(tomllib.loads(settings.read_text())["default"]))
     tables, comments, order = parse_settings(settings)
     envs = environments(root)
-    for key, (default, module) in declared_options().items():
+    for key, (default, module, note) in declared_options().items():
+        if default is None:  # the provider table's own note
+            tables[key] = tables.get(key) or note
+            continue
         if key in defaults:
             continue  # settings.toml's default wins over the plugin's, as when loading
         table = key.rsplit(".", 1)[0]
-        tables.setdefault(table, "")
+        if not tables.get(table):
+            tables[table] = f"Declared by the `{module}` plugin (its `OPTIONS`)."
         defaults[key] = default
-        comments[key] = f"declared in code by `{module}` (not in settings.toml)"
+        comments[key] = note
         order.append(key)
 
-    problems = [f"settings.toml: {k} has no comment" for k in order if not comments.get(k)]
+    # a plugin's table right after its stage's own
+    position = {t: i for i, t in enumerate(tables)}
+    tables = dict(
+        sorted(
+            tables.items(),
+            key=lambda t: (position.get(t[0].split(".")[0], len(position)), t[0].count("."), position[t[0]]),
+        )
+    )
+    problems = [f"settings.toml or its plugin: {k} has no comment" for k in order if not comments.get(k)]
     problems += [f"settings.toml: {k} was not read as a key" for k in defaults if k not in comments]
     for env, values in envs.items():
         problems += [
@@ -226,6 +244,13 @@ def settings_reference(root: Path = ROOT) -> str:
 
 
 def _contract_module() -> Any:
+    """The module that defines the hook specifications and the provider declaration."""
+    return importlib.import_module("handler.hookspecs")
+
+
+def _plugin_module() -> Any:
+    """The module plugins import (`handler.api`, which re-exports the contract; `handler.hookspecs`
+    before it existed)."""
     for name in ("handler.api", "handler.hookspecs"):
         try:
             return importlib.import_module(name)
@@ -263,14 +288,16 @@ def _attribute_docs(source: str, class_name: str | None) -> list[tuple[str, str,
 
 
 def hook_reference() -> str:
+    contract = _plugin_module()
     module = _contract_module()
     project = getattr(module, "PROJECT", "voice_handler")
     spec_attr = f"{project}_spec"
     source = inspect.getsource(module)
     out = [
-        f"Generated from `{module.__name__}` when the site is built (`docs/hooks/reference.py`).",
+        f"Generated from `{contract.__name__}` and `{module.__name__}` when the site is built "
+        "(`docs/hooks/reference.py`).",
         "",
-        inspect.getdoc(module) or "",
+        inspect.getdoc(contract) or "",
         "",
         "### Hooks",
         "",

@@ -26,7 +26,8 @@ entry-point group:
 - helpers the built-in providers use, loaded on first use so that importing this module stays
   light (the registry imports every plugin to list and check providers, `config check` included):
   `RetryPolicy`, `StreamClosed`, `FirstPhraseTokenizer`, audio and word helpers, livekit's event
-  channel (`send_event`) and the OpenTelemetry setup (`telemetry`); for `records` sinks, the SQL
+  channel (`send_event`) and the rest of livekit's private corners (`livekit_compat`), the
+  OpenTelemetry setup (`telemetry`); for `records` sinks, the SQL
   store they share, the record's JSON, the records directory and the HTTP retry helpers.
 
 Everything else under `handler` is the core's own and may change without notice.
@@ -104,6 +105,7 @@ _LAZY = {
     "FILLERS": ("handler.words", "FILLERS"),
     "without_fillers": ("handler.words", "without_fillers"),
     "send_event": ("handler.livekit_compat", "send_event"),
+    "livekit_compat": ("handler.livekit_compat", None),
     "telemetry": ("handler.observe.telemetry", None),
     "RETRYABLE_STATUS": ("handler.pipeline.retry", "RETRYABLE_STATUS"),
     "parse_retry_after": ("handler.pipeline.retry", "parse_retry_after"),
@@ -195,6 +197,7 @@ __all__ = [
     "selector",
     "table",
     "send_event",
+    "livekit_compat",
     "telemetry",
     "timings",
     "to_line",

@@ -68,38 +68,14 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-_one_shot_prewarm_tts: Any = None
-
-
 def _tts_class() -> Any:
-    """livekit's ElevenLabs TTS whose pre-warm opens the websocket once, within the timeout. The
-    plugin's own pre-warm retries a failing handshake forever (1, 2, 4 ... 30 s apart) next to the
-    streams' own attempts, so a provider that is down saw more handshakes than MAX_RETRIES + 1 per
-    request; a pre-warm is an optimisation, and the first stream connects anyway if it failed.
-    Built on first use: livekit stays out of the configuration commands' imports."""
-    global _one_shot_prewarm_tts
-    if _one_shot_prewarm_tts is not None:
-        return _one_shot_prewarm_tts
-    import asyncio
-    import logging
+    """livekit's ElevenLabs TTS whose pre-warm opens the websocket once, within the timeout, instead
+    of retrying a failing handshake forever beside the streams' own attempts
+    (handler/livekit_compat.py). Built on first use: livekit stays out of the configuration
+    commands' imports."""
+    from handler.api import livekit_compat
 
-    from livekit.plugins import elevenlabs
-
-    logger = logging.getLogger("handler.resilience")
-
-    class OneShotPrewarmTTS(elevenlabs.TTS):
-        prewarm_timeout: float = 15.0
-
-        async def _run_prewarm(self) -> None:
-            try:
-                await asyncio.wait_for(self._current_connection(), self.prewarm_timeout)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the first stream connects (and retries) by itself
-                logger.info("ElevenLabs pre-warm failed (one attempt): %s", type(e).__name__)
-
-    _one_shot_prewarm_tts = OneShotPrewarmTTS
-    return OneShotPrewarmTTS
+    return livekit_compat.elevenlabs_one_shot_prewarm_tts()
 
 
 def build(options: Mapping[str, Any], runtime: Runtime) -> Any:

@@ -255,3 +255,20 @@ def test_health_with_worker_port_0_says_why_it_cannot_probe(root: Path, cli) -> 
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "worker.port = 0 (from environment variable HANDLER_WORKER__PORT)" in out.stderr
     assert "set a fixed port" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--worker-cores", "64"], "--worker-cores 64: this process may use"),
+        (["--worker-cores", "0"], "--worker-cores 0"),
+        (["--executor", "fibre"], "worker.job_executor"),
+        (["--set", "room.input_frame_ms=15"], "room.input_frame_ms"),
+        (["--set", "nonsense"], "--set: 'nonsense' is not key=value"),
+    ],
+    ids=["too-many-cores", "no-core", "bad-executor", "bad-setting", "not-a-pair"],
+)
+def test_loadtest_refuses_a_bad_option_before_it_starts_anything(cli, args: list[str], message: str) -> None:
+    out = cli("loadtest", "qa", *args, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr

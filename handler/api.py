@@ -17,6 +17,9 @@ entry-point group:
   written once), `Register`, `Factory` and one factory type per stage, and `Runtime` (what a
   factory receives besides its options: the shared HTTP pool, the retry policy's connect options,
   the settings and secrets);
+- redaction (handler/redaction.py) for a logging policy: `redact` (secret values, tokens, URL
+  credentials), `concealed` and `ConcealingFilter` (room and participant names), `identity_fields`,
+  `is_personal_field` (`lk.pii.*`);
 - what observers receive: `TurnRecord` and `SessionSummary` (from `turn_completed` and
   `session_summary`), the turn line's fields and messages, the log context's ids; and where a
   provider reports the durations of its own work (`record_timing`, `timings`, `EOT_INFERENCE`);
@@ -60,6 +63,7 @@ from handler.pipeline.turns import (
     TurnRecord,
     to_line,
 )
+from handler.redaction import ConcealingFilter, concealed, identity_fields, is_personal_field, redact
 
 if TYPE_CHECKING:
     from livekit.agents import llm, stt, tts, vad
@@ -147,6 +151,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ConcealingFilter",
+    "concealed",
+    "identity_fields",
+    "is_personal_field",
+    "redact",
     "RECORDS_DSN_VAR",
     "RETRYABLE_STATUS",
     "SinkConfigError",

@@ -29,9 +29,16 @@ def resample(pcm: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return np.clip(np.round(out), -32768, 32767).astype(np.int16)
 
 
+MAX_SECONDS = 600
+"""The longest clip read (10 minutes): a scenario's utterance is seconds long, and a clip is read
+whole and resampled in float64 (a header may claim any length)."""
+WIDTHS = (1, 2, 3, 4)
+"""Bytes per sample of the PCM WAVs read: 8, 16, 24 and 32 bits."""
+
+
 def read_wav(path: Path) -> tuple[np.ndarray, list[str]]:
     """A WAV file as 16 kHz mono int16, and notes on any conversion (stereo, other rates, widths).
-    Raises AudioFileError for a missing, empty, corrupt or non-PCM file."""
+    Raises AudioFileError for a missing, empty, corrupt, non-PCM, oddly sized or too long file."""
     if not path.is_file():
         raise AudioFileError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -39,6 +46,16 @@ def read_wav(path: Path) -> tuple[np.ndarray, list[str]]:
     try:
         with wave.open(str(path), "rb") as w:
             channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            if width not in WIDTHS:
+                raise AudioFileError(
+                    f"{path}: {8 * width}-bit samples are not supported; allowed: 8/16/24/32-bit PCM WAV"
+                )
+            if rate > 0 and n / rate > MAX_SECONDS:
+                raise AudioFileError(
+                    f"{path}: {n / rate:.0f} s of audio is too long; allowed: up to {MAX_SECONDS} s a clip"
+                )
+            if channels > 8:
+                raise AudioFileError(f"{path}: {channels} channels; allowed: 1 to 8 (mixed to mono)")
             raw = w.readframes(n)
     except (wave.Error, EOFError) as e:
         raise AudioFileError(f"{path}: not a PCM WAV file ({e}); allowed: 8/16/24/32-bit PCM WAV") from None

@@ -103,7 +103,34 @@ def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
     from handler.pipeline import worker
 
+    _warn_personal_data_in_logs(load(env, check=False, providers=False).settings, "start")
     worker.run(load(env, livekit_for=START), devmode=False)
+
+
+def _warn_personal_data_in_logs(settings: config.Settings, command: str) -> None:
+    """A worker that takes real calls at DEBUG writes what callers say into its logs: the
+    libraries' debug lines (the OpenAI SDK's request bodies, livekit's transcripts when content
+    capture is on) carry it. `dev` is the environment when ENV_FOR_DYNACONF is unset, so say so
+    loudly before the first call, not in the docs only."""
+    if str(settings.get("logging.level")).upper() != "DEBUG":
+        return
+    unset = "" if os.environ.get(config.ENV_VAR) else f" ({config.ENV_VAR} is unset, so {config.DEFAULT_ENV})"
+    why = f"environment {settings.env}{unset}, logging.level DEBUG from {settings.source('logging.level')}"
+    capture = (
+        ", and telemetry.capture_content adds transcripts"
+        if settings.get("telemetry.capture_content")
+        else ""
+    )
+    for line in (
+        "!" * 78,
+        f"WARNING: `{command}` under {why}:",
+        "the log lines of real calls will carry personal data: what callers say (the LLM SDK's debug",
+        f"lines hold each request body{capture}) and the room and participant names in livekit's",
+        "own messages.",
+        "For real calls run ENV_FOR_DYNACONF=production (or set LOG_LEVEL=INFO).",
+        "!" * 78,
+    ):
+        print(line, file=sys.stderr)
 
 
 @app.command()
@@ -117,9 +144,26 @@ def health(
     import urllib.error
     import urllib.request
 
-    port = load(env, check=False, providers=False).settings.get("worker.port")
+    settings = load(env, check=False, providers=False).settings
+    port = settings.get("worker.port")
+    if port == 0:
+        raise ConfigError(
+            [
+                config.Problem(
+                    "worker.port",
+                    0,
+                    settings.source("worker.port"),
+                    "is 0 (any free port): the worker's health port is not known in advance, so "
+                    "`health` cannot probe it; set a fixed port (the image uses 8081)",
+                )
+            ]
+        )
+    host = settings.get("worker.host") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # every interface: this machine's loopback is one of them
+        host = "127.0.0.1"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as r:
+        url_host = f"[{host}]" if ":" in host else host
+        with urllib.request.urlopen(f"http://{url_host}:{port}/", timeout=timeout) as r:
             body = r.read(200).decode(errors="replace")
     except (urllib.error.URLError, OSError) as e:  # HTTPError (503: not connected) is a URLError
         print(f"unhealthy: worker.port {port}: {e}", file=sys.stderr)
@@ -206,22 +250,24 @@ def render_report(report: Any) -> str:
 def _log_to_file(out_dir: Any, scenario: str) -> str:
     """Point the logging policy's stderr handlers at a file: the same lines at the same levels,
     out of the way of the progress and the table. `--out DIR` holds it as DIR/session.log;
-    otherwise it goes to the temporary directory, named after the scenario and the time."""
+    otherwise it goes to a new private directory in the temporary one. Either way the file is the
+    user's alone (0600): at DEBUG it holds what was said, and a predictable name in a shared /tmp
+    is one another user could plant first."""
     import tempfile
-    import time
     from pathlib import Path
 
-    if out_dir is not None:
-        path = out_dir / "session.log"
-    else:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        path = Path(tempfile.gettempdir()) / f"voice-handler-simulate-{scenario}-{stamp}.log"
     from handler.pipeline.session import redirect_log_lines
 
     try:
-        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+        if out_dir is not None:
+            path = out_dir / "session.log"
+        else:
+            path = Path(tempfile.mkdtemp(prefix=f"voice-handler-simulate-{scenario}-")) / "session.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: make it private
+        stream = open(fd, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
     except OSError as e:
-        raise UserError(f"cannot write the log file {path}: {e.strerror}") from None
+        raise UserError(f"cannot write the log file {e.filename or out_dir}: {e.strerror}") from None
     redirect_log_lines(stream)
     return str(path)
 
@@ -280,9 +326,14 @@ def simulate(
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, _progress))
     records_writer.finish(_progress)
-    _write_report(report, clock, as_json, out_dir)
+    _write_report(report, clock, as_json, out_dir, settings.secret_values())
     if report.ended:  # a stage down for good: the run is a failure, and says why
-        print(f"voice-handler: the session ended early: {report.ended}", file=sys.stderr)
+        print(
+            config.redact(
+                f"voice-handler: the session ended early: {report.ended}", settings.secret_values()
+            ),
+            file=sys.stderr,
+        )
         raise typer.Exit(1)
 
 
@@ -324,17 +375,19 @@ def _conversation_input(
     return sc, out_dir
 
 
-def _write_report(report: Any, clock: Any, as_json: bool, out_dir: Any) -> None:
-    """The table (or JSON) on stdout; with --out, report.json and the two tracks on one timeline."""
+def _write_report(report: Any, clock: Any, as_json: bool, out_dir: Any, secrets: list[str]) -> None:
+    """The table (or JSON) on stdout; with --out, report.json and the two tracks on one timeline.
+    Redacted: errors and notes quote exception text, which may quote a key or a token."""
     from handler import audio
 
     doc = report.to_dict()
-    print(json.dumps(doc, indent=2) if as_json else render_report(report))
+    text = json.dumps(doc, indent=2)
+    print(config.redact(text if as_json else render_report(report), secrets))
     if out_dir is not None:
         import numpy as np
 
         try:
-            (out_dir / "report.json").write_text(json.dumps(doc, indent=2))
+            (out_dir / "report.json").write_text(config.redact(text, secrets))
             audio.write_wav(out_dir / "user.wav", np.frombuffer(bytes(clock.user), np.int16))
             audio.write_wav(out_dir / "agent.wav", np.frombuffer(bytes(clock.agent), np.int16))
         except OSError as e:
@@ -390,11 +443,11 @@ def call(
             caller.call(settings, registry, sc, target, _progress, agent_timeout=agent_timeout)
         )
     except caller.CallError as e:
-        print(f"voice-handler: {e}", file=sys.stderr)
+        print(config.redact(f"voice-handler: {e}", settings.secret_values()), file=sys.stderr)
         raise typer.Exit(e.exit_code) from None
-    _write_report(report, clock, as_json, out_dir)
+    _write_report(report, clock, as_json, out_dir, settings.secret_values())
     if failure is not None:
-        print(f"voice-handler: {failure}", file=sys.stderr)
+        print(config.redact(f"voice-handler: {failure}", settings.secret_values()), file=sys.stderr)
         raise typer.Exit(failure.exit_code)
 
 
@@ -495,16 +548,17 @@ def loadtest(
                 )
             )  # fmt: skip
         except caller.CallError as e:
-            print(f"voice-handler: {e}", file=sys.stderr)
+            print(config.redact(f"voice-handler: {e}", settings.secret_values()), file=sys.stderr)
             raise typer.Exit(e.exit_code) from None
         runs.append((name, results, best, where, ttfas))
     if as_json:
         docs = [{"executor": n, **lt.to_dict(r, b, w, cores), "set": overrides} for n, r, b, w, _ in runs]
-        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=2)
     else:
-        print("\n\n".join(lt.render(r, b, w, cores) for _, r, b, w, _ in runs))
+        text = "\n\n".join(lt.render(r, b, w, cores) for _, r, b, w, _ in runs)
         if len(runs) > 1:
-            print("\n" + lt.render_executors([(n, r, b) for n, r, b, _, _ in runs], cores))
+            text += "\n\n" + lt.render_executors([(n, r, b) for n, r, b, _, _ in runs], cores)
+    print(config.redact(text, settings.secret_values()))  # failures quote exception text
     if plot:
         name, results, _, _, ttfas = runs[-1]
         lt.plot(results, ttfas, plot)
@@ -675,9 +729,13 @@ def web(
 
 
 def _flatten(settings: config.Settings) -> dict[str, dict[str, Any]]:
-    return {
-        path: {"value": value, "source": settings.source(path)} for path, value in config._walk(settings.data)
-    }
+    from handler import redaction
+
+    out = {}
+    for path, value in config._walk(settings.data):
+        source = settings.source(path)
+        out[path] = {"value": config.REDACTED if redaction.hidden(path, source) else value, "source": source}
+    return out
 
 
 @config_app.command("show")

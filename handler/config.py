@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from handler import redaction
 from handler.hookspecs import STAGES
 
 ENV_VAR = "ENV_FOR_DYNACONF"
@@ -53,13 +53,12 @@ SECRETS = (
     "LIVEKIT_API_SECRET",
 )
 LIVEKIT_SECRETS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
-SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]*_(API_KEY|API_SECRET|SECRET|TOKEN|HEADERS)")
-"""Other variables that are secrets by their name (GROQ_API_KEY, OTEL_EXPORTER_OTLP_HEADERS...):
-the keys installed livekit plugins read. Read like SECRETS, and redacted from every log line."""
 
 
 def is_secret_name(name: str) -> bool:
-    return name in SECRETS or bool(SECRET_NAME.fullmatch(name))
+    """A variable that is a secret: one of SECRETS, or by its name (handler/redaction.py);
+    read like SECRETS, and redacted from every output."""
+    return name in SECRETS or redaction.is_secret_var(name)
 
 
 DEFAULT_SOURCE = "settings.toml [default]"
@@ -74,7 +73,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f" (from {self.source})" if self.source else ""
-        shown = "" if self.value is MISSING else f" = {self.value!r}"
+        value = REDACTED if redaction.hidden(self.key, self.source) else self.value
+        shown = "" if self.value is MISSING else f" = {value!r}"
         return f"{self.key}{shown}{where}: {self.message}"
 
 
@@ -99,20 +99,8 @@ class ConfigError(Exception):
         return [redact(str(p), self.secrets) for p in self.problems]
 
 
-REDACTED = "***"
-
-
-JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
-"""A signed token (LiveKit access tokens are JWTs): a bearer credential, as secret as the key
-that signed it. livekit's rtc core puts a refused token in its error messages."""
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value and every token in it replaced (longest first, so none
-    shows in part)."""
-    for value in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    return JWT.sub(REDACTED, text)
+REDACTED = redaction.REDACTED
+redact = redaction.redact
 
 
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
@@ -177,6 +165,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([Problem(str(path), MISSING, "", f"is not valid TOML: {e}")]) from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    MISSING,
+                    "",
+                    "is nested too deeply to read (arrays or tables inside each other)",
+                )
+            ]
+        ) from None
     except OSError as e:
         raise ConfigError([Problem(str(path), MISSING, "", f"cannot be read: {e}")]) from None
 
@@ -341,9 +340,14 @@ class Settings:
         found = self._find_secret(name)
         return found[1] if found else None
 
+    def adopt_secret(self, name: str, value: str, source: str) -> None:
+        """Take `value` as the secret `name` (a provider's key from its own table)."""
+        self._secrets[name] = (value, source)
+
     def secret_values(self) -> list[str]:
-        """Every secret value known to this process, for log redaction."""
-        return [v for v, _ in self._secrets.values() if v]
+        """Every secret value known to this process, for redaction: the secret variables', and
+        those held in settings (by their key's name, or read from .secrets.toml)."""
+        return [v for v, _ in self._secrets.values() if v] + redaction.setting_secrets(self.data, self.source)
 
     def with_stand_ins(self, values: Mapping[str, str], source: str) -> Settings:
         """A copy where each secret in `values` that is not set has that value, from `source` (the
@@ -452,6 +456,9 @@ def load(
                 own = {k: v for k, v in section.items() if not is_secret_name(k.upper())}
                 layers.append((".secrets.toml", _lower_keys(own)))
 
+    from handler import config_inputs  # what Dynaconf would crash on, refused as a user's mistake
+
+    config_inputs.readable_variables(real_env, dotenv)
     # the environment's layers, lowest first: HANDLER_* variables from .env, then from the real
     # environment (which wins over .env)
     for name in sorted(set(dotenv) | set(real_env), key=lambda n: n in real_env):
@@ -460,7 +467,9 @@ def load(
             label = f"environment variable {name}" if name in real_env else f".env ({name})"
             layers.append((label, _nested(path, _parse_env_value(real_env.get(name, dotenv.get(name, ""))))))
 
-    merged, sources = _merge(layers, shown_last=schema)
+    merged, sources = config_inputs.evaluated(
+        lambda: _merge(layers, shown_last=schema), layers, real_env, dotenv
+    )
     problems: list[Problem] = []
     for name, path in FLAT_KEYS.items():
         if name in real_env:
@@ -533,6 +542,16 @@ def _one_of(*allowed: str) -> Check:
     return (lambda v: v in allowed, "one of " + ", ".join(repr(a) for a in allowed))
 
 
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 _NON_NEGATIVE: Check = (lambda v: v >= 0, "a number 0 or above")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -565,6 +584,7 @@ CHECKS: dict[str, Check] = {
     "resilience.apology_timeout": _between(0.0, 120.0),
     "logging.level": (lambda v: str(v).upper() in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS)),
     "logging.format": _one_of("text", "json"),
+    "logging.identities": _one_of("hashed", "clear"),
     "room.input_sample_rate": (
         lambda v: v in (8000, 16000, 24000, 48000),
         "one of 8000, 16000, 24000, 48000 (Hz)",
@@ -578,6 +598,11 @@ CHECKS: dict[str, Check] = {
     "worker.job_memory_warn_mb": _NON_NEGATIVE,
     "worker.job_memory_limit_mb": _NON_NEGATIVE,
     "worker.drain_timeout": _NON_NEGATIVE,
+    "worker.host": (
+        lambda v: v == "localhost" or _is_ip(v),
+        'an IP address of this machine to listen on ("127.0.0.1", "0.0.0.0" for every interface, "::") '
+        'or "localhost"',
+    ),
     "worker.port": _between(0, 65535),
     "worker.prometheus_port": _between(0, 65535),
     "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from handler.pipeline.runtime import Runtime
     from handler.registry import Registry
 
+
 @dataclass(frozen=True)
 class Link:
     """One provider of a stage's chain and the options its factory receives (provider defaults <
@@ -99,7 +100,7 @@ class Plan:
         if self._registry is None:
             from handler.registry import Registry
 
-            self._registry = Registry.load()
+            self._registry = Registry.load(env=self.settings.env)
         return self._registry
 
     # ------------------------------------------------------------------ stages
@@ -239,9 +240,9 @@ def load(
     - `registry`: one already loaded (else loaded here, when needed).
     """
     if providers or check:  # the plugins' own defaults are the lowest layer
-        from handler.registry import Registry
+        from handler.registry import Registry, env_name
 
-        registry = registry or Registry.load()
+        registry = registry or Registry.load(env=env_name(env))
     below = registry.table_defaults() if registry is not None else ()
     settings = config.overridden(config.load(env, below=below), overrides, overrides_source)
     if stand_ins:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pluggy
 
-from handler import hookspecs, livekit_plugins
+from handler import hookspecs, livekit_plugins, redaction
 from handler.config import (
+    DEFAULT_ENV,
+    ENV_VAR,
     MISSING,
     REDACTED,
     ConfigError,
@@ -34,11 +36,18 @@ from handler.hookspecs import SINK_STAGES, STAGES, Provider, selector
 ENTRY_POINT_GROUP = "voice_handler"
 OWN_DISTRIBUTION = "voice-handler"
 ALLOW_VAR = "VOICE_HANDLER_PLUGINS"
-"""Comma-separated entry-point or distribution names of third-party plugins to load; unset loads
-every installed plugin, empty loads none. Built-ins are always loaded. Installed livekit plugins
-(`livekit-plugins-*`) count as third-party: their module or distribution name allows them."""
+"""Comma-separated entry-point or distribution names of third-party plugins to load; empty loads
+none; unset loads every installed plugin, except in production (PRODUCTION_ENVS), where it loads
+none: a package installed into the image, or by a dependency, is not run in the worker unless it
+is named. Built-ins are always loaded. Installed livekit plugins (`livekit-plugins-*`) count as
+third-party: their module or distribution name allows them."""
+PRODUCTION_ENVS = frozenset({"production"})
 
 BUILT_IN = "built-in"
+TABLE_KEY = "api_key"
+"""A provider's key may sit in its own table (`[default.llm.openai] api_key`, Dynaconf's way)
+when it comes from a secret place: .secrets.toml, .env or the environment, never a settings file."""
+SECRET_PLACES = (redaction.SECRETS_FILE, ".env", "environment variable")
 
 
 class PluginLoadError(Exception):
@@ -61,6 +70,10 @@ class Registry:
         """Who declared each provider, as a source label: "plugin soniox (built-in)"."""
         self.livekit: list[livekit_plugins.Found] = []
         """Installed livekit plugin packages offered as providers (see `discover_livekit`)."""
+        self.not_allowed: list[str] = []
+        """Installed third-party plugins left out by the allowlist ("name (distribution)")."""
+        self.allowlist_required = False
+        """Production with ALLOW_VAR unset: third-party plugins load only when named."""
         self._options: weakref.WeakKeyDictionary[Settings, dict[tuple[str, str], dict[str, Any]]] = (
             weakref.WeakKeyDictionary()
         )
@@ -68,9 +81,13 @@ class Registry:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, *, allow: str | None = None) -> Registry:
+    def load(cls, *, allow: str | None = None, env: str | None = None) -> Registry:
+        """Built-ins and the allowed third-party plugins; `env` is the environment the plugins
+        will run under (production allows only what ALLOW_VAR names)."""
         registry = cls()
         allow = os.environ.get(ALLOW_VAR) if allow is None else allow
+        if allow is None and env in PRODUCTION_ENVS:
+            allow, registry.allowlist_required = "", True
         allowed = None if allow is None else {_normalize(a) for a in allow.split(",") if a.strip()}
         own_found = False
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -82,6 +99,7 @@ class Registry:
                 and allowed is not None
                 and not ({_normalize(ep.name), _normalize(dist)} & allowed)
             ):
+                registry.not_allowed.append(f"{ep.name} ({dist})")
                 continue
             try:
                 plugin = ep.load()
@@ -103,11 +121,13 @@ class Registry:
         """Offer each installed livekit plugin's STT/LLM/TTS/VAD class as a provider named after its
         module, unless a voice-handler plugin already registers that stage and name (it wins, as
         installed plugins win over built-ins). Reads files only; nothing is imported here."""
+        installed = livekit_plugins.discover()
         self.livekit = [
             f
-            for f in livekit_plugins.discover()
+            for f in installed
             if allowed is None or {_normalize(f.module), _normalize(f.distribution)} & allowed
         ]
+        self.not_allowed += [f"{f.module} ({f.distribution})" for f in installed if f not in self.livekit]
         for found in self.livekit:
             for stage in found.stages:
                 provider = Provider(
@@ -223,7 +243,7 @@ class Registry:
         common.pop(selector(stage).split(".")[1], None)
         common.pop("fallback", None)  # the registry's business, not the provider's
         own = section.get(name, {})
-        own = own if isinstance(own, Mapping) else {}
+        own = {k: v for k, v in own.items() if k != TABLE_KEY} if isinstance(own, Mapping) else {}
         if provider.livekit_module:  # a shared key only where the constructor has that parameter
             return livekit_plugins.options(provider.livekit_module, stage, own, common)
         # the provider's defaults are its table's lowest layer (settings loaded with the plugins'
@@ -262,7 +282,8 @@ class Registry:
                 add(
                     selecting,
                     chosen,
-                    f"unknown {stage} provider; available: {', '.join(names) or 'none installed'}",
+                    f"unknown {stage} provider; available: {', '.join(names) or 'none installed'}"
+                    + self._allowlist_hint(),
                 )
             for key, table in section.items():
                 if not isinstance(table, Mapping):
@@ -314,7 +335,7 @@ class Registry:
                     )
                     secrets = (found,) if found else ()
                 for secret in secrets:
-                    if not settings.secret(secret):
+                    if not settings.secret(secret) and not _table_key(settings, stage, name):
                         add_secret(
                             secret,
                             f"required by {stage} {role} {name!r}; set it in the environment, "
@@ -324,13 +345,23 @@ class Registry:
             problems += missing_livekit(settings, f"required by {START}")
         return problems
 
+    def _allowlist_hint(self) -> str:
+        if not (self.allowlist_required and self.not_allowed):
+            return ""
+        return (
+            f" (in production, third-party plugins load only when {ALLOW_VAR} names them; installed, "
+            f"not loaded: {', '.join(self.not_allowed)})"
+        )
+
     def _chain_problems(self, stage: str, chain: list[Any], chosen: Any) -> list[str]:
         names = self.names(stage)
         out = []
         for name in chain:
             if name not in names:
                 available = ", ".join(names) or "none installed"
-                out.append(f"unknown {stage} provider {name!r}; available: {available}")
+                out.append(
+                    f"unknown {stage} provider {name!r}; available: {available}{self._allowlist_hint()}"
+                )
             elif chain.count(name) > 1:
                 out.append(f"lists {name!r} more than once")
         if chain[0] != chosen:
@@ -358,8 +389,12 @@ class Registry:
                 return [Problem(f"{stage}.{name}", "{...}", settings.source(f"{stage}.{name}"), broken)]
             out = []
             for key, msg in livekit_plugins.table_problems(provider.livekit_module, stage, table):
+                if key == TABLE_KEY:
+                    if _table_key(settings, stage, name):
+                        continue  # the key, from a secret place: taken as the provider's key
+                    msg = _misplaced_key(settings, f"{stage}.{name}")
                 value = table.get(key, MISSING)
-                if key == "api_key" or is_secret_name(key.upper()):
+                if is_secret_name(key.upper()):
                     value = REDACTED  # a key pasted into a setting is still a key
                 path = f"{stage}.{name}.{key}"
                 out.append(Problem(path, value, settings.source(path), msg))
@@ -370,6 +405,10 @@ class Registry:
         out = []
         for key, value in table.items():
             path = f"{stage}.{name}.{key}"
+            if key == TABLE_KEY and provider.secrets:
+                if not _table_key(settings, stage, name):
+                    out.append(Problem(path, value, settings.source(path), _misplaced_key(settings, path)))
+                continue
             if key not in schema:
                 out.append(
                     Problem(path, value, settings.source(path), unknown_key_problem(key, list(schema)))
@@ -412,6 +451,41 @@ class Registry:
         return urls
 
 
+def _table_key(settings: Settings, stage: str, name: str) -> str | None:
+    """The provider's key from its own table, when it came from a secret place."""
+    path = f"{stage}.{name}.{TABLE_KEY}"
+    value = settings.get(path)
+    if isinstance(value, str) and value and settings.source(path).startswith(SECRET_PLACES):
+        return value
+    return None
+
+
+def _misplaced_key(settings: Settings, path: str) -> str:
+    return (
+        f"a key never goes in a settings file ({settings.source(path)}): put it in .secrets.toml "
+        f"([default.{path.rsplit('.', 1)[0]}] {TABLE_KEY} = ...), .env or the environment"
+    )
+
+
+def adopt_table_keys(settings: Settings, registry: Registry) -> None:
+    """A selected provider's key from its table becomes the secret its factory reads (the table,
+    the more specific place, wins over the provider's variable)."""
+    for stage in STAGES:
+        for name in registry.selected(settings, stage):
+            value = _table_key(settings, stage, name)
+            if not value or name not in registry.names(stage):
+                continue
+            provider = registry.get(stage, name)
+            names = provider.secrets
+            if provider.livekit_module:
+                table = settings.section(stage).get(name, {})
+                found = livekit_plugins.secret_name(provider.livekit_module, stage, table)
+                names = (found,) if found else ()
+            for secret in names:
+                path = f"{stage}.{name}.{TABLE_KEY}"
+                settings.adopt_secret(secret, value, f"{settings.source(path)} ({path})")
+
+
 def _livekit_factory(module: str, stage: str) -> hookspecs.Factory:
     def factory(options: Mapping[str, Any], runtime: Any) -> Any:
         return livekit_plugins.build(module, stage, options, runtime)
@@ -444,6 +518,13 @@ def check(
         problems += missing_livekit(settings, f"required by {livekit_for}")
     if problems:
         raise ConfigError(problems, secrets=settings.secret_values())
+    if providers:
+        adopt_table_keys(settings, registry)
+
+
+def env_name(env: str | None) -> str:
+    """The environment a command will load (before its settings are: the plugins load first)."""
+    return env or os.environ.get(ENV_VAR) or DEFAULT_ENV
 
 
 def load_checked(
@@ -455,7 +536,7 @@ def load_checked(
 ) -> tuple[Settings, Registry]:
     """`handler.plan.load` (every command's way) as settings and registry, for callers written
     before the plan; `for_start` asks for the LiveKit credentials as `start` does."""
-    registry = Registry.load()
+    registry = Registry.load(env=env_name(env))
     settings = overridden(load(env, below=registry.table_defaults()), overrides, overrides_source)
     check(settings, registry, livekit_for=START if for_start else None)
     return settings, registry

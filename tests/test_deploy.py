@@ -86,7 +86,13 @@ def test_the_image_is_slim_non_root_and_installs_the_project_not_editable() -> N
     assert user.split(":")[0] not in {"0", "root"}
     installs = [line for line in text.replace("\\\n", " ").splitlines() if "pip install" in line]
     assert installs and all(" -e " not in f" {line} " and "--editable" not in line for line in installs)
-    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", line) for line in installs)
+    # every dependency from the hashed lock, then the project alone (nothing resolved at build time)
+    (run,) = installs
+    steps = [step.strip() for step in run.split("&&")]
+    lock = steps.index(
+        "/opt/venv/bin/pip install --no-cache-dir --require-hashes -r deploy/requirements.lock"
+    )
+    assert steps[lock + 1] == "/opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ."
     assert "silero.VAD.load()" in text  # the model is loaded (so present) at build time
     assert exec_form("ENTRYPOINT") == ["python", "-m", "handler", "start"]
     assert exec_form("HEALTHCHECK") == ["python", "-m", "handler", "health"]
@@ -243,8 +249,9 @@ def image_worker(
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     """The image's entrypoint, in the install, with the image's ENV (its ports moved to free ones:
     tests run side by side), registered with a real livekit-server."""
-    ports = {"worker.port": free_port(), "worker.prometheus_port": free_port()}
+    ports: dict[str, object] = {"worker.port": free_port(), "worker.prometheus_port": free_port()}
     ports["worker.num_idle_processes"] = 0
+    ports["worker.host"] = "127.0.0.1"  # the image opens every interface; a test keeps to loopback
     env = clean_env(**{**image_env(), **PROVIDER_KEYS, **real_livekit.env(), **settings_env(ports)})
     _, *args = exec_form("ENTRYPOINT")
     log = (tmp_path / "worker.err").open("wb")
@@ -302,7 +309,9 @@ def validator() -> None:
 def test_the_manifests_are_valid_kubernetes(validator: None) -> None:
     done = kubeconform.validate(MANIFESTS)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Valid: 2, Invalid: 0, Errors: 0, Skipped: 0" in done.stdout
+    documents = [d for f in MANIFESTS.glob("*.yaml") for d in yaml.safe_load_all(f.read_text()) if d]
+    assert len(documents) == 4  # Deployment, HPA, NetworkPolicy, PodDisruptionBudget
+    assert f"Valid: {len(documents)}, Invalid: 0, Errors: 0, Skipped: 0" in done.stdout
 
 
 def test_kubeconform_refuses_an_unknown_field_and_a_wrong_type(validator: None, tmp_path: Path) -> None:
@@ -362,3 +371,87 @@ def test_the_autoscaler_adds_pods_before_the_workers_refuse_calls(
     # while the autoscaler aims at target% of the request; the second must come first
     scale_out_at = cores(resources["requests"]["cpu"]) * target / 100
     assert scale_out_at < threshold * cores(resources["limits"]["cpu"])
+
+
+# ------------------------------------------------------------------------------ exposure (issue 23)
+
+
+def test_the_ports_listen_on_loopback_outside_the_image_and_on_the_pod_inside(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither port authenticates: a laptop, a test or a loadtest keeps them to itself; the image
+    opens them for the kubelet and the scraper, and the NetworkPolicy says who may connect."""
+    assert config.load("production", root=root).get("worker.host") == "127.0.0.1"
+    assert production_as_deployed(root, monkeypatch).get("worker.host") == "0.0.0.0"
+
+
+def test_only_the_scraper_may_reach_the_pods_and_only_their_metrics_port() -> None:
+    deployment, policy = manifest("Deployment"), manifest("NetworkPolicy")
+    pod = deployment["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+    (container,) = pod["spec"]["containers"]
+    assert "metrics" in {p["name"] for p in container["ports"]}
+    (peer,) = rule["from"]  # one peer: the scraper's pods in its namespace, not "anyone"
+    assert peer["podSelector"]["matchLabels"] and peer["namespaceSelector"]["matchLabels"]
+
+
+def test_the_pod_has_no_api_token_bounded_storage_a_disruption_budget_and_named_secrets() -> None:
+    deployment, budget = manifest("Deployment"), manifest("PodDisruptionBudget")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    (container,) = spec["containers"]
+    # each secret by name: a stray key in the Secret (HANDLER_LOGGING__LEVEL=DEBUG) changes nothing
+    assert "envFrom" not in container
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert set(refs) >= set(config.LIVEKIT_SECRETS) and all(r["key"] == n for n, r in refs.items())
+    assert not any(e["name"].startswith(config.PREFIX + "_") for e in container["env"] if "valueFrom" in e)
+    for kind in ("requests", "limits"):
+        assert "ephemeral-storage" in container["resources"][kind]
+    (tmp,) = [v for v in spec["volumes"] if "emptyDir" in v]
+    assert tmp["emptyDir"]["sizeLimit"]
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["maxUnavailable"] == 1
+
+
+# ------------------------------------------------------------------------------ supply chain (issue 23)
+
+
+LOCK = REPO / "deploy" / "requirements.lock"
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of every requirement in the lock."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for entry in re.split(r"\n(?=[a-z0-9])", LOCK.read_text()):
+        m = re.match(r"([a-z0-9][a-z0-9._-]*)==(\S+)", entry)
+        if m:
+            out[canonical(m.group(1))] = (m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return out
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_installs_a_hashed_lock_that_covers_every_dependency() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = locked()
+    assert len(pins) > 50 and all(hashes for _, hashes in pins.values()), "every pin has its hashes"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [Requirement(r) for r in project["project"]["dependencies"]]
+    wanted += [
+        Requirement(line)
+        for line in (REPO / "deploy" / "build-requirements.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for req in wanted:  # a dependency added to pyproject.toml without refreshing the lock fails here
+        assert canonical(req.name) in pins, f"{req.name} is not in {LOCK.name}: refresh it"
+        version, _ = pins[canonical(req.name)]
+        assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} outside {req}"
+    assert "uv pip compile pyproject.toml deploy/build-requirements.in --generate-hashes" in LOCK.read_text()

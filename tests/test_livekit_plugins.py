@@ -171,7 +171,8 @@ def test_mistakes_are_refused_with_the_usual_message(
     monkeypatch.setenv("HANDLER_LLM__GROQ__TEMPERATURE", '"hot"')
     monkeypatch.setenv("HANDLER_LLM__GROQ__BASE_URL", "notaurl")
     monkeypatch.setenv("HANDLER_STT__DEEPGRAM__PUNCTUATE", '"yes"')
-    monkeypatch.setenv("HANDLER_TTS__CARTESIA__API_KEY", "sk-pasted-into-settings")
+    # a key in a settings file (from .secrets.toml, .env or the environment it is the provider's key)
+    (root / "settings.toml").write_text('[default.tts.cartesia]\napi_key = "sk-pasted-into-settings"\n')
     monkeypatch.setenv("HANDLER_TTS__CARTESIA__ENCODING", '"mp3"')
     monkeypatch.setenv("DEEPGRAM_API_KEY", KEYS["DEEPGRAM_API_KEY"])
     with pytest.raises(config.ConfigError) as e:
@@ -185,7 +186,7 @@ def test_mistakes_are_refused_with_the_usual_message(
     assert "llm.groq.temperature = 'hot'" in text and "must be a number" in text
     assert "llm.groq.base_url = 'notaurl'" in text and "must be a URL" in text
     assert "stt.deepgram.punctuate = 'yes'" in text and "must be true or false" in text
-    assert "tts.cartesia.api_key" in text and "secrets never go in settings" in text
+    assert "tts.cartesia.api_key = '***'" in text and "never goes in a settings file" in text
     assert "sk-pasted-into-settings" not in text
     assert any(line.startswith("GROQ_API_KEY: required by llm provider 'groq'") for line in lines)
     assert any(line.startswith("CARTESIA_API_KEY: required by tts provider 'cartesia'") for line in lines)

@@ -89,3 +89,115 @@ async def test_prometheus_series_take_each_turns_numbers(tmp_path: Path) -> None
     assert delta["transcription_sum"] == pytest.approx(turn.transcription_delay)
     assert delta["llm_ttft_sum"] == pytest.approx(turn.llm_ttft)
     assert delta["tts_ttfb_sum"] == pytest.approx(turn.tts_ttfb)
+
+
+# ------------------------------------------------------------------------------ the metrics directory
+
+
+JOB = """
+import sys
+from prometheus_client import Gauge
+import handler_plugins.metrics as m
+from handler.pipeline.turns import TurnRecord
+
+running = Gauge("test_running_jobs", "jobs running", multiprocess_mode="livesum")
+every = Gauge("test_job_memory", "per process", multiprocess_mode="all")
+running.inc()
+every.set(100)
+for n in range(1, 4):
+    m.turn_completed(TurnRecord(n=n, ttfa=0.8, llm_ttft=0.3, interrupted=n == 2), {})
+print("in a call", flush=True)
+sys.stdin.read()  # alive until the test lets it go
+"""
+
+
+def test_the_metrics_directory_stays_bounded_over_many_job_processes_and_totals_stay_right(
+    tmp_path: Path,
+) -> None:
+    """Each job process leaves its sample files; folded as they die, the directory holds the live
+    processes' files and one archive per type, however many calls went by, and /metrics still
+    counts every turn of every call (issue 23, finding 7)."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from handler.observe import metrics_files
+
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    calls, at_once, most_files = 40, 4, 0
+
+    def scrape() -> dict[str, float]:
+        registry = CollectorRegistry()
+        metrics_files._compacting_collector()(registry, path=str(directory))
+        text = generate_latest(registry).decode()
+        return {
+            s.name + str(sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    def settle(jobs: list[subprocess.Popen[str]]) -> None:
+        for job in jobs:
+            job.communicate("", timeout=60)  # the call ends: the process exits
+            assert job.returncode == 0
+
+    for _ in range(calls // at_once):
+        jobs = [
+            subprocess.Popen(
+                [sys.executable, "-c", JOB], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+            )
+            for _ in range(at_once)
+        ]
+        for job in jobs:
+            assert job.stdout is not None and job.stdout.readline() == "in a call\n"
+        live = scrape()  # mid-call: the running processes' gauges count
+        assert live["test_running_jobs[]"] == at_once
+        settle(jobs)
+        metrics_files.compact(directory)  # what the worker's thread and each scrape do
+        most_files = max(most_files, len(list(directory.glob("*.db"))))
+
+    totals = scrape()
+    assert totals["voice_handler_turns_total[]"] == 3 * calls
+    assert totals["voice_handler_interruptions_total[]"] == calls
+    assert totals["voice_handler_time_to_first_audio_seconds_count[]"] == 3 * calls
+    assert abs(totals["voice_handler_time_to_first_audio_seconds_sum[]"] - 0.8 * 3 * calls) < 1e-6
+    assert totals["voice_handler_time_to_first_audio_seconds_bucket[('le', '1.0')]"] == 3 * calls
+    assert totals["voice_handler_stage_seconds_count[('stage', 'llm_ttft')]"] == 3 * calls
+    # the dead processes' gauges are gone: no call runs, and no per-process series of a dead pid
+    assert totals.get("test_running_jobs[]", 0) == 0
+    assert not [k for k in totals if k.startswith("test_job_memory")]
+    # bounded: one archive per summed type, whatever the number of calls
+    names = sorted(f.name for f in directory.glob("*.db"))
+    assert names == ["counter_archive.db", "histogram_archive.db"], names
+    assert most_files == 2
+    # the same numbers as prometheus_client's own collector reads from the folded directory
+    plain = CollectorRegistry()
+    multiprocess.MultiProcessCollector(plain, path=str(directory))
+    assert b"voice_handler_turns_total 120.0" in generate_latest(plain)
+
+
+def test_while_the_worker_runs_a_thread_folds_dead_processes_files(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from prometheus_client import multiprocess
+
+    from handler.observe import metrics_files
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", JOB], input="", env=env, text=True, check=True, capture_output=True)
+    assert len(list(tmp_path.glob("*_[0-9]*.db"))) == 4  # the dead process's own files
+    with metrics_files.bounded(str(tmp_path), interval=0.1):
+        assert getattr(multiprocess.MultiProcessCollector, "_compacts", False)  # what /metrics builds
+        deadline = time.monotonic() + 30
+        while list(tmp_path.glob("*_[0-9]*.db")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert not getattr(multiprocess.MultiProcessCollector, "_compacts", False)
+    assert sorted(f.name for f in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]

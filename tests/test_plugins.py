@@ -82,6 +82,7 @@ def test_a_third_party_stt_is_selectable_by_config_alone(
 ) -> None:
     monkeypatch.setenv("HANDLER_STT__PROVIDER", "acme")
     monkeypatch.setenv("HANDLER_STT__ACME__GREETING", "hi there")
+    monkeypatch.setenv(ALLOW_VAR, "acme-voice")  # production loads only the plugins it names
     settings, registry = load_checked("production")
     provider = registry.get("stt", "acme")
     assert provider.origin == "acme-voice"
@@ -109,6 +110,25 @@ def test_the_allowlist_keeps_other_plugins_out(
     with pytest.raises(config.ConfigError) as e:
         load_checked()
     assert "unknown stt provider; available: local, soniox" in str(e.value)
+
+
+def test_production_loads_only_the_third_party_plugins_it_names(
+    acme: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package with a `voice_handler` entry point (a dependency's, a stray pip
+    install in the image) is not imported into a production worker unless VOICE_HANDLER_PLUGINS
+    names it; dev and the other environments keep loading what is installed (issue 23)."""
+    import sys
+
+    monkeypatch.setenv("HANDLER_STT__PROVIDER", "acme")
+    sys.modules.pop("acme_voice", None)
+    with pytest.raises(config.ConfigError) as e:
+        load_checked("production")
+    assert "unknown stt provider; available: local, soniox" in str(e.value)
+    assert f"only when {ALLOW_VAR} names them; installed, not loaded: acme (acme-voice)" in str(e.value)
+    assert "acme_voice" not in sys.modules  # never imported
+    _, registry = load_checked("dev")
+    assert registry.get("stt", "acme").origin == "acme-voice"
 
 
 def test_a_third_party_option_of_the_wrong_type_is_refused(

@@ -72,7 +72,7 @@ def test_a_real_room_call_leaves_one_record_with_every_turn_in_sqlite_and_postgr
     in_sqlite = stored(cli, room.root, "sqlite")
     assert len(in_sqlite) == 1, in_sqlite
     record = in_sqlite[0]
-    assert record["source"] == "start" and record["job_id"] and record["room"].startswith("sha256:")
+    assert record["source"] == "start" and record["job_id"] and record["room"].startswith("h-")
     assert len(record["turns"]) == len(doc["turns"]) == 4
     assert all(t["answered"] and t["ttfa"] for t in record["turns"]), record["turns"]
     assert [e["turn"] for e in record["transcript"] if e["role"] == "user"] == [1, 2, 3, 4]

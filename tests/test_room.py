@@ -292,7 +292,12 @@ def test_a_worker_exports_a_trace_per_turn_with_the_job_and_room_ids(
     (session,) = receiver.named("agent_session")
     # every span carries the ids the worker's log lines carry
     jobs = {s.attributes.get("voice_handler.job") for s in receiver.spans}
-    assert {s.attributes.get("voice_handler.room") for s in receiver.spans} == {"traced"}
+    # the room by its keyed pseudonym (redaction.room_id), in spans and in every log line
+    from handler.redaction import pseudonym
+
+    room = pseudonym("traced", real_livekit.api_secret)
+    assert {s.attributes.get("voice_handler.room") for s in receiver.spans} == {room}
+    assert "traced" not in worker.stderr and f"room={room}" in worker.stderr.replace('"room": "', "room=")
     assert len(jobs) == 1 and None not in jobs, jobs
     # each user turn roots a trace linked to the session; every reply is in a turn's trace
     roots = receiver.named("user_turn")

@@ -245,6 +245,17 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
         assert f"voice_handler_{name} 0.0" in text
     # multi-process collection: sample files, and no in-process `_created` samples
     assert "voice_handler_turns_created" not in text
+    # neither the health port nor /metrics asks who is calling: outside the image they listen on
+    # this machine only (worker.host)
+    import psutil
+
+    listening = [
+        c.laddr
+        for c in psutil.Process(worker.proc.pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert port in {a.port for a in listening} and len(listening) >= 2, listening
+    assert {a.ip for a in listening} == {"127.0.0.1"}, listening
     ours = set(tmp.glob("voice-handler-metrics-*"))
     metrics_dir = chosen if operator_dir else ours.pop()
     assert not ours and list(metrics_dir.glob("*.db"))
@@ -255,6 +266,48 @@ def test_prometheus_port_serves_the_job_processes_stage_histograms(
     assert metrics_dir.exists() is operator_dir
     assert_no_secrets(worker)
     assert "Traceback" not in worker.stderr
+
+
+def test_a_dead_job_processs_metrics_files_are_folded_while_the_worker_runs(
+    real_livekit: LiveKitServer,
+    start_worker: Callable[..., WorkerProcess],
+    request: pytest.FixtureRequest,
+) -> None:
+    """A job process that ends (here: killed) leaves its sample files; the running worker folds
+    them into the archive (handler/observe/metrics_files.py) and /metrics keeps its series."""
+    import os
+    import signal
+
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="vh-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    worker = start_worker(
+        **real_livekit.env(),
+        HANDLER_LOGGING__LEVEL="INFO",
+        HANDLER_WORKER__PROMETHEUS_PORT=str(port),
+        HANDLER_WORKER__NUM_IDLE_PROCESSES="1",
+        TMPDIR=str(tmp),
+    )
+    worker.wait_for_log("registered worker", REGISTER_TIMEOUT)
+    wanted = 'voice_handler_stage_seconds_count{stage="llm_ttft"} 0.0'
+    seen = lambda: f"/metrics:\n{scrape(port)[-2000:]}\nworker:\n{worker.stderr[-3000:]}"  # noqa: E731
+    wait_for(lambda: "ok" if wanted in scrape(port) else None, REGISTER_TIMEOUT, seen)
+    (directory,) = tmp.glob("voice-handler-metrics-*")
+
+    def pids() -> set[int]:
+        return {int(f.stem.rsplit("_", 1)[1]) for f in directory.glob("*_[0-9]*.db")}
+
+    (job,) = pids() - {worker.proc.pid}  # the idle job process (the forkserver records nothing)
+    os.kill(job, signal.SIGKILL)
+
+    def folded() -> str | None:
+        text = scrape(port)  # a scrape folds dead processes' files first
+        return text if job not in pids() and (directory / "histogram_archive.db").exists() else None
+
+    text = wait_for(folded, REGISTER_TIMEOUT, seen)
+    assert wanted in text  # its zero series live on in the archive
+    rc, _ = worker.terminate()
+    assert rc == 0, worker.stderr[-3000:]
 
 
 def test_start_without_livekit_url_exits_2(start_worker: Callable[..., WorkerProcess]) -> None:

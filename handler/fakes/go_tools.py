@@ -3,16 +3,22 @@ modules into a project-local cache. There is no internet here for release downlo
 module proxy answers, and both are pure Go (no cgo).
 
 A tool is looked for, in order: `$<BIN_VAR>`, its name on PATH, `<cache root>/<name>/<version>/`;
-`install` builds the pinned release into that cache only when none is found.
+`install` builds the pinned release into that cache only when none is found. A binary found
+through the variable or PATH must be the pinned release, read from the build information Go
+embeds in every binary (`go version -m` shows it): any other is refused by name, not run.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+_MODULE_LINE = re.compile(rb"\bmod\t([^\t\n]+)\t([^\t\n]+)")
 
 
 class ToolNotFound(Exception):
@@ -25,6 +31,22 @@ def cache_root() -> Path:
     root = Path(__file__).resolve().parents[2]
     in_checkout = (root / "pyproject.toml").is_file()
     return root / ".cache" if in_checkout else Path.home() / ".cache" / "voice-handler"
+
+
+def built_version(binary: Path, module: str) -> str | None:
+    """The version of `module` (a package path inside it will do) a Go binary was built from, as
+    its embedded build information says, or None (not a Go binary, or built outside a module)."""
+    stat = binary.stat()
+    return _built_version(binary, module, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _built_version(binary: Path, module: str, size: int, mtime: int) -> str | None:
+    for m in _MODULE_LINE.finditer(binary.read_bytes()):
+        path = m.group(1).decode(errors="replace")
+        if module == path or module.startswith(path + "/"):
+            return m.group(2).decode(errors="replace")
+    return None
 
 
 @dataclass(frozen=True)
@@ -42,13 +64,26 @@ class GoTool:
         return cache_root() / self.name / self.version
 
     def find(self) -> Path | None:
-        """The binary to use, or None."""
+        """The binary to use, or None; ToolNotFound for one named by the variable or on PATH that
+        is not the pinned release."""
         if env := os.environ.get(self.bin_var):
-            return Path(env)
+            return self._pinned(Path(env), f"{self.bin_var}={env}")
         if on_path := shutil.which(self.name):
-            return Path(on_path)
+            return self._pinned(Path(on_path), f"{on_path} (on PATH)")
         cached = self.cache_dir / self.name
         return cached if cached.is_file() else None
+
+    def _pinned(self, binary: Path, where: str) -> Path:
+        if not binary.is_file():
+            return binary  # `install` says there is no such file
+        found = built_version(binary, self.module)
+        if found != self.version:
+            raise ToolNotFound(
+                f"{where} is {self.name} {found or 'of unknown version'}, not the pinned {self.version}: "
+                f"point {self.bin_var} at a {self.version} build, or unset it (and take it off PATH) and run "
+                f"`{self.install_command}`"
+            )
+        return binary
 
     def install(self) -> Path:
         """The binary's path, building the pinned release into the cache if none is found."""

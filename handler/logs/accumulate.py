@@ -431,9 +431,15 @@ def analyze(
                 raise LogInputError(f"log file not found: {path}") from None
             except OSError as e:
                 raise LogInputError(f"cannot read log file {path}: {e.strerror or e}") from None
-        for fh in handles:
-            for raw, overlong in read_lines(fh):
-                report.feed(raw, overlong)
+        for fh, path in zip(handles, paths, strict=True):
+            before = report.lines
+            try:
+                for raw, overlong in read_lines(fh):
+                    report.feed(raw, overlong)
+            except OSError as e:  # opened, then unreadable (a device, /proc/self/mem, a dead disk)
+                raise LogInputError(
+                    f"cannot read log file {path} after {report.lines - before} lines: {e.strerror or e}"
+                ) from None
     finally:
         for fh, path in zip(handles, paths, strict=False):
             if path != "-":

@@ -56,7 +56,7 @@ def parse_line(text: str) -> Parsed:
     if text.startswith("{"):
         try:
             obj = json.loads(text)
-        except ValueError:  # truncated or invalid JSON: grep only
+        except (ValueError, RecursionError):  # truncated, invalid or absurdly nested JSON: grep only
             return Parsed(None, None, None, {}, True, False)
         if isinstance(obj, dict):
             raw_ts = next((obj[k] for k in ("ts", "timestamp", "time", "asctime") if k in obj), None)

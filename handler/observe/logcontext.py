@@ -33,9 +33,13 @@ def bind(**ids: str) -> None:
     _ids.set({**_ids.get(), **ids})
 
 
-def job_ids(job: Any) -> dict[str, str]:
-    """The ids a livekit job's log lines carry (`job` is `JobContext.job`, a protocol `Job`)."""
-    return {"job": job.id, "room": job.room.name}
+def job_ids(job: Any, settings: Any) -> dict[str, str]:
+    """The ids a livekit job's log lines and spans carry (`job` is `JobContext.job`, a protocol
+    `Job`): the room by `redaction.room_id` (a keyed hash unless the operator opts in: a SIP room's
+    name carries the caller's number)."""
+    from handler.redaction import room_id
+
+    return {"job": job.id, "room": room_id(job.room.name, settings)}
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -67,7 +67,25 @@ def problems(settings: Settings) -> list[tuple[str, Any, str]]:
                 '(with protocol = "grpc")',
             )
         )
+    elif parts.username is not None or parts.password is not None:
+        out.append(
+            (
+                "telemetry.endpoint",
+                endpoint,  # shown with its user info redacted, as everywhere
+                "must not carry a user or password: credentials travel in headers, from the variable "
+                "telemetry.headers_env names",
+            )
+        )
     env = settings.get("telemetry.headers_env") or ""
+    if env and parts.scheme == "http" and not _loopback(parts.hostname or ""):
+        out.append(
+            (
+                "telemetry.endpoint",
+                endpoint,
+                f"must be https:// when telemetry.headers_env ({env}) sends credentials to a host "
+                f"other than this machine ({parts.hostname}): over http they travel in clear",
+            )
+        )
     if env and not settings.secret(env):
         out.append(
             (
@@ -80,10 +98,24 @@ def problems(settings: Settings) -> list[tuple[str, Any, str]]:
     return out
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _IdsProcessor:
     """Stamps the session's ids on every span: those it was started with, else its parent's, else
     the ids bound where it started, else its job's. The parent's come first because a span may
     start in a context the ids were never bound in (the session's close, from `aclose`'s caller)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         from livekit.agents import get_job_context
@@ -93,7 +125,7 @@ class _IdsProcessor:
         # context, where the ids were bound: the job they run for names them
         job = get_job_context(required=False)
         ids = {
-            **(ids_attributes(logcontext.job_ids(job.job)) if job is not None else {}),
+            **(ids_attributes(logcontext.job_ids(job.job, self.settings)) if job is not None else {}),
             **ids_attributes(logcontext.current_ids()),
             **ids_of(trace.get_current_span(parent_context)),
         }
@@ -269,7 +301,7 @@ def install(settings: Settings) -> Any:
             resource=resource,
             sampler=ParentBased(SessionSampler(settings.get("telemetry.sample_ratio"))),
         )
-        provider.add_span_processor(_IdsProcessor())  # type: ignore[arg-type]
+        provider.add_span_processor(_IdsProcessor(settings))  # type: ignore[arg-type]
         drops = _Drops()
         exporter = _WarnOnce(_exporter(settings, "traces"), drops)
         provider.add_span_processor(
@@ -288,9 +320,15 @@ def install(settings: Settings) -> Any:
         logger.info(
             "telemetry: exporting spans and metrics over OTLP/%s to %s",
             settings.get("telemetry.protocol"),
-            urlsplit(settings.get("telemetry.endpoint")).netloc,
+            _host(settings.get("telemetry.endpoint")),
         )
         return provider
+
+
+def _host(endpoint: str) -> str:
+    """host:port of a URL, never its user info."""
+    parts = urlsplit(endpoint)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def flush(timeout: float = 5.0) -> None:

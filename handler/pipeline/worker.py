@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from handler import config, livekit_compat
 from handler import plan as plans
-from handler.observe import logcontext, telemetry
+from handler.observe import logcontext, metrics_files, telemetry
 from handler.pipeline import job_signals, reconnect
 from handler.pipeline.http import close_shared_session
 from handler.pipeline.session import build, observe, prewarm_settled, start_warming
 from handler.pipeline.worker_load import TreeLoad
 from handler.plan import Plan
 from handler.records import writer as records_writer
+from handler.redaction import participant_id
 from handler.resilience.session_end import close_reason
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def prewarm_process(proc: Any) -> None:
 async def entrypoint(ctx: Any) -> None:
     plan: Plan = ctx.proc.userdata["plan"]
     settings = plan.settings
-    logcontext.bind(**logcontext.job_ids(ctx.job))
+    logcontext.bind(**logcontext.job_ids(ctx.job, settings))
 
     runtime = plan.runtime(pooled=True)
     # opens provider connections while the room connects, so turn one pays for neither
@@ -84,6 +85,10 @@ async def entrypoint(ctx: Any) -> None:
     # server has given up on them too, nobody is left to talk to
     ctx.room.on("participant_disconnected", lambda p: _end_when_alone(ctx))
     await ctx.connect()
+    # a SIP caller's identity is their number: their log lines name them by its pseudonym
+    for p in ctx.room.remote_participants.values():
+        participant_id(p.identity, settings)
+    ctx.room.on("participant_connected", lambda p: participant_id(p.identity, settings))
     await prewarm_settled(warming)
     _, end_observation = observe(session, settings, plan.registry, info)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(settings))
@@ -202,6 +207,8 @@ def make_server(plan: Plan | config.Settings, metrics_dir: str | None = None) ->
         job_memory_warn_mb=w["job_memory_warn_mb"],
         job_memory_limit_mb=w["job_memory_limit_mb"],
         drain_timeout=w["drain_timeout"],
+        # livekit's default is every interface: neither port asks who is calling
+        host=w["host"],
         port=w["port"],
         setup_fnc=prewarm_process,
         ws_url=settings.secret("LIVEKIT_URL"),
@@ -271,7 +278,13 @@ def run(plan: Plan, *, devmode: bool) -> None:
     records_service.start(settings, plan.registry)
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(plan, metrics_dir)
-        livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
+        # every job process leaves its sample files there: dead ones' are folded as the worker runs
+        shared = metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        served = shared if settings.get("worker.prometheus_port") else None
+        with metrics_files.bounded(served) if served else contextlib.nullcontext():
+            livekit_compat.run_worker(
+                server, log_level=str(settings.get("logging.level")).upper(), dev=devmode
+            )
     records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop

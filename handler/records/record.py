@@ -20,6 +20,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from handler.redaction import deployment_key, pseudonym
+
 SCHEMA = 1
 """Bumped when a field changes meaning or goes away; new fields keep the number."""
 
@@ -55,14 +57,16 @@ def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def room_id(name: str | None, mode: str) -> str | None:
-    """The room as recorded: its name, or (by default) a stable hash of it, so calls of one room
-    still group together without the caller's number that a telephony room's name can carry."""
+def room_id(name: str | None, mode: str, key: str = "") -> str | None:
+    """The room as recorded: its name, or (by default) its pseudonym, so calls of one room still
+    group together without the caller's number that a telephony room's name can carry. The
+    pseudonym is the one the log lines and spans carry (`redaction.pseudonym`, keyed with
+    `redaction.deployment_key`: a phone number cannot be hashed through to find the record)."""
     if not name:
         return None
     if mode == "clear":
         return name
-    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return pseudonym(name, key)
 
 
 def redact(text: str, min_digits: int) -> str:
@@ -218,7 +222,7 @@ def build(
         "id": new_id(),
         "source": source,
         "job_id": info.get("job"),
-        "room": room_id(info.get("room"), r["room_names"]),
+        "room": room_id(info.get("room"), r["room_names"], deployment_key(settings)),
         "scenario": info.get("simulation"),
         "agent_name": settings.get("worker.agent_name"),
         "worker": worker_info(),

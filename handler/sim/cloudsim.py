@@ -116,9 +116,9 @@ def load(env: str | None = None, overrides: Mapping[str, Any] | None = None, sou
     `source`) under that selection, and stand-in keys where real ones are absent (the fakes accept
     any key; a real key is kept)."""
     from handler import plan as plans
-    from handler.registry import Registry
+    from handler.registry import Registry, env_name
 
-    registry = Registry.load()
+    registry = Registry.load(env=env_name(env))
 
     def on_the_cloud(settings: Settings) -> dict[str, Any]:
         given = settings.with_overrides(overrides, source) if overrides else settings

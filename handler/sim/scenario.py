@@ -185,6 +185,10 @@ def load(path: Path) -> Scenario:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ScenarioError(path, [f"not valid TOML: {e}"]) from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ScenarioError(
+            path, ["nested too deeply to read (arrays or tables inside each other)"]
+        ) from None
     problems = _unknown("scenario", set(raw), _TOP)
     base = path.parent
     turns_raw = raw.get("turns", [])

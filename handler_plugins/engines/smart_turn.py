@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from livekit.agents.language import LanguageCode
 from livekit.agents.voice.turn import TurnDetectionEvent
 
 from handler.api import EOT_INFERENCE, record_timing, timings
-from handler_plugins.engines.smart_turn_files import model_files
+from handler_plugins.engines.smart_turn_files import FEATURES, MODEL, SHA256, model_files, read_verified
 
 logger = logging.getLogger("handler.smart_turn")
 
@@ -53,6 +52,7 @@ LANGUAGES = frozenset(
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 """Predictions of every session in this process run here, one at a time: inference stays off the
 event loop and the model's CPU use stays at `threads` cores whatever the number of sessions."""
+
 
 def inference_times() -> list[float]:
     """This process's prediction times in seconds (features + model), oldest first: what `bench`
@@ -88,8 +88,11 @@ class SmartTurnModel:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.name = onnx.stem  # "smart-turn-v3.2-cpu"
-        self.session = ort.InferenceSession(str(onnx), sess_options=opts, providers=["CPUExecutionProvider"])
-        self._features = _load_module(features).compute_whisper_log_mel_features
+        # the bytes whose SHA-256 was checked are the ones loaded and run (not the path, read again)
+        model = read_verified(onnx, SHA256[MODEL])
+        self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        extractor = _load_module(features, read_verified(features, SHA256[FEATURES]))
+        self._features = extractor.compute_whisper_log_mel_features
 
     def probability(self, pcm: np.ndarray) -> float:
         """How likely the speaker has finished, from 16 kHz mono int16 (or float in -1..1)."""
@@ -109,12 +112,12 @@ class SmartTurnModel:
         return float(np.asarray(out).reshape(-1)[0])  # the model ends in a sigmoid
 
 
-def _load_module(path: Path) -> ModuleType:
-    """Run one numpy-only module of the wheel by its path, outside the `pipecat` package."""
-    spec = importlib.util.spec_from_file_location("_voice_handler_smart_turn_features", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def _load_module(path: Path, source: bytes) -> ModuleType:
+    """Run one numpy-only module of the wheel from its checked source, outside the `pipecat`
+    package."""
+    module = ModuleType("_voice_handler_smart_turn_features")
+    module.__file__ = str(path)
+    exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the reviewed file, by SHA-256
     return module
 
 

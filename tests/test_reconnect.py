@@ -23,9 +23,22 @@ def test_the_give_up_time_becomes_the_attempts_whose_waits_span_it() -> None:
         assert waited >= seconds > waited - reconnect.retry_delay(n - 1)
 
 
+def registered() -> logging.LogRecord:
+    return logging.LogRecord("livekit.agents", logging.INFO, __file__, 1, "registered worker", (), None)
+
+
+def test_a_server_never_reached_is_a_failure_to_connect_not_a_loss() -> None:
+    report = reconnect.RetryReport(give_up=600, clock=lambda: 0.0)
+    first = retry_record("401, message='Invalid response status'")
+    assert report.filter(first)
+    assert first.getMessage().startswith("failed to connect to livekit-server (401")
+    assert report.filter(back := registered()) and back.getMessage() == "registered worker"
+
+
 def test_a_lost_server_is_said_once_then_once_a_minute_then_its_return() -> None:
     now = [0.0]
     report = reconnect.RetryReport(give_up=600, clock=lambda: now[0])
+    assert report.filter(registered())
     shown = []
     for _ in range(30):  # 10 s apart: five minutes of attempts
         r = retry_record()
@@ -35,7 +48,7 @@ def test_a_lost_server_is_said_once_then_once_a_minute_then_its_return() -> None
     assert shown[0].startswith("lost the connection to livekit-server (connection refused)")
     assert "600 s" in shown[0] and "exiting 1" in shown[0]
     assert 4 <= len(shown) <= 6 and all("still unreachable" in m for m in shown[1:]), shown
-    back = logging.LogRecord("livekit.agents", logging.INFO, __file__, 1, "registered worker", (), None)
+    back = registered()
     assert report.filter(back) and "again" in back.getMessage()
     again = retry_record()  # a later loss is said again
     assert report.filter(again) and again.getMessage().startswith("lost the connection")

@@ -48,6 +48,7 @@ class RetryReport(logging.Filter):
         self._clock = clock
         self.lost_at: float | None = None
         self.attempts = 0
+        self.registered = False  # never registered: the server was never reached (a wrong URL or key)
         self._last_report = 0.0
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -58,10 +59,8 @@ class RetryReport(logging.Filter):
             error = getattr(record, "error", None)
             if self.lost_at is None:
                 self.lost_at = self._last_report = now
-                record.msg, record.args = "lost the connection to livekit-server (%s); retrying %s", (
-                    error,
-                    self._until(),
-                )
+                what = "lost the connection to" if self.registered else "failed to connect to"
+                record.msg, record.args = f"{what} livekit-server (%s); retrying %s", (error, self._until())
                 return True
             if now - self._last_report < REPORT_EVERY:
                 return False
@@ -71,9 +70,10 @@ class RetryReport(logging.Filter):
                 (now - self.lost_at, self.attempts, error, self._until()),
             )
             return True
-        if message.startswith(REGISTERED_MESSAGE) and self.lost_at is not None:
-            record.msg = f"{message} (again, {now - self.lost_at:.0f} s after the connection was lost)"
-            self.lost_at, self.attempts = None, 0
+        if message.startswith(REGISTERED_MESSAGE):
+            if self.lost_at is not None and self.registered:
+                record.msg = f"{message} (again, {now - self.lost_at:.0f} s after the connection was lost)"
+            self.lost_at, self.attempts, self.registered = None, 0, True
         return True
 
     def _until(self) -> str:

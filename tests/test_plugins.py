@@ -91,7 +91,8 @@ def test_a_third_party_stt_is_selectable_by_config_alone(
 
 
 def test_plugins_list_shows_the_third_party_plugin_and_its_distribution(acme: Path, root: Path, cli) -> None:
-    out = cli("plugins", "list", "--json", env={"HANDLER_STT__PROVIDER": "acme"})
+    # named, as production needs (the test runs under every environment)
+    out = cli("plugins", "list", "--json", env={"HANDLER_STT__PROVIDER": "acme", ALLOW_VAR: "acme-voice"})
     assert out.returncode == 0, out.stderr
     stt = json.loads(out.stdout)["stages"]["stt"]
     assert stt["selected"] == "acme"
@@ -136,6 +137,7 @@ def test_a_third_party_option_of_the_wrong_type_is_refused(
 ) -> None:
     monkeypatch.setenv("HANDLER_STT__PROVIDER", "acme")
     monkeypatch.setenv("HANDLER_STT__ACME__GREETING", "42")
+    monkeypatch.setenv(ALLOW_VAR, "acme-voice")  # production loads only the plugins it names
     with pytest.raises(config.ConfigError) as e:
         load_checked()
     assert "stt.acme.greeting = 42" in str(e.value) and "must be a string" in str(e.value)

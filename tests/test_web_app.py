@@ -251,7 +251,9 @@ def test_metrics_buckets_the_window_and_counts_every_call_once(store: SqliteStor
 async def test_the_api_answers_a_call_a_missing_call_and_a_bad_filter(
     store: SqliteStore, app_at: Callable[..., Any]
 ) -> None:
-    records = call_records.many(5, time.time(), 3600, seed=5)
+    # within the last half hour: the 1 h window's oldest bucket may start up to a bucket after
+    # now - 1 h (its edges are aligned), so a call from just under an hour ago may fall outside it
+    records = call_records.many(5, time.time(), 1800, seed=5)
     call_records.fill(store, records)
     url = await app_at(Target("ws://127.0.0.1:9", "k", SECRET, "a"), calls=CallsReader(store))
     async with aiohttp.ClientSession() as http:

@@ -23,6 +23,7 @@ from handler.config import Settings
 from handler.hookspecs import PROVIDER_STAGES, selector
 from handler.http import close_shared_session
 from handler.registry import Registry
+from handler.resilience.decider import late_reply_bound
 from handler.resilience.session_end import run_until_closed
 from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
 from handler.sim.clips import Sounds, make_sounds
@@ -49,9 +50,16 @@ class Conversation:
     to the scripted turns afterwards (`attach_records`)."""
 
     def __init__(
-        self, session: Any, scenario: Scenario, clips: list[np.ndarray], progress: Callable[[str], None]
+        self,
+        session: Any,
+        scenario: Scenario,
+        clips: list[np.ndarray],
+        progress: Callable[[str], None],
+        reply_timeout: float = REPLY_START_TIMEOUT,
     ) -> None:
         self.session = session
+        self.reply_timeout = reply_timeout
+        """Seconds to wait for a reply to start: a failing stage is ridden out that long."""
         self.scenario = scenario
         self.clips = clips
         self.progress = progress
@@ -102,14 +110,15 @@ class Conversation:
         turn.speech_end = self.clock.wall(end_tick) - audio.trailing_silence(pcm)
         return turn
 
-    async def _wait_reply_start(self, after: float, timeout: float = REPLY_START_TIMEOUT) -> PlayStart | None:
-        deadline = time.monotonic() + timeout
+    async def _wait_reply_start(self, after: float, timeout: float | None = None) -> PlayStart | None:
+        # a reply whose request failed for good is asked for again while the stage is ridden
+        # out (handler.resilience.decider), and a session whose stage is down ends the run: a
+        # failed request is no reason to stop waiting
+        deadline = time.monotonic() + (self.reply_timeout if timeout is None else timeout)
         while time.monotonic() < deadline:
             starts = [s for s in self.sink.play_starts if s.wall > after]
             if starts:
                 return starts[0]
-            if self.failed_at > after and self.session.agent_state == "listening":
-                return None  # the reply failed for good (retries spent): the session goes on
             await asyncio.sleep(TICK)
         return None
 
@@ -144,9 +153,7 @@ class Conversation:
             # the user off; the agent may answer again once the sentence is complete, or not
             early = [s for s in self.sink.play_starts[seen:] if s.wall < turn.speech_end]
             turn.premature_cutoffs = len(early)
-            start = await self._wait_reply_start(
-                turn.speech_end, EARLY_REPLY_TIMEOUT if early else REPLY_START_TIMEOUT
-            )
+            start = await self._wait_reply_start(turn.speech_end, EARLY_REPLY_TIMEOUT if early else None)
             if start is None and early:
                 turn.notes.append(
                     f"cut off: the reply began {turn.speech_end - early[0].wall:.2f}s before the end"
@@ -161,7 +168,7 @@ class Conversation:
                 turn.notes.append("no reply: " + (self.errors[-1] if failed else "timed out"))
                 self.progress(
                     f"turn {turn.n}: no reply "
-                    + (f"({self.errors[-1]})" if failed else f"within {REPLY_START_TIMEOUT:.0f} s")
+                    + (f"({self.errors[-1]})" if failed else f"within {self.reply_timeout:.0f} s")
                 )
                 continue
             # every sound of this reply goes onto the input's timeline now, at its offset from
@@ -207,7 +214,9 @@ async def simulate(
         session, agent = build_session(settings, registry, runtime)
         info = {"simulation": scenario.name}
         with logcontext.bound(session=f"sim-{scenario.name}"):
-            convo = Conversation(session, scenario, clips, progress)
+            convo = Conversation(
+                session, scenario, clips, progress, max(REPLY_START_TIMEOUT, late_reply_bound(settings))
+            )
             await prewarm_settled(warming)
             async with observed(session, settings, registry, info) as tracker:
                 await session.start(agent=agent)

@@ -193,3 +193,77 @@ async def _recognize(instance: Any, conn: Any, pace: float, clock: _Clock) -> st
     finally:
         feeding.cancel()
         await recognition.aclose()
+
+
+# ------------------------------------------------------------------------------ a burst in a call
+
+BURSTS: dict[str, Callable[[], Fault]] = {
+    "429": lambda: Fault.rate_limited(0.3),
+    "500": lambda: Fault.http(500),
+    "503": lambda: Fault.http(503),
+    "slow": lambda: Fault.slow_first_byte(6.0),
+}
+"""What one failed request of a burst meets: an error status (429 with Retry-After), or a
+handshake / first byte held back for 6 s (past HTTP_TIMEOUT 2 s: each one a timeout)."""
+
+
+@dataclass
+class BurstCall:
+    """A simulated call (`handler.sim`) over the cloud fakes with a burst on one stage."""
+
+    report: Any
+    """The simulator's `Report`."""
+    elapsed: float
+    attempts: int
+    """Requests (STT: handshakes) the faulty provider saw during the call."""
+    burst_at: float | None
+    """Seconds into the call the burst began (None: never reached)."""
+    spoken: list[str]
+    """What the TTS was asked to say: the replies, and the apology if one was said."""
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for t in self.report.turns if t.kind == "turn" and t.reply_text)
+
+
+async def burst_call(
+    stage: str,
+    fault: str,
+    count: int,
+    *,
+    mid_call: bool,
+    settings: Any,
+    registry: Any,
+    scenario: Any,
+) -> BurstCall:
+    """Run `scenario` over the cloud fakes; `count` consecutive requests of `stage` meet
+    `BURSTS[fault]` ("down": every request refused with 503 for the rest of the call; "none":
+    nothing happens), from the call's start or from the moment the first reply starts playing
+    (`mid_call`: the provider also drops its open connections then, as a failing service does)."""
+    from handler.sim import runner
+
+    async with cloudsim.running(settings, registry, scenario.recognizer_phrases()) as (cloud, fakes):
+        srv: ProviderServer = getattr(fakes, stage)
+        started = time.monotonic()
+        at: list[float] = []
+
+        def begin() -> None:
+            at.append(time.monotonic() - started)
+            if fault == "none":
+                return
+            if fault == "down":
+                srv.faults.push(*[Fault.http(503) for _ in range(1000)])
+            else:
+                srv.faults.push(*[BURSTS[fault]() for _ in range(count)])
+            if mid_call:
+                srv.drop_connections()
+
+        def progress(line: str) -> None:
+            if mid_call and not at and line.startswith("turn 1:"):
+                begin()
+
+        if not mid_call:
+            begin()
+        report, _ = await runner.simulate(cloud, registry, scenario, progress)
+        elapsed = time.monotonic() - started
+        return BurstCall(report, elapsed, attempts(stage, srv), at[0] if at else None, fakes.tts.spoken())

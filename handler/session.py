@@ -173,6 +173,7 @@ def build_session(
         probe_max=r["probe_max"],
         hold_line=r["hold_line"],
         hold_after=r["hold_after"],
+        providers=members,
         # a lone TTS known to be down cannot say the apology (a chain's backup still can)
         tts_breaker=resilient.breaker(
             "tts", tts_chain[0], registry.options(settings, "tts", tts_chain[0]), settings

@@ -43,6 +43,8 @@ FAST = {
     "http.prewarm": False,
     "resilience.probe_initial": 0.2,
 }
+SLOW_PROBES = {"resilience.probe_initial": 30.0, "resilience.probe_max": 60.0}
+"""A provider that failed is asked again only 30 s later: longer than any test here."""
 SERVERS: dict[str, Callable[..., ProviderServer]] = {
     "stt": SonioxServer,
     "llm": OpenAIServer,
@@ -164,10 +166,10 @@ async def test_a_stream_the_provider_rotates_mid_utterance_loses_no_speech() -> 
 
 async def test_a_provider_that_stays_down_is_probed_once_per_interval_per_process() -> None:
     async with SonioxServer(faults=[Fault.http(503)] * 50) as srv:
-        first = await stage_request("stt", srv, chained=True, pace=1.0, **{"resilience.probe_initial": 30.0})
+        first = await stage_request("stt", srv, chained=True, pace=1.0, **SLOW_PROBES)
         assert srv.stats.attempts(PATHS["stt"]) == MAX_RETRIES + 1
         # the next call (a new session in the same process) goes straight to the backup
-        second = await stage_request("stt", srv, chained=True, pace=1.0, **{"resilience.probe_initial": 30.0})
+        second = await stage_request("stt", srv, chained=True, pace=1.0, **SLOW_PROBES)
         assert srv.stats.attempts(PATHS["stt"]) == MAX_RETRIES + 1
     assert first.answered and second.answered  # by the local backup
     assert first.faults == StageFaults(retries=MAX_RETRIES, errors=1, fallbacks=1)
@@ -195,7 +197,7 @@ async def test_a_chain_member_that_is_down_is_not_asked_again_before_its_probe_i
     # livekit's adapter probes a failed provider again on every request it hands to the next one
     async with SERVERS[stage](faults=[Fault.http(503)] * 50) as srv:
         outcomes = [
-            await stage_request(stage, srv, chained=True, **{"resilience.probe_initial": 30.0})
+            await stage_request(stage, srv, chained=True, **SLOW_PROBES)
             for _ in range(4)
         ]
         await asyncio.sleep(0.3)  # any background probe would have landed by now

@@ -4,7 +4,7 @@ The decision is taken on time and evidence, not on a count of requests: a stage 
 once it has failed for `resilience.down_for` seconds without a single success, and at least
 `EVIDENCE` of its requests failed for good in that time (every attempt and every provider of its
 chain spent: the request, then the probe after the wait). Any success resets it: a transcript
-(STT), a completed request (LLM and TTS: livekit's metrics). Then: one ERROR line saying which
+(STT), a completed request (LLM and TTS: their providers' metrics). Then: one ERROR line saying which
 stage is down and why, the configured apology when the TTS still works, and the session is shut
 down. The reason is kept
 on the fault ledger (`FaultLedger.ended`) for `simulate` (exit status 1) and the worker (the job
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("handler.resilience")
 
 STAGE_OF_ERROR = {"stt_error": "stt", "llm_error": "llm", "tts_error": "tts"}
-SUCCESS_OF_METRICS = {"llm_metrics": "llm", "tts_metrics": "tts"}
+SUCCESS_OF_METRICS = ("llm", "tts")
+"""Stages whose success is a request that completed: livekit reports its metrics only then (the
+agent speaking is no evidence for the LLM: the hold line and the apology need none)."""
 EVIDENCE = 2
 """Requests failed for good, since the last success, before a stage can be called down: one
 request proves the provider failed; the probe after the wait proves it did not come back."""
@@ -82,6 +85,7 @@ class Decider:
         hold_line: str = "",
         hold_after: float = 6.0,
         tts_breaker: Breaker | None = None,
+        providers: Mapping[str, list[Any]] | None = None,
         clock: Any = time.monotonic,
     ) -> None:
         self.session = session
@@ -98,7 +102,11 @@ class Decider:
         self.ride_out = RideOut(self, probe_initial, probe_max, hold_line, hold_after)
         session.on("error", self._on_error)
         session.on("user_input_transcribed", self._on_transcript)
-        session.on("metrics_collected", self._on_metrics)
+        for stage in SUCCESS_OF_METRICS:
+            # each provider's own metrics (a chain's members too): the session's metrics_collected
+            # is deprecated and warns when listened to
+            for provider in (providers or {}).get(stage, []):
+                provider.on("metrics_collected", lambda _, stage=stage: self._success(stage))
         session.on("close", lambda _: self.stop())
 
     # -- evidence ---------------------------------------------------------------------------------
@@ -106,16 +114,9 @@ class Decider:
         # any transcript, interim too: the STT answers
         self._success("stt")
 
-    def _on_metrics(self, ev: Any) -> None:
-        # livekit reports a request's metrics only when it completed without an error; the agent
-        # speaking is no evidence for the LLM (the hold line and the apology need none)
-        stage = SUCCESS_OF_METRICS.get(getattr(getattr(ev, "metrics", None), "type", ""))
-        if stage is not None:
-            self._success(stage)
-            if stage == "tts":
-                self.tts_failed_last = False
-
     def _success(self, stage: str) -> None:
+        if stage == "tts":
+            self.tts_failed_last = False
         failing = self.failing.pop(stage, None)
         if (timer := self._deadline.pop(stage, None)) is not None:
             timer.cancel()

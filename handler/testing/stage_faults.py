@@ -181,17 +181,36 @@ async def _recognize(instance: Any, conn: Any, pace: float, clock: _Clock) -> st
             if pace:
                 await asyncio.sleep(frame.duration * pace)
 
-    feeding = asyncio.create_task(feed())
-    if pace:  # timed from the end of the user's speech (the last voiced frame), as time to first audio is
-        clock.start += (len(frames) * 0.01 - 1.0) * pace
-    try:
+    # a stage alone does not raise when a request failed for good: it reports it (an
+    # unrecoverable error event) and rides the failure out for the session's decider; here the
+    # request ends there
+    failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    def on_error(ev: Any) -> None:
+        if not ev.recoverable and not failed.done():
+            failed.set_result(ev.error)
+
+    async def transcript() -> str:
         async for ev in recognition:
             if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT and ev.alternatives[0].text.strip():
                 clock.output()
                 return ev.alternatives[0].text
         return ""
+
+    instance.on("error", on_error)
+    feeding = asyncio.create_task(feed())
+    hearing = asyncio.create_task(transcript())
+    if pace:  # timed from the end of the user's speech (the last voiced frame), as time to first audio is
+        clock.start += (len(frames) * 0.01 - 1.0) * pace
+    try:
+        await asyncio.wait({hearing, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if hearing.done():
+            return hearing.result()
+        raise failed.result()
     finally:
+        instance.off("error", on_error)
         feeding.cancel()
+        hearing.cancel()
         await recognition.aclose()
 
 

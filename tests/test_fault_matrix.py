@@ -28,7 +28,7 @@ from handler.resilience import breaker
 from handler.resilience.ledger import StageFaults
 from handler.sim import cloudsim
 from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer, stage_faults
-from handler.testing.stage_faults import FAULTS, PATHS, Outcome
+from handler.testing.stage_faults import BURSTS, FAULTS, PATHS, Outcome
 
 pytestmark = pytest.mark.faults
 
@@ -73,6 +73,7 @@ async def stage_request(
     chained: bool,
     pace: float = 0.0,
     base_url: str | None = None,
+    ride_out: bool = False,
     **overrides: Any,
 ) -> Outcome:
     """One request through the stage as a session builds it, with production's settings at the
@@ -87,6 +88,7 @@ async def stage_request(
         pace=pace,
         base_url=base_url,
         overrides={**FAST, **overrides},
+        ride_out=ride_out,
     )
 
 
@@ -196,12 +198,29 @@ async def test_a_probe_is_one_attempt_and_its_success_makes_the_provider_healthy
 async def test_a_chain_member_that_is_down_is_not_asked_again_before_its_probe_is_due(stage: str) -> None:
     # livekit's adapter probes a failed provider again on every request it hands to the next one
     async with SERVERS[stage](faults=[Fault.http(503)] * 50) as srv:
-        outcomes = [
-            await stage_request(stage, srv, chained=True, **SLOW_PROBES)
-            for _ in range(4)
-        ]
+        outcomes = [await stage_request(stage, srv, chained=True, **SLOW_PROBES) for _ in range(4)]
         await asyncio.sleep(0.3)  # any background probe would have landed by now
         seen = srv.stats.attempts(PATHS[stage])
     assert all(o.answered for o in outcomes)  # by the local backup
     assert seen == MAX_RETRIES + 1  # the first request's attempts, then nothing for 30 s
     assert [o.faults.fallbacks for o in outcomes] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("fault", ["503", "slow"])
+async def test_a_lone_stt_rides_a_burst_out_and_no_request_sees_more_than_max_retries_plus_one_attempts(
+    fault: str,
+) -> None:
+    # issue 24: six handshakes in a row fail (the issue saw five on one stream, and the call end);
+    # each request spends at most MAX_RETRIES + 1 attempts, the probes one each, and the utterance
+    # held all along is recognized once the provider answers again
+    burst = [BURSTS[fault]() for _ in range(6)]
+    async with SonioxServer(faults=burst) as srv:
+        outcome = await stage_request("stt", srv, chained=False, pace=1.0, ride_out=True)
+        seen = srv.stats.attempts(PATHS["stt"])
+    assert outcome.answered == "hello" and outcome.error is None, outcome
+    assert seen == len(burst) + 1  # every failed handshake, then the one that answered
+    assert sum(outcome.requests) == len(burst), outcome.requests
+    assert all(n <= MAX_RETRIES + 1 for n in outcome.requests), outcome.requests
+    assert outcome.requests[0] == MAX_RETRIES + 1 and set(outcome.requests[1:]) == {1}, outcome.requests
+    assert outcome.faults.errors == len(outcome.requests) and not outcome.faults.lost, outcome.faults
+    assert outcome.faults.retries == len(burst) - len(outcome.requests), outcome.faults

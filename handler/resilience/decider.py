@@ -118,6 +118,7 @@ class Decider:
         if stage == "tts":
             self.tts_failed_last = False
         failing = self.failing.pop(stage, None)
+        self.ledger.failing.discard(stage)
         if (timer := self._deadline.pop(stage, None)) is not None:
             timer.cancel()
         if failing is not None and failing.requests:
@@ -139,6 +140,7 @@ class Decider:
         failing = self.failing.get(stage)
         if failing is None:  # the first failure since the stage last worked starts the clock
             failing = self.failing[stage] = _Failing(self.clock())
+            self.ledger.failing.add(stage)
             self.ride_out.stage_failing(stage)
             if self.down_for:
                 loop = asyncio.get_running_loop()

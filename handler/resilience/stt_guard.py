@@ -60,6 +60,9 @@ PREROLL = 0.5
 """Seconds of audio kept before speech, so a replayed utterance keeps its first word."""
 MAX_REPLAY = 30.0
 """Seconds of an utterance kept for replay at most (a longer one loses its start)."""
+REPLAY_SHARE = 0.1
+"""Seconds a provider may take per second of replayed audio before the watchdog counts (a
+streaming recognizer transcribes at least ten times faster than real time)."""
 WATCH_INTERVAL = 0.1
 """Seconds between watchdog checks."""
 ROTATION_CLOSE_CODES = frozenset({1000, 1001})
@@ -307,7 +310,10 @@ class GuardedStream(stt.RecognizeStream):
         held_start = self._pushed_seconds - self._held_seconds
         inner.start_time_offset = max(0.0, self.start_time_offset + held_start)
         self._progress = False
-        self._owed_from = time.monotonic() if self._held_voiced else None
+        # a replay is owed a result once the provider has heard it: the watchdog's clock starts
+        # that much later (on a busy machine the fakes' recognizer took over 1 s for 20 s of audio)
+        replay = self._held_seconds * REPLAY_SHARE
+        self._owed_from = time.monotonic() + replay if self._held_voiced else None
         for held in list(self._held):  # the utterance in flight, replayed
             inner.push_frame(held.frame)
         self._current = inner

@@ -24,6 +24,7 @@ from handler.hookspecs import PROVIDER_STAGES, selector
 from handler.http import close_shared_session
 from handler.registry import Registry
 from handler.resilience.decider import late_reply_bound
+from handler.resilience.ledger import ledger_of
 from handler.resilience.session_end import run_until_closed
 from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
 from handler.sim.clips import Sounds, make_sounds
@@ -122,12 +123,21 @@ class Conversation:
             await asyncio.sleep(TICK)
         return None
 
+    def _reply_owed(self) -> bool:
+        """A failing stage is ridden out and the caller's last message has no reply yet: what
+        played was the hold line, and the answer is still to come (as a caller would, wait)."""
+        faults = ledger_of(self.session)
+        if faults is None or not faults.failing:
+            return False
+        messages = [i for i in self.session.history.items if getattr(i, "type", None) == "message"]
+        return bool(messages) and messages[-1].role == "user"
+
     async def _wait_quiet(self) -> None:
         """Until the agent has finished answering: not speaking or thinking, sink idle a while."""
         deadline = time.monotonic() + REPLY_END_TIMEOUT
         while time.monotonic() < deadline:
             busy = self.sink.speaking or self.session.agent_state in ("thinking", "speaking")
-            if not busy and time.monotonic() - self.sink.last_sound > SETTLE:
+            if not busy and time.monotonic() - self.sink.last_sound > SETTLE and not self._reply_owed():
                 return
             await asyncio.sleep(0.05)
         self.errors.append(f"agent still busy after {REPLY_END_TIMEOUT:.0f} s")

@@ -283,7 +283,8 @@ class GuardedStream(stt.RecognizeStream):
     def _request_failed(self, error: APIError, attempts: int) -> None:
         self._failing = error
         self._emit_error(error, recoverable=False)
-        logger.warning(
+        # one ERROR line per request that failed for good, as livekit writes for the LLM and TTS
+        logger.error(
             "%s failed after %d attempt(s): %s; next try in %.1f s%s",
             self._guard.label,
             attempts,

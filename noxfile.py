@@ -32,14 +32,14 @@ def _livekit_server(session: nox.Session) -> None:
     """The real-room tests' livekit-server: found, or built from its Go module into .cache (once;
     later runs find it). Without Go that fails; the tests that need the server then skip, or fail
     under CI=true, each saying how to install it."""
-    session.run(_python(session), "-m", "handler.testing.livekit_server", "install", success_codes=[0, 1])
+    session.run(_python(session), "-m", "handler.fakes.livekit_server", "install", success_codes=[0, 1])
 
 
 def _kubeconform(session: nox.Session) -> None:
     """The deployment tests' validator: kubeconform found or built from its Go module into .cache,
     and the Kubernetes schemas from the kubernetes-validate package; as for livekit-server, those
     tests skip (or fail under CI=true) when this could not be done."""
-    session.run(_python(session), "-m", "handler.testing.kubeconform", "install", success_codes=[0, 1])
+    session.run(_python(session), "tests/support/kubeconform.py", "install", success_codes=[0, 1])
 
 
 @nox.session

@@ -3,7 +3,7 @@
     python benchmarks/faults.py [--timeout 2] [--max-retries 2] [--stage stt --stage llm ...]
 
 One request per stage (a recognized utterance, a chat reply, a streamed synthesis), built as a
-session builds it (`handler.testing.stage_faults`: the real livekit plugins behind the resilience
+session builds it (`support.stage_faults`: the real livekit plugins behind the resilience
 layer), against the local provider servers with cloud-like latencies (`handler.sim.cloudsim.PROFILES`),
 once without a fault and once per fault, the provider alone and with a local fallback. "extra" is
 how much later the first useful output came than without the fault (STT: final transcript after
@@ -18,13 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
-from handler import http
-from handler.resilience import breaker
-from handler.sim import cloudsim
-from handler.testing import ElevenLabsServer, OpenAIServer, SonioxServer
-from handler.testing.stage_faults import FAULTS, BurstCall, Outcome, burst_call, stage_request
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # test-only helpers (support)
+
+from support.stage_faults import FAULTS, BurstCall, Outcome, burst_call, stage_request  # noqa: E402
+
+from handler.fakes import ElevenLabsServer, OpenAIServer, SonioxServer  # noqa: E402
+from handler.pipeline import http  # noqa: E402
+from handler.resilience import breaker  # noqa: E402
+from handler.sim import cloudsim  # noqa: E402
 
 SERVERS: dict[str, Any] = {"stt": SonioxServer, "llm": OpenAIServer, "tts": ElevenLabsServer}
 FALLBACK_SLACK = 1.5

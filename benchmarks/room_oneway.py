@@ -26,8 +26,8 @@ from livekit import api, rtc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from handler.fakes.livekit_server import LiveKitServer, install  # noqa: E402
 from handler.room.caller import ONSET_DBFS, late_silence  # noqa: E402
-from handler.testing.livekit_server import LiveKitServer, install  # noqa: E402
 
 RATE, SAMPLES, TICK = 16000, 160, 0.01
 PERIOD, TONE, LEAD = 120, 30, 200

@@ -24,7 +24,7 @@ mid-sentence pause at the pause and at their end. A threshold between the two gr
 pauses and lets complete turns go.
 
 `cutoffs`: `python -m handler simulate <mid_sentence> --env E --offline --json` (the scenario of
-`handler.testing.pauses`: "my order number is, um," + a silent gap + "four two seven", then a
+`support.pauses`: "my order number is, um," + a silent gap + "four two seven", then a
 complete question) for each environment, gap and voice, with turn.detection "vad" and
 "smart-turn": whether the agent cut the user off, and time to first audio of both turns.
 
@@ -44,8 +44,9 @@ import numpy as np
 from offline_run import simulate_offline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's own handler/plugins
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # test-only helpers (support)
 
-from handler.testing import pauses  # noqa: E402
+from support import pauses  # noqa: E402
 
 CLIPS = (
     "what is the weather like today",

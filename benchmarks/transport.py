@@ -4,7 +4,7 @@
     python benchmarks/transport.py [SCENARIO] [--env dev] [--runs 2]
 
 Starts a livekit-server on 127.0.0.1 (installing it first if needed: see
-`python -m handler.testing.livekit_server install`) and a worker, then runs the scenario `--runs`
+`python -m handler.fakes.livekit_server install`) and a worker, then runs the scenario `--runs`
 times each way and prints time to first audio p50/p95 over all turns:
 
 - simulate: end of user speech -> first agent audio played, in-process, no transport;
@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from handler import config  # noqa: E402
+from handler.fakes.livekit_server import LiveKitServer, install  # noqa: E402
+from handler.fakes.worker_process import WorkerProcess, clean_env  # noqa: E402
+from handler.pipeline.turns import percentile  # noqa: E402
 from handler.sim import scenario as scenarios  # noqa: E402
-from handler.testing.livekit_server import LiveKitServer, install  # noqa: E402
-from handler.testing.worker_process import WorkerProcess, clean_env  # noqa: E402
-from handler.turns import percentile  # noqa: E402
 
 LIVEKIT_DEFAULTS = {"HANDLER_ROOM__INPUT_SAMPLE_RATE": "24000", "HANDLER_ROOM__INPUT_FRAME_MS": "50"}
 

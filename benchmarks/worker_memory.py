@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402  (livekit-agents depends on it)
 
 from handler import config  # noqa: E402
-from handler.testing.livekit_server import LiveKitServer, free_port, install  # noqa: E402
-from handler.testing.worker_process import WorkerProcess, clean_env, settings_env  # noqa: E402
+from handler.fakes.livekit_server import LiveKitServer, free_port, install  # noqa: E402
+from handler.fakes.worker_process import WorkerProcess, clean_env, settings_env  # noqa: E402
 
 KEYS = {
     name: f"planted-{name.lower()}-0123456789"

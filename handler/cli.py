@@ -95,7 +95,7 @@ def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
 @user_errors
 def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
-    from handler import worker
+    from handler.pipeline import worker
 
     settings, registry = load_checked(env, for_start=True)
     worker.run(settings, registry, devmode=False)
@@ -131,11 +131,11 @@ def dev(
     ] = True,
 ) -> None:
     """Run the worker in livekit's development mode: no load limit, reload on change."""
-    from handler import worker
+    from handler.pipeline import worker
 
     settings, registry = load_checked(env, for_start=True)
     if reload:
-        from handler.reload import run_with_reload
+        from handler.pipeline.reload import run_with_reload
 
         raise typer.Exit(
             run_with_reload(
@@ -211,7 +211,7 @@ def _log_to_file(out_dir: Any, scenario: str) -> str:
     else:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = Path(tempfile.gettempdir()) / f"voice-handler-simulate-{scenario}-{stamp}.log"
-    from handler.session import redirect_log_lines
+    from handler.pipeline.session import redirect_log_lines
 
     try:
         stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - open for the process's life
@@ -268,7 +268,7 @@ def simulate(
     import asyncio
 
     from handler import sim
-    from handler.session import configure_logging
+    from handler.pipeline.session import configure_logging
 
     configure_logging(settings, registry)
     if not verbose:
@@ -343,7 +343,7 @@ def _caller_logging(settings: Any, registry: Any, command: str) -> None:
     message says what went wrong and what to check instead."""
     import logging
 
-    from handler.session import configure_logging
+    from handler.pipeline.session import configure_logging
 
     configure_logging(settings.with_overrides({"logging.level": "WARNING"}, command), registry)
     logging.getLogger("livekit").setLevel(logging.CRITICAL)

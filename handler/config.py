@@ -633,7 +633,7 @@ def validate(settings: Settings) -> list[Problem]:
             metrics,
             f"must differ from worker.port, the health-check port (from {settings.source('worker.port')})",
         )
-    from handler import telemetry
+    from handler.observe import telemetry
 
     for key, value, message in telemetry.problems(settings):
         if key.startswith("telemetry."):

@@ -6,8 +6,8 @@ LLM, TTS, turn detection) and policies (logging, retry) alike are declared throu
 built. Observers (metrics, ...) use the broadcast session hooks and the turn tracker's
 `turn_completed` / `session_summary`.
 Built-ins implement hooks with `trylast=True` so an installed plugin that registers the same
-stage and name overrides them. Plugins import from `handler.hookspecs`, `handler.runtime` and
-`handler.turns` (the record types) only.
+stage and name overrides them. Plugins import from `handler.hookspecs`, `handler.pipeline.runtime` and
+`handler.pipeline.turns` (the record types) only.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from handler.config import Settings
-    from handler.runtime import Runtime
-    from handler.turns import SessionSummary, TurnRecord
+    from handler.pipeline.runtime import Runtime
+    from handler.pipeline.turns import SessionSummary, TurnRecord
 
 PROJECT = "voice_handler"
 
@@ -44,9 +44,9 @@ def selector(stage: str) -> str:
 Factory = Callable[[Mapping[str, Any], "Runtime"], Any]
 """`factory(options, runtime)` returns the stage object: the livekit `vad.VAD`, `stt.STT`,
 `llm.LLM` or `tts.TTS`; for "turn" what livekit's `turn_detection` takes (a mode name such as
-"vad", or a turn-detector object); a `handler.retry.RetryPolicy` for "retry"; for "logging" it configures the
-process's logging and returns None. `options` holds the stage's shared keys (`[<stage>]`) merged
-with the provider's own table (`[<stage>.<name>]`)."""
+"vad", or a turn-detector object); a `handler.pipeline.retry.RetryPolicy` for "retry"; for "logging"
+it configures the process's logging and returns None. `options` holds the stage's shared keys
+(`[<stage>]`) merged with the provider's own table (`[<stage>.<name>]`)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Specs:
 
     @hookspec
     def turn_completed(self, record: TurnRecord, info: Mapping[str, Any]) -> None:
-        """The turn tracker (`handler.turns`) finished a turn: the user spoke and the agent's
+        """The turn tracker (`handler.pipeline.turns`) finished a turn: the user spoke and the agent's
         reply is in the chat history. `record` is the one typed record every report reads."""
 
     @hookspec

@@ -1,7 +1,7 @@
 """TTS `elevenlabs`: livekit's ElevenLabs plugin, streaming over the multi-stream websocket.
 
 `first_phrase_words` (N > 0) starts each reply's audio from its first phrase (up to its first
-clause break or N words) instead of its first full sentence (handler/first_phrase.py)."""
+clause break or N words) instead of its first full sentence (handler/pipeline/first_phrase.py)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def build(options: Mapping[str, Any], runtime: Any) -> Any:
     if options["base_url"]:
         kwargs["base_url"] = options["base_url"]
     if options["first_phrase_words"]:
-        from handler.first_phrase import FirstPhraseTokenizer
+        from handler.pipeline.first_phrase import FirstPhraseTokenizer
 
         # the plugin's own tokenizer (blingfire sentences, each flushed: auto_mode) behind the
         # first phrase; a SentenceTokenizer keeps auto_mode on

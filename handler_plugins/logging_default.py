@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handler.hookspecs import hookimpl
-from handler.logcontext import current_ids
+from handler.observe.logcontext import current_ids
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the
 # root level is, unless the root is DEBUG (then everything shows, for debugging).

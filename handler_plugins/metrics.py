@@ -1,6 +1,6 @@
 """Observer `metrics`: one log line per turn and one summary per session, for `start` and `simulate`.
 
-Per turn (logger `handler.metrics`, message `turn`): the fields of `handler.turns.LINE_FIELDS`,
+Per turn (logger `handler.metrics`, message `turn`): the fields of `handler.pipeline.turns.LINE_FIELDS`,
 written from the turn tracker's record (`turn_completed`): time to first audio (livekit's e2e
 latency: end of user speech -> agent audio) and its parts, whether the reply was interrupted or
 paused by a false interruption, and the retries and errors seen since the previous turn. At
@@ -12,7 +12,7 @@ These lines are the product's output, so `handler.metrics` logs at INFO even whe
 is WARNING (production): a production session logs its turns, its summary and what went wrong.
 
 The same numbers feed Prometheus histograms and counters (`voice_handler_*`), which the worker
-serves on `worker.prometheus_port` (see handler/worker.py for the multi-process collection).
+serves on `worker.prometheus_port` (see handler/pipeline/worker.py for the multi-process collection).
 """
 
 from __future__ import annotations
@@ -25,8 +25,15 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from handler.hookspecs import hookimpl
-from handler.logcontext import fields
-from handler.turns import FAULT_KINDS, SUMMARY_MESSAGE, TURN_MESSAGE, SessionSummary, TurnRecord, to_line
+from handler.observe.logcontext import fields
+from handler.pipeline.turns import (
+    FAULT_KINDS,
+    SUMMARY_MESSAGE,
+    TURN_MESSAGE,
+    SessionSummary,
+    TurnRecord,
+    to_line,
+)
 
 logger = logging.getLogger("handler.metrics")
 logger.setLevel(logging.INFO)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handler.hookspecs import hookimpl
-from handler.retry import RetryPolicy
+from handler.pipeline.retry import RetryPolicy
 
 
 @hookimpl(trylast=True)

@@ -1,4 +1,4 @@
-"""Observer: turns on OpenTelemetry export (handler.telemetry) in whichever process runs a session:
+"""Observer: turns on OpenTelemetry export (handler.observe.telemetry) in whichever process runs a session:
 `start`'s job processes, `simulate`, and the worker `call` talks to. Off (nothing imported) unless
 `telemetry.endpoint` is set."""
 
@@ -12,14 +12,14 @@ from handler.hookspecs import hookimpl
 
 @hookimpl(tryfirst=True)  # before the session starts its first span
 def session_started(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
-    from handler import telemetry
+    from handler.observe import telemetry
 
     telemetry.install(settings)
 
 
 @hookimpl
 def session_ended(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
-    from handler import telemetry
+    from handler.observe import telemetry
 
     if not telemetry.enabled(settings):
         return

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from handler.testing import livekit_server
-from handler.testing.livekit_server import LiveKitServer
+from handler.fakes import livekit_server
+from handler.fakes.livekit_server import LiveKitServer
 
 REPO = Path(__file__).resolve().parent.parent
 PLANTED = {

@@ -2,7 +2,7 @@
 classes (as livekit's tests do with their fake VAD/STT), so a real `AgentSession` can be driven
 with explicit speech durations and transcripts instead of audio whose detection depends on
 timing. They are registered as providers ("scripted") through a throwaway plugin, so the session
-is built by the same `handler.session.build_session` as everywhere."""
+is built by the same `handler.pipeline.session.build_session` as everywhere."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConn
 from livekit.agents.utils import AudioBuffer
 
 from handler.hookspecs import hookimpl
-from handler.turns import TurnRecord
+from handler.pipeline.turns import TurnRecord
 
 STEP = 0.032
 """Seconds between two inferences, as silero's 512-sample windows at 16 kHz."""

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from handler import config
+from handler.pipeline.session import configure_logging
 from handler.registry import Registry
-from handler.session import configure_logging
 
 pytestmark = pytest.mark.env_matrix  # these tests read the environment nox sets
 

@@ -19,12 +19,12 @@ import pytest
 from livekit import rtc
 from livekit.agents import APIError, APIStatusError, APITimeoutError, llm, stt
 
-from handler import http
 from handler.config import Settings
+from handler.fakes import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
+from handler.pipeline import http
+from handler.pipeline.session import make_runtime, retry_policy
 from handler.registry import Registry
-from handler.session import make_runtime, retry_policy
 from handler.sim import cloudsim, scenario, simulate
-from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
 
 MAX_RETRIES = 2
 TIMEOUT = 1.0
@@ -174,7 +174,8 @@ async def test_a_stall_after_the_reply_started_is_cut_at_the_timeout_and_not_ret
 
 async def test_retry_after_is_honoured_by_our_requests_but_not_by_livekits_plugins() -> None:
     """livekit's retry loop waits 0.1 s, then `retry_interval`, whatever the server asks: honouring
-    Retry-After there would mean patching livekit. `handler.http.request` (our own calls) honours it."""
+    Retry-After there would mean patching livekit. `handler.pipeline.http.request` (our own calls)
+    honours it."""
     # far above livekit's 0.1 s and a request, even on a busy machine (1.2 s measured: half of
     # the 2.5 s this asked before); honoured, the retry alone would wait all of it
     asked_of_livekit = 10.0

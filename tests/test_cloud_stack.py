@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from handler import http
-from handler.session import build_session, make_runtime, start_prewarm
+from handler.pipeline import http
+from handler.pipeline.session import build_session, make_runtime, start_prewarm
 from handler.sim import cloudsim, scenario, simulate
 
 LATENCY_FIELDS = ("ttfa", "ttfa_played", "end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb")

@@ -7,9 +7,9 @@ import os
 import threading
 
 from handler import config
+from handler.pipeline.worker import preload_modules
 from handler.registry import Registry
 from handler.room import cpu_profile as cp
-from handler.worker import preload_modules
 
 LOOP = "/usr/lib/python3.11/asyncio/base_events.py"
 SILERO = "/venv/site-packages/livekit/plugins/silero/vad.py"
@@ -25,11 +25,12 @@ def test_a_sample_goes_to_the_nearest_frame_that_says_whose_it_is() -> None:
         "VAD inference (silero)"
     )
     assert (
-        cp.category([f"_run_once ({LOOP}:1)", "on_turn (/repo/handler/turns.py:5)"]) == "our code (handler)"
+        cp.category([f"_run_once ({LOOP}:1)", "on_turn (/repo/handler/pipeline/turns.py:5)"])
+        == "our code (handler)"
     )
     # logging is stdlib but a cost of its own, whoever logs
     log = "emit (/usr/lib/python3.11/logging/__init__.py:1)"
-    assert cp.category(["on_turn (/repo/handler/turns.py:5)", log]) == "logging"
+    assert cp.category(["on_turn (/repo/handler/pipeline/turns.py:5)", log]) == "logging"
     # an import anywhere on the stack: a process starting, whatever imports
     imp = "_find_and_load (<frozen importlib._bootstrap>:1)"
     assert cp.category(["build (/repo/handler/registry.py:1)", imp, "<module> (/s/openai/x.py:1)"]) == (
@@ -44,7 +45,7 @@ def test_waiting_threads_are_set_apart_not_counted() -> None:
         [
             stack(f"run ({LOOP}:1)", "EpollSelector.select (/usr/lib/python3.11/selectors.py:468)") + " 70",
             stack(f"run ({LOOP}:1)", f"_run_inference ({SILERO}:3)") + " 20",
-            stack("on_turn (/repo/handler/turns.py:5)") + " 10",
+            stack("on_turn (/repo/handler/pipeline/turns.py:5)") + " 10",
             "garbage line",
         ]
     )
@@ -78,7 +79,7 @@ def test_thread_cpu_reads_every_thread_of_a_process() -> None:
 def test_the_forkserver_preloads_what_a_production_job_imports() -> None:
     settings = config.load("production")
     modules = preload_modules(settings, Registry.load())
-    assert modules[0] == "handler.worker"
+    assert modules[0] == "handler.pipeline.worker"
     # the selected providers' SDKs and livekit plugins, which a job imported in the call before
     for m in ("openai", "livekit.plugins.openai", "livekit.plugins.elevenlabs", "livekit.plugins.soniox"):
         assert m in modules
@@ -114,7 +115,7 @@ def test_the_per_frame_voicing_check_is_an_rms_threshold() -> None:
 def test_a_jobs_vad_runs_on_one_inference_thread_whatever_the_cores() -> None:
     """A job process must not start as many ONNX threads as the machine has cores: n calls would
     start n x cores threads fighting over them."""
-    from handler.runtime import Runtime
+    from handler.pipeline.runtime import Runtime
 
     settings = config.load("production")
     vad = Registry.load().build("vad", settings, Runtime(settings, None, None))

@@ -32,11 +32,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import PLANTED, REPO
+from support import kubeconform
 
 from handler import config
-from handler.testing import kubeconform
-from handler.testing.livekit_server import LiveKitServer, free_port
-from handler.testing.worker_process import clean_env, settings_env
+from handler.fakes.livekit_server import LiveKitServer, free_port
+from handler.fakes.worker_process import clean_env, settings_env
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 PROVIDER_KEYS = {k: v for k, v in PLANTED.items() if not k.startswith("LIVEKIT_")}

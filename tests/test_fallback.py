@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from livekit.agents import llm, stt, tts
 
-from handler import http
 from handler.config import ConfigError
+from handler.fakes import Fault
+from handler.pipeline import http
+from handler.pipeline.session import build_session, make_runtime
 from handler.registry import load_checked
-from handler.session import build_session, make_runtime
 from handler.sim import cloudsim, scenario, simulate
-from handler.testing import Fault
 
 CHAINS = {
     "stt.fallback": ["soniox", "local"],

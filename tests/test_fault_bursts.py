@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.stage_faults import BurstCall, burst_call
 
-from handler import http
+from handler.pipeline import http
 from handler.resilience import breaker
 from handler.resilience.decider import late_reply_bound
 from handler.sim import cloudsim, scenario
-from handler.testing.stage_faults import BurstCall, burst_call
 
 pytestmark = pytest.mark.realtime
 

@@ -22,13 +22,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from support import stage_faults
+from support.stage_faults import BURSTS, FAULTS, PATHS, Outcome
 
-from handler import http
+from handler.fakes import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
+from handler.pipeline import http
 from handler.resilience import breaker
 from handler.resilience.ledger import StageFaults
 from handler.sim import cloudsim
-from handler.testing import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer, stage_faults
-from handler.testing.stage_faults import BURSTS, FAULTS, PATHS, Outcome
 
 pytestmark = pytest.mark.faults
 

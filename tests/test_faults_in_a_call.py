@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from handler import http
+from handler.fakes import Fault
+from handler.pipeline import http
+from handler.pipeline.turns import FAULT_KINDS
 from handler.sim import cloudsim, scenario
 from handler.sim.runner import simulate
-from handler.testing import Fault
-from handler.turns import FAULT_KINDS
 
 pytestmark = pytest.mark.realtime
 

@@ -14,10 +14,10 @@ import pytest
 from conftest import tone
 from livekit.agents import APIConnectOptions, stt, tokenize
 
-from handler.first_phrase import FirstPhraseTokenizer, first_phrase_end
-from handler.runtime import Runtime
+from handler.fakes import ElevenLabsServer, SonioxServer
+from handler.pipeline.first_phrase import FirstPhraseTokenizer, first_phrase_end
+from handler.pipeline.runtime import Runtime
 from handler.sim import cloudsim
-from handler.testing import ElevenLabsServer, SonioxServer
 
 FAST = APIConnectOptions(max_retry=0, timeout=2.0)
 

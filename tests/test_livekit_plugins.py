@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from handler import config, http, livekit_plugins
+from handler import config, livekit_plugins
+from handler.fakes import LatencyProfile, OpenAIServer
+from handler.pipeline import http
+from handler.pipeline.session import make_runtime
 from handler.registry import ALLOW_VAR, Registry, load_checked
-from handler.session import make_runtime
 from handler.sim import cloudsim, scenario
-from handler.testing import LatencyProfile, OpenAIServer
 
 THREE = "livekit-plugins-groq,livekit-plugins-deepgram,livekit-plugins-cartesia"
 KEYS = {
@@ -150,7 +151,7 @@ async def test_a_fallback_chain_can_mix_them_with_the_built_ins(
 ) -> None:
     from livekit.agents import llm
 
-    from handler import fallback
+    from handler.resilience import fallback
 
     monkeypatch.setenv("HANDLER_LLM__PROVIDER", "groq")
     monkeypatch.setenv("HANDLER_LLM__FALLBACK", '["groq", "local"]')

@@ -11,7 +11,7 @@ from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, llm, stt
 from livekit.agents.metrics import LLMMetrics
 
-from handler.runtime import Runtime
+from handler.pipeline.runtime import Runtime
 from handler_plugins import local_llm, local_stt, local_tts
 from handler_plugins.engines import espeak_tts
 

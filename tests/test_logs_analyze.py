@@ -343,7 +343,8 @@ def _session_lines(records, unanswered, session: str, fmt: str) -> list[str]:
     logging plugin's own formatter: the analyzer reads what the worker writes."""
     import logging
 
-    from handler import logcontext, turns
+    from handler.observe import logcontext
+    from handler.pipeline import turns
     from handler_plugins import logging_default, metrics
 
     out = io.StringIO()
@@ -364,7 +365,7 @@ def _session_lines(records, unanswered, session: str, fmt: str) -> list[str]:
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_faults_per_stage_are_reported_from_turn_lines_and_what_follows_the_last_turn(tmp_path, fmt):
-    from handler.turns import StageFaults, TurnRecord
+    from handler.pipeline.turns import StageFaults, TurnRecord
 
     def record(n, **faults):
         r = TurnRecord(n=n, ttfa=1.0)

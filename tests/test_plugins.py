@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from handler import config
+from handler.pipeline.runtime import Runtime
 from handler.registry import ALLOW_VAR, PluginLoadError, Registry, load_checked
-from handler.runtime import Runtime
 
 pytestmark = pytest.mark.env_matrix  # these tests read the environment nox sets
 

@@ -21,7 +21,7 @@ from livekit.agents import (
 from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
 from livekit.plugins import elevenlabs, openai, soniox
 
-from handler.testing import (
+from handler.fakes import (
     ElevenLabsServer,
     Fault,
     LatencyProfile,

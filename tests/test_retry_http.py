@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from handler import http
-from handler.retry import RetryableStatus, RetryPolicy
-from handler.testing import ProviderServer
+from handler.fakes import ProviderServer
+from handler.pipeline import http
+from handler.pipeline.retry import RetryableStatus, RetryPolicy
 
 
 def policy(max_retries: int = 2, timeout: float = 1.0) -> RetryPolicy:

@@ -25,11 +25,11 @@ import pytest
 from livekit import api, rtc
 
 from handler import config
+from handler.fakes.background import InBackground
+from handler.fakes.livekit_server import LiveKitServer
+from handler.fakes.worker_process import WorkerProcess, clean_env, settings_env
 from handler.resilience.decider import EVIDENCE
 from handler.sim.report import word_errors
-from handler.testing.background import InBackground
-from handler.testing.livekit_server import LiveKitServer
-from handler.testing.worker_process import WorkerProcess, clean_env, settings_env
 
 pytestmark = pytest.mark.realtime
 
@@ -250,7 +250,7 @@ def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(
 def test_a_worker_exports_a_trace_per_turn_with_the_job_and_room_ids(
     real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    from handler.testing.otlp_receiver import OTLPReceiver
+    from support.otlp_receiver import OTLPReceiver
 
     with InBackground(OTLPReceiver) as receiver:
         worker = start_worker(HANDLER_TELEMETRY__ENDPOINT=receiver.endpoint)
@@ -298,10 +298,10 @@ def stamp(line: dict[str, Any]) -> float:
 def test_a_stage_down_for_good_ends_the_call_with_one_decision_the_caller_is_told(
     stage: str, real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
+    from handler.fakes import Fault
+    from handler.fakes.livekit_server import free_port
     from handler.registry import Registry
     from handler.sim import cloudsim
-    from handler.testing import Fault
-    from handler.testing.livekit_server import free_port
 
     production = config.load("production", root=REPO)
     servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
@@ -377,9 +377,10 @@ def test_a_burst_costs_the_turn_time_never_the_call(
     root: Path,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
+    from support.stage_faults import BURSTS
+
     from handler.registry import Registry
     from handler.sim import cloudsim
-    from handler.testing.stage_faults import BURSTS
 
     production = config.load("production", root=REPO)
     servers = InBackground(lambda: cloudsim.running(production, Registry.load(), json.loads(PHRASES)))
@@ -433,9 +434,9 @@ def test_a_burst_costs_the_turn_time_never_the_call(
 def test_a_reply_the_tts_cuts_short_is_reported_as_what_the_caller_heard(
     real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
+    from handler.fakes import Fault
     from handler.registry import Registry
     from handler.sim import cloudsim
-    from handler.testing import Fault
 
     reply = "It is sunny and warm today, about twenty degrees."  # llm.local.replies
     full = reply.split()
@@ -465,7 +466,7 @@ def test_a_reply_the_tts_cuts_short_is_reported_as_what_the_caller_heard(
 def test_smart_turn_holds_a_pause_mid_sentence_in_a_real_room(
     real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    from handler.testing import pauses
+    from support import pauses
 
     # "my order number is, um," ... "four two seven": inside the hold the test gives the model
     sc = pauses.write_scenario(root, gap=pauses.GAP)

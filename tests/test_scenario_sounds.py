@@ -25,9 +25,9 @@ from livekit.agents import vad as lkvad
 from handler import audio
 from handler.cli import OFFLINE_STACK
 from handler.config import Settings
+from handler.pipeline.runtime import Runtime
+from handler.pipeline.session import min_interruption_duration
 from handler.registry import Registry, load_checked
-from handler.runtime import Runtime
-from handler.session import min_interruption_duration
 from handler.sim import scenario
 from handler.sim.clips import make_clips
 from handler.sim.io import SAMPLES

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from livekit import rtc
+from support import pauses
 
 from handler import audio
 from handler.cli import OFFLINE_STACK
 from handler.config import ConfigError
 from handler.registry import Registry, load_checked
 from handler.sim import scenario, simulate
-from handler.testing import pauses
 from handler_plugins import smart_turn
 
 SMART = {"turn.detection": "smart-turn"}
@@ -132,7 +132,7 @@ def model():
 
 def test_a_finished_question_sounds_more_finished_than_a_trailing_clause(model) -> None:
     # espeak-ng's default user voice; "um" at the end is how a mid-sentence pause sounds (a bare
-    # "my order number is" ends on espeak's falling sentence pitch: see handler.testing.pauses)
+    # "my order number is" ends on espeak's falling sentence pitch: see support.pauses)
     question = model.probability(np.concatenate([pauses.spoken(pauses.QUESTION), SILENCE]))
     trailing = model.probability(np.concatenate([pauses.spoken(pauses.FIRST), SILENCE]))
     assert 0.0 <= trailing < 0.2 < 0.8 < question <= 1.0, (question, trailing)

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.otlp_receiver import OTLPReceiver, ReceivedSpan
 
 from handler import config
 from handler.logs.parse import parse_line
+from handler.pipeline.turns import TURN_MESSAGE, TurnRecord, from_line
 from handler.registry import load_checked
-from handler.testing.otlp_receiver import OTLPReceiver, ReceivedSpan
-from handler.turns import TURN_MESSAGE, TurnRecord, from_line
 
 SAID = ["where is my order", "thank you very much"]
 TOKEN = "planted-otlp-token-0123456789"
@@ -76,7 +76,7 @@ def traced(ratio: float) -> tuple[Any, Any]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.sdk.trace.sampling import ParentBased
 
-    from handler.turn_traces import SessionSampler, TurnTracerProvider
+    from handler.observe.turn_traces import SessionSampler, TurnTracerProvider
 
     provider = TurnTracerProvider(sampler=ParentBased(SessionSampler(ratio)))
     memory = InMemorySpanExporter()

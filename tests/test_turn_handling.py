@@ -15,11 +15,11 @@ import pytest
 from scripted_components import Scripted
 
 from handler import config
-from handler.http import close_shared_session
+from handler.pipeline.http import close_shared_session
+from handler.pipeline.session import build_session, make_runtime, min_interruption_duration, observed
+from handler.pipeline.turns import LINE_FIELDS, TurnRecord, from_line, to_line
 from handler.registry import Registry
-from handler.session import build_session, make_runtime, min_interruption_duration, observed
 from handler.sim.io import Clock, RealtimeSink, ScriptedInput
-from handler.turns import LINE_FIELDS, TurnRecord, from_line, to_line
 
 REPLY = (
     "Once upon a time a small robot learned to listen. It listened to the wind and to the rain, "

@@ -1,4 +1,5 @@
-"""The load the worker reports is its own process tree's CPU, not the machine's (handler/worker_load.py)."""
+"""The load the worker reports is its own process tree's CPU, not the machine's
+(handler/pipeline/worker_load.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from handler.worker_load import WINDOW, TreeLoad
+from handler.pipeline.worker_load import WINDOW, TreeLoad
 
 SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
 
@@ -63,7 +64,7 @@ def test_the_load_is_a_fraction_of_the_allowance_and_starts_at_zero(procs):
 
 def test_the_worker_reports_its_tree_load():
     from handler import config
-    from handler.worker import make_server
+    from handler.pipeline.worker import make_server
 
     server = make_server(config.load("production"))
     assert isinstance(server.load_fnc, TreeLoad)

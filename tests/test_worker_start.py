@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 from livekit import api
 from livekit.protocol import agent
+from support.fake_livekit import FakeLiveKitServer
 
 from handler import config
-from handler.testing.fake_livekit import FakeLiveKitServer
-from handler.testing.livekit_server import LiveKitServer
-from handler.testing.worker_process import WorkerProcess, clean_env
+from handler.fakes.livekit_server import LiveKitServer
+from handler.fakes.worker_process import WorkerProcess, clean_env
 
 REPO = Path(config.__file__).resolve().parent.parent
 REGISTER_TIMEOUT = 30.0

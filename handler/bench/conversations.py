@@ -35,13 +35,13 @@ def _emit(doc: dict[str, Any]) -> None:
 
 
 async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
-    from handler.http import close_shared_session
+    from handler.fakes.background import InBackground
+    from handler.pipeline.http import close_shared_session
+    from handler.pipeline.session import configure_logging, redirect_log_lines
     from handler.room.loadtest import load_mode_servers
-    from handler.session import configure_logging, redirect_log_lines
     from handler.sim import cloudsim, scenario, simulate
     from handler.sim.clips import make_sounds
     from handler.sim.transcripts import known_transcripts
-    from handler.testing.background import InBackground
 
     settings, registry = cloudsim.load_checked(
         variant.env, variant.overrides, f"bench variant {variant.name}"

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from handler.pipeline.turns import per_minute, percentile
 from handler.sim.report import BREAKDOWN
 from handler.sim.scenario import Scenario
-from handler.turns import per_minute, percentile
 
 
 @dataclass

@@ -35,8 +35,8 @@ reservoirs.
     render.py       the report as text
     plot.py         the timeline PNG (matplotlib)
 
-Turn lines are read back into `handler.turns.TurnRecord`s through the same field list the
-metrics plugin writes them with (`handler.turns.LINE_FIELDS`).
+Turn lines are read back into `handler.pipeline.turns.TurnRecord`s through the same field list the
+metrics plugin writes them with (`handler.pipeline.turns.LINE_FIELDS`).
 """
 
 from handler.logs.accumulate import LatencyCounts, Report, analyze

@@ -1,5 +1,5 @@
 """Accumulating what the lines say into one bounded `Report`: counters, per-minute volume, exact
-latency counts at 1 ms (percentiles by `handler.turns.percentile`), fixed-size plot samples;
+latency counts at 1 ms (percentiles by `handler.pipeline.turns.percentile`), fixed-size plot samples;
 `analyze()` streams any number of inputs through it."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from handler import turns
 from handler.logs.parse import (
     _ANSI,
     _OPENAI_MS,
@@ -26,6 +25,7 @@ from handler.logs.parse import (
     parse_line,
     read_lines,
 )
+from handler.pipeline import turns
 
 RESERVOIR = 4096  # plot points kept; exact below this many, a uniform sample above
 

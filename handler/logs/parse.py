@@ -1,6 +1,6 @@
 """Reading log lines: inputs opened and read in bounded pieces, and each line's time, level,
 message and fields recognised (see the package's docstring for the formats). Turn lines become
-`handler.turns.TurnRecord`s through the one field list, `handler.turns.from_line`."""
+`handler.pipeline.turns.TurnRecord`s through the one field list, `handler.pipeline.turns.from_line`."""
 
 from __future__ import annotations
 

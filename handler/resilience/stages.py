@@ -56,7 +56,7 @@ def protect(
 def watch(stages: Mapping[str, Any], members: Mapping[str, list[Any]], ledger: FaultLedger) -> None:
     """Feed the ledger: every provider's errors (chain members too: an adapter hides them from the
     session) and every adapter's switch to its next provider."""
-    from handler import fallback
+    from handler.resilience import fallback
 
     for stage, instance in stages.items():
         for member in members.get(stage) or [instance]:

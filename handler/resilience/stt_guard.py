@@ -43,6 +43,7 @@ from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIError, APITimeoutError, stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
+from handler import livekit_compat
 from handler.resilience.breaker import Breaker, ProviderDown
 from handler.resilience.gate import Refused
 
@@ -190,7 +191,7 @@ class GuardedStream(stt.RecognizeStream):
         self._trim(PREROLL)
 
     async def _forward_input(self) -> None:
-        async for data in self._input_ch:
+        async for data in livekit_compat.stream_input(self):
             current = self._current
             if isinstance(data, self._FlushSentinel):
                 if current is not None:
@@ -267,8 +268,8 @@ class GuardedStream(stt.RecognizeStream):
                     self._request_failed(error, failed)
                     failed = 0
                     continue
-                self._emit_error(error, recoverable=True)
-                interval = self._policy._interval_for_retry(failed - 1)
+                livekit_compat.emit_recoverable_error(self, error)
+                interval = livekit_compat.retry_interval(self._policy, failed - 1)
                 logger.warning(
                     "%s attempt %d of %d failed: %s; retrying in %.1f s%s",
                     self._guard.label,
@@ -282,7 +283,7 @@ class GuardedStream(stt.RecognizeStream):
 
     def _request_failed(self, error: APIError, attempts: int) -> None:
         self._failing = error
-        self._emit_error(error, recoverable=False)
+        livekit_compat.emit_failed_request(self, error)
         # one ERROR line per request that failed for good, as livekit writes for the LLM and TTS
         logger.error(
             "%s failed after %d attempt(s): %s; next try in %.1f s%s",
@@ -335,7 +336,7 @@ class GuardedStream(stt.RecognizeStream):
                         self._utterance_done()
                     # progress restarts the clock; speech still in flight keeps it running
                     self._owed_from = time.monotonic() if self._held_voiced else None
-                    self._event_ch.send_nowait(ev)
+                    livekit_compat.send_event(self, ev)
         finally:
             self._current = None
 

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 from livekit import api, rtc
 
-from handler import audio
+from handler import audio, livekit_compat
 from handler.config import redact
+from handler.pipeline.turns import TurnRecord
 from handler.sim.io import SAMPLES, TICK, Clock, ScriptedInput, ticks
 from handler.sim.report import Report, SimTurn
 from handler.sim.runner import REPLY_END_TIMEOUT, REPLY_START_TIMEOUT, SETTLE
 from handler.sim.scenario import Scenario
-from handler.turns import TurnRecord
 
 logger = logging.getLogger("handler.room")
 
@@ -69,30 +69,6 @@ def late_silence(frame: rtc.AudioFrame, due: float, now: float) -> bool:
     the report would count that as the room's. Dropping late silence puts the track back on the
     clock before the next sound; speech is never dropped."""
     return now - due > TICK and not np.frombuffer(frame.data, np.int16).any()
-
-
-def own_stream_events_only(stream: rtc.AudioStream) -> None:
-    """Makes `stream` receive only its own frames from livekit's FFI queue.
-
-    Every AudioStream of a process subscribes to every stream's frames and drops the others' on
-    its event loop, so n calls in one process (the loadtest's callers) cost n x n x 100 events a
-    second. Filtered on the stream's handle, in the FFI's thread, each gets its own 100. Done
-    before the stream's reader task first runs (it is only scheduled when the constructor
-    returns); a frame already queued on the old subscription (the track's first 10 ms, before
-    the conversation's clock starts) is moved over."""
-    from livekit.rtc._ffi_client import FfiClient
-
-    handle = stream._ffi_handle.handle
-    old = stream._ffi_queue
-    stream._ffi_queue = FfiClient.instance.queue.subscribe(
-        stream._loop,
-        filter_fn=lambda e: (
-            e.WhichOneof("message") == "audio_stream_event" and e.audio_stream_event.stream_handle == handle
-        ),
-    )
-    FfiClient.instance.queue.unsubscribe(old)
-    while not old.empty():
-        stream._ffi_queue.put_nowait(old.get_nowait())
 
 
 async def publish(source: rtc.AudioSource, scripted: ScriptedInput, n: int) -> int:
@@ -171,7 +147,7 @@ class AgentAudio:
         stream = rtc.AudioStream(
             track, sample_rate=audio.RATE, num_channels=1, frame_size_ms=int(TICK * 1000)
         )
-        own_stream_events_only(stream)
+        livekit_compat.own_stream_events_only(stream)
         try:
             async for ev in stream:
                 self.receive(ev.frame.data.tobytes())

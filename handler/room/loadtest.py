@@ -32,10 +32,10 @@ import numpy as np
 import psutil
 
 from handler import audio
+from handler.pipeline.turns import percentile
+from handler.pipeline.worker_load import process_tree
 from handler.room.caller import Call, CallError, Target
 from handler.sim.scenario import Scenario
-from handler.turns import percentile
-from handler.worker_load import process_tree
 
 TTFA_TOLERANCE = 1.2
 """A level is within capacity while its p95 TTFA stays under this multiple of one call's."""
@@ -175,8 +175,8 @@ async def load_mode_servers(
     and no costly per-request work: `recognizer` names what was said, `responder` answers
     (default: a canned reply), the TTS sends a tone as long as the text. Yields the settings that
     point a session at them."""
+    from handler.fakes import ElevenLabsServer, OpenAIServer, SonioxServer
     from handler.sim import cloudsim
-    from handler.testing import ElevenLabsServer, OpenAIServer, SonioxServer
 
     profiles = profiles or cloudsim.PROFILES
     async with (
@@ -380,10 +380,10 @@ async def deployment(
     from pathlib import Path
 
     from handler import config
+    from handler.fakes.background import InBackground
+    from handler.fakes.livekit_server import LiveKitServer, free_port, install
+    from handler.fakes.worker_process import WorkerProcess, clean_env, settings_env
     from handler.sim import cloudsim
-    from handler.testing.background import InBackground
-    from handler.testing.livekit_server import LiveKitServer, free_port, install
-    from handler.testing.worker_process import WorkerProcess, clean_env, settings_env
 
     said = {t.say: clips[i] for i, t in enumerate(_turn_clip_indexes(scenario)) if t.say}
     fakes = InBackground(lambda: load_mode_servers(duration_recognizer(said)))

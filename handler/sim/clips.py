@@ -37,7 +37,7 @@ def _leading_silence(pcm: np.ndarray) -> float:
 
 async def make_sounds(scenario: Scenario, registry: Registry, settings: Settings) -> Sounds:
     """The clips, and the audio of every text spoken in them."""
-    from handler.runtime import Runtime
+    from handler.pipeline.runtime import Runtime
 
     voice: dict[str, Any] = {"tts.local.voice": scenario.user_voice}
     if scenario.user_rate is not None:

@@ -1,7 +1,7 @@
 """`simulate --cloud-fakes`: the cloud stack (soniox STT, openai LLM, elevenlabs TTS) end to end over
 local protocol-faithful servers, with latencies typical of the real services.
 
-The unmodified livekit plugins speak their real wire protocols to `handler.testing`'s servers on
+The unmodified livekit plugins speak their real wire protocols to `handler.fakes`'s servers on
 127.0.0.1: only the `base_url`s change, as config overrides labelled "--cloud-fakes", and the session
 is built by the same `build_session` path as in production. What the servers say comes from real
 work, not from a script:
@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from handler.testing import ElevenLabsServer, LatencyProfile, OpenAIServer, SonioxServer
+from handler.fakes import ElevenLabsServer, LatencyProfile, OpenAIServer, SonioxServer
 
 if TYPE_CHECKING:
     from handler.config import Settings
@@ -169,7 +169,7 @@ def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]
     import numpy as np
     from livekit import rtc
 
-    from handler.runtime import Runtime
+    from handler.pipeline.runtime import Runtime
 
     local = settings.with_overrides({"stt.local.phrases": list(phrases)}, SOURCE)
     stt = registry.build("stt", local, Runtime(local, None, None), name="local")
@@ -188,8 +188,8 @@ def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]
 
 def responder(settings: Settings, registry: Registry) -> Callable[[list[dict[str, Any]]], str]:
     """The OpenAI server's answers: the `local` LLM's reply table."""
-    from handler.runtime import Runtime
-    from handler.testing.openai_server import message_text
+    from handler.fakes.openai_server import message_text
+    from handler.pipeline.runtime import Runtime
 
     table = registry.build("llm", settings, Runtime(settings, None, None), name="local")
 
@@ -206,7 +206,7 @@ def _speaker(settings: Settings, registry: Registry) -> Callable[[str, int], Any
     from livekit import rtc
 
     from handler import audio
-    from handler.runtime import Runtime
+    from handler.pipeline.runtime import Runtime
 
     tts = registry.build("tts", settings, Runtime(settings, None, None), name="local")
 

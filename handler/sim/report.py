@@ -1,13 +1,13 @@
 """What a simulated conversation reports: per scripted turn, the turn tracker's record (the same
 record the metrics lines are written from) plus what only the simulator knows (what was said, the
-audio it actually played, notes), and a summary computed with `handler.turns`' functions."""
+audio it actually played, notes), and a summary computed with `handler.pipeline.turns`' functions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from handler.turns import TurnRecord, percentile, summarize
+from handler.pipeline.turns import TurnRecord, percentile, summarize
 
 TIMINGS = (
     "ttfa",

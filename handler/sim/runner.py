@@ -1,7 +1,7 @@
 """Run a whole conversation with no room: scripted user audio in, a real-time sink out.
 
-The session is a real livekit `AgentSession`, built by `handler.session.build_session` exactly as
-the worker builds it, and followed by the core's turn tracker (`handler.session.observed`) exactly
+The session is a real livekit `AgentSession`, built by `handler.pipeline.session.build_session` exactly as
+the worker builds it, and followed by the core's turn tracker (`handler.pipeline.session.observed`) exactly
 as in the worker, so the report's turns are the records the metrics lines are written from. User
 audio and the agent's audio share one 10 ms clock (`handler.sim.io`); sounds during a reply are
 placed on the input's sample timeline relative to the reply's first played sample.
@@ -18,20 +18,21 @@ from typing import Any
 import numpy as np
 from livekit.agents.voice import TranscriptSynchronizer
 
-from handler import audio, logcontext
+from handler import audio
 from handler.config import Settings
 from handler.hookspecs import PROVIDER_STAGES, selector
-from handler.http import close_shared_session
+from handler.observe import logcontext
+from handler.pipeline.http import close_shared_session
+from handler.pipeline.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
+from handler.pipeline.turns import TurnRecord
 from handler.registry import Registry
 from handler.resilience.decider import late_reply_bound
 from handler.resilience.ledger import ledger_of
 from handler.resilience.session_end import run_until_closed
-from handler.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
 from handler.sim.clips import Sounds, make_sounds
 from handler.sim.io import TICK, Clock, PlayStart, RealtimeSink, ScriptedInput, ticks
 from handler.sim.report import Report, SimTurn
 from handler.sim.scenario import Event, Scenario
-from handler.turns import TurnRecord
 
 logger = logging.getLogger("handler.simulate")
 

@@ -10,6 +10,8 @@ from typing import Any
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, llm, utils
 from livekit.agents.types import NotGivenOr
 
+from handler import livekit_compat
+
 from ..local_llm import DEFAULT_REPLY
 
 
@@ -67,7 +69,7 @@ class _LocalStream(llm.LLMStream):
 
     async def _run(self) -> None:
         started = time.perf_counter()
-        messages = self._chat_ctx.messages()
+        messages = self.chat_ctx.messages()
         user_text = next((m.text_content or "" for m in reversed(messages) if m.role == "user"), "")
         tokens = tokenize(self._llm.reply_for(user_text))[: self._llm._max_tokens]
         request_id = utils.shortuuid("local-")
@@ -77,7 +79,7 @@ class _LocalStream(llm.LLMStream):
             due = started + self._llm._ttft + i * self._llm._token_interval
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             delta = llm.ChoiceDelta(role="assistant", content=token)
-            self._event_ch.send_nowait(llm.ChatChunk(id=request_id, delta=delta))
+            livekit_compat.send_event(self, llm.ChatChunk(id=request_id, delta=delta))
 
         # "tokens" are words on both sides: an estimate, but it keeps usage metrics populated
         prompt_tokens = sum(len((m.text_content or "").split()) for m in messages)
@@ -86,4 +88,4 @@ class _LocalStream(llm.LLMStream):
             prompt_tokens=prompt_tokens,
             total_tokens=prompt_tokens + len(tokens),
         )
-        self._event_ch.send_nowait(llm.ChatChunk(id=request_id, usage=usage))
+        livekit_compat.send_event(self, llm.ChatChunk(id=request_id, usage=usage))

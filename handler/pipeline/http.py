@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from handler.retry import RETRYABLE_STATUS, RetryableStatus, RetryPolicy, parse_retry_after
+from handler.pipeline.retry import RETRYABLE_STATUS, RetryableStatus, RetryPolicy, parse_retry_after
 
-logger = logging.getLogger("handler.http")
+logger = logging.getLogger("handler.pipeline.http")
 
 _session: aiohttp.ClientSession | None = None
 

@@ -3,7 +3,7 @@
 The server is the open-source LiveKit SFU, built from its published Go module (pure Go, no cgo) at
 a pinned release whose go.mod has no `replace` lines (`go install pkg@version` refuses those):
 
-    python -m handler.testing.livekit_server install      # prints the binary's path
+    python -m handler.fakes.livekit_server install      # prints the binary's path
 
 It is looked for, in order: `$LIVEKIT_SERVER_BIN`, `livekit-server` on PATH, the project-local
 cache (`.cache/livekit-server/<version>/` beside the checkout). `install` builds into that cache
@@ -28,12 +28,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from handler.testing.go_tools import GoTool, ToolNotFound
+from handler.fakes.go_tools import GoTool, ToolNotFound
 
 VERSION = "v1.13.5"
 MODULE = "github.com/livekit/livekit-server/cmd/server"
 BIN_VAR = "LIVEKIT_SERVER_BIN"
-INSTALL_COMMAND = "python -m handler.testing.livekit_server install"
+INSTALL_COMMAND = "python -m handler.fakes.livekit_server install"
 START_TIMEOUT = 20.0
 TARGET_LOAD = 2.0
 """livekit-server's own gate on the load a worker reports (0..1, averaged over 2.5 s): it offers a
@@ -43,7 +43,7 @@ tries once per room. Its default, 0.7, turned calls away whenever the machine wa
 worker still reported the machine's CPU (one core busy plus a caller starting: 0.95); above 1 this
 gate never closes. A second gate stays: a worker is picked with weight `1 - load`, so one that
 reports 1.0 is skipped ("no workers with sufficient capacity"); our worker reports its own process
-tree's CPU (handler/worker_load.py), which the tests' other load does not raise."""
+tree's CPU (handler/pipeline/worker_load.py), which the tests' other load does not raise."""
 
 
 SERVER = GoTool("livekit-server", MODULE, VERSION, BIN_VAR, INSTALL_COMMAND)
@@ -191,8 +191,8 @@ agents:
 
 USAGE = f"""usage:
   {INSTALL_COMMAND}        find or build the binary; prints its path
-  python -m handler.testing.livekit_server path           the binary's path, if installed
-  python -m handler.testing.livekit_server run [PORT]     a loopback-only server (default port 7880)
+  python -m handler.fakes.livekit_server path           the binary's path, if installed
+  python -m handler.fakes.livekit_server run [PORT]     a loopback-only server (default port 7880)
       with the credentials in LIVEKIT_API_KEY and LIVEKIT_API_SECRET, until Ctrl+C"""
 
 

@@ -5,7 +5,7 @@ when `telemetry.endpoint` is set; nothing is imported or started otherwise.
 - Exports run on background threads (spans batched with a bounded queue, metrics every 15 s) with
   a bounded export timeout: an unreachable collector costs the call nothing; what cannot be sent
   is dropped, and the first failure logs one WARNING (the exporters' own errors are silenced).
-- Each user turn is a trace of its own, linked to the session's (handler/turn_traces.py).
+- Each user turn is a trace of its own, linked to the session's (handler/observe/turn_traces.py).
 - Every span carries the ids the session's log lines carry (`logcontext`: session, job, room),
   as `voice_handler.<id>` attributes: its parent's, else those bound where it starts.
 - Message content (transcripts, replies, tool arguments) is withheld unless
@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from handler import logcontext
+from handler.observe import logcontext
 
 if TYPE_CHECKING:
     from handler.config import Settings
 
-logger = logging.getLogger("handler.telemetry")
+logger = logging.getLogger("handler.observe.telemetry")
 
 ID_PREFIX = "voice_handler."
 PROTOCOLS = ("http", "grpc")
@@ -264,13 +264,13 @@ def install(settings: Settings) -> Any:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased
 
-        from handler.turn_traces import SessionSampler, TurnTracerProvider
+        from handler.observe.turn_traces import SessionSampler, TurnTracerProvider
 
         # the exporters log a stack per failed batch; _Drops says it once instead
         for name in ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.exporter.otlp.proto.grpc"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         resource = Resource.create({"service.name": settings.get("telemetry.service_name")})
-        provider = TurnTracerProvider(  # a trace per user turn (handler/turn_traces.py)
+        provider = TurnTracerProvider(  # a trace per user turn (handler/observe/turn_traces.py)
             resource=resource,
             sampler=ParentBased(SessionSampler(settings.get("telemetry.sample_ratio"))),
         )

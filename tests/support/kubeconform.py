@@ -1,7 +1,7 @@
 """kubeconform, and the Kubernetes JSON schemas it validates against, with no internet.
 
-    python -m handler.testing.kubeconform install      # prints the binary's path
-    python -m handler.testing.kubeconform validate deploy/k8s
+    python tests/support/kubeconform.py install      # prints the binary's path
+    python tests/support/kubeconform.py validate deploy/k8s
 
 The binary is looked for as livekit-server is: `$KUBECONFORM_BIN`, `kubeconform` on PATH, the
 project-local cache (`.cache/kubeconform/<version>/`); `install` builds the pinned release from its
@@ -25,14 +25,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from handler.testing.go_tools import GoTool, ToolNotFound, cache_root
+from handler.fakes.go_tools import GoTool, ToolNotFound, cache_root
 
 VERSION = "v0.8.0"
 MODULE = "github.com/yannh/kubeconform/cmd/kubeconform"
 KUBERNETES = "1.34.0"
 """The Kubernetes release the manifests are checked against (one the schema package ships)."""
 BIN_VAR = "KUBECONFORM_BIN"
-INSTALL_COMMAND = "python -m handler.testing.kubeconform install"
+INSTALL_COMMAND = "python tests/support/kubeconform.py install"
 SCHEMA_PACKAGE = "kubernetes_validate"
 
 

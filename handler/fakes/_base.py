@@ -14,7 +14,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from aiohttp import web
 
-logger = logging.getLogger("handler.testing")
+logger = logging.getLogger("handler.fakes")
 
 T = TypeVar("T")
 

@@ -19,12 +19,12 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import llm, stt
 
-from handler import fallback
+from handler.fakes._base import Fault, ProviderServer
+from handler.pipeline.session import make_runtime
+from handler.resilience import fallback
 from handler.resilience.ledger import FaultLedger, StageFaults
 from handler.resilience.stages import watch
-from handler.session import make_runtime
 from handler.sim import cloudsim
-from handler.testing._base import Fault, ProviderServer
 
 PHRASE = "thank you very much"
 PATHS = {"llm": "/chat/completions", "tts": "/multi-stream-input", "stt": "/transcribe-websocket"}

@@ -1,6 +1,6 @@
 """A stand-in for a LiveKit server's agent-worker endpoint, for what the real server does not show.
 
-The real livekit-server (`handler.testing.livekit_server`) carries the end-to-end tests: rooms,
+The real livekit-server (`handler.fakes.livekit_server`) carries the end-to-end tests: rooms,
 dispatch, calls, draining. This fake stays for what only the protocol shows, in a fraction of a
 second: why a registration was refused (the token's exact fault), the status a draining worker
 reports (WS_FULL) and how it closes its socket, and every token the worker sent, so a test can

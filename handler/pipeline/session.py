@@ -11,17 +11,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from handler import fallback
-from handler.http import prewarm, shared_session
-from handler.runtime import Runtime
-from handler.turns import TurnTracker
+from handler.pipeline.http import prewarm, shared_session
+from handler.pipeline.runtime import Runtime
+from handler.pipeline.turns import TurnTracker
+from handler.resilience import fallback
 
 if TYPE_CHECKING:
     from handler.config import Settings
+    from handler.pipeline.retry import RetryPolicy
     from handler.registry import Registry
-    from handler.retry import RetryPolicy
 
-logger = logging.getLogger("handler.session")
+logger = logging.getLogger("handler.pipeline.session")
 
 PREWARM_WAIT = 1.0
 """Seconds a session's start waits at most for the pre-warm (a healthy host answers well within)."""

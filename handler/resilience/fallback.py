@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from handler.config import Settings
+    from handler.pipeline.runtime import Runtime
     from handler.registry import Registry
     from handler.resilience.ledger import FaultLedger
-    from handler.runtime import Runtime
 
 STAGES = ("stt", "llm", "tts")
 """The stages that take a `fallback` chain."""

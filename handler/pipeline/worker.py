@@ -12,12 +12,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from handler import config, logcontext, telemetry
-from handler.http import close_shared_session
-from handler.registry import Registry, load_checked
-from handler.resilience.session_end import close_reason
-from handler.runtime import Runtime
-from handler.session import (
+from handler import config, livekit_compat
+from handler.observe import logcontext, telemetry
+from handler.pipeline.http import close_shared_session
+from handler.pipeline.runtime import Runtime
+from handler.pipeline.session import (
     build_session,
     configure_logging,
     make_runtime,
@@ -25,9 +24,11 @@ from handler.session import (
     prewarm_settled,
     start_prewarm,
 )
-from handler.worker_load import TreeLoad
+from handler.pipeline.worker_load import TreeLoad
+from handler.registry import Registry, load_checked
+from handler.resilience.session_end import close_reason
 
-logger = logging.getLogger("handler.worker")
+logger = logging.getLogger("handler.pipeline.worker")
 
 
 def prewarm_process(proc: Any) -> None:
@@ -111,10 +112,10 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-JOB_MODULES = ("handler.worker", "handler.job_preload")
-"""What a job process imports to run `entrypoint` (handler.worker brings the session, the turn
+JOB_MODULES = ("handler.pipeline.worker", "handler.pipeline.job_preload")
+"""What a job process imports to run `entrypoint` (handler.pipeline.worker brings the session, the turn
 tracker, telemetry and the resilience layer), and the one-time work it did in every call
-(`handler.job_preload`)."""
+(`handler.pipeline.job_preload`)."""
 
 
 def preload_modules(settings: config.Settings, registry: Registry | None) -> list[str]:
@@ -175,25 +176,20 @@ def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
 
 def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None:
     """Run the worker until SIGINT/SIGTERM, then drain (production) and close."""
-    from livekit.agents.cli import cli as lk_cli
-    from livekit.agents.cli import proto
-
     # job processes load the same environment and checkout as this one
     os.environ[config.ENV_VAR] = settings.env
     os.environ[config.ROOT_VAR] = str(settings.root)
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
-    lk_cli.setup_logging = lambda *a, **k: configure_logging(settings, registry)
+    livekit_compat.use_our_logging(lambda: configure_logging(settings, registry))
     # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
     # under load, reported as "event loop blocked"): built here first, before the loop runs
-    import handler.job_preload  # noqa: F401
+    import handler.pipeline.job_preload  # noqa: F401
 
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
-        lk_cli._run_worker(
-            server, proto.CliArgs(log_level=str(settings.get("logging.level")).upper(), dev=devmode)
-        )
+        livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
-    if getattr(server, "_connection_failed", False):
+    if livekit_compat.connection_failed(server):
         raise SystemExit(1)

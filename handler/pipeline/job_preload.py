@@ -20,6 +20,6 @@ for _module in ("anyio._core._sockets", "anyio.abc._sockets"):
         importlib.import_module(_module)
 
 with contextlib.suppress(Exception):
-    from livekit.agents.utils import http_context
+    from handler import livekit_compat
 
-    http_context._create_ssl_context()  # functools.cache'd: the jobs' sessions share it
+    livekit_compat.prebuild_tls_context()  # functools.cache'd: the jobs' sessions share it

@@ -21,7 +21,9 @@ import typer
 
 from handler import config
 from handler.config import ConfigError
-from handler.hookspecs import PROVIDER_STAGES, STAGES, selector
+from handler.hookspecs import PROVIDER_STAGES, SINK_STAGES, STAGES, selector
+from handler.records import commands as records_commands
+from handler.records import writer as records_writer
 from handler.registry import load_checked
 
 app = typer.Typer(
@@ -36,6 +38,7 @@ logs_app = typer.Typer(help="Analyze voice-handler and livekit logs.", no_args_i
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(logs_app, name="logs")
+app.add_typer(records_commands.app, name="calls")
 
 EnvOption = Annotated[
     str | None,
@@ -276,6 +279,7 @@ def simulate(
         _progress(f"{sc.name} under {settings.env}: log lines in {log_path} (-v shows them here)")
     run = cloudsim.simulate if cloud_fakes else sim.simulate
     report, clock = asyncio.run(run(settings, registry, sc, _progress))
+    records_writer.finish(_progress)
     _write_report(report, clock, as_json, out_dir)
     if report.ended:  # a stage down for good: the run is a failure, and says why
         print(f"voice-handler: the session ended early: {report.ended}", file=sys.stderr)
@@ -668,7 +672,9 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
                 {
                     "name": p.name,
                     "origin": p.origin,
-                    "selected": p.name == settings.get(selector(stage)),
+                    "selected": p.name in registry.selected(settings, stage)
+                    if stage in SINK_STAGES
+                    else p.name == settings.get(selector(stage)),
                 }
                 for p in registry.providers()
                 if p.stage == stage
@@ -688,7 +694,7 @@ def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
         for p in info["providers"]:
             mark = "*" if p["selected"] else " "
             print(f"  {mark} {p['name']:<14} {p['origin']}")
-        if not any(p["selected"] for p in info["providers"]):
+        if not any(p["selected"] for p in info["providers"]) and info["selected"] != []:
             print(f"  ! selected provider {info['selected']!r} is not installed")
     for p in overridden:
         print(f"(overridden: {p['stage']}/{p['name']} from {p['origin']})")

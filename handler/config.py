@@ -634,9 +634,10 @@ def validate(settings: Settings) -> list[Problem]:
             f"must differ from worker.port, the health-check port (from {settings.source('worker.port')})",
         )
     from handler.observe import telemetry
+    from handler.records import checks as records_checks
 
-    for key, value, message in telemetry.problems(settings):
-        if key.startswith("telemetry."):
+    for key, value, message in telemetry.problems(settings) + records_checks.problems(settings):
+        if key.startswith(("telemetry.", "records.")):
             add(key, value, message)
         else:  # a secret: named, never shown
             problems.append(Problem(key, MISSING, "", message))

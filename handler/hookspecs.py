@@ -30,10 +30,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 PROVIDER_STAGES = ("vad", "stt", "llm", "tts", "turn")
 POLICY_STAGES = ("logging", "retry")
-STAGES = PROVIDER_STAGES + POLICY_STAGES
-SELECTORS = {"turn": "detection"}
+SINK_STAGES = ("records",)
+"""Stages whose selector lists several providers at once, all used (not a fallback chain): the
+call record's sinks (`records.sinks`)."""
+STAGES = PROVIDER_STAGES + POLICY_STAGES + SINK_STAGES
+SELECTORS = {"turn": "detection", "records": "sinks"}
 """The key that names a stage's provider, where it is not `provider`: `turn.detection` predates
-turn detection's providers ("vad", "stt") and keeps its name."""
+turn detection's providers ("vad", "stt") and keeps its name; `records.sinks` names several."""
 
 
 def selector(stage: str) -> str:
@@ -43,7 +46,8 @@ def selector(stage: str) -> str:
 
 Factory = Callable[[Mapping[str, Any], "Runtime"], Any]
 """`factory(options, runtime)` returns the stage object: the livekit `vad.VAD`, `stt.STT`,
-`llm.LLM` or `tts.TTS`; for "turn" what livekit's `turn_detection` takes (a mode name such as
+`llm.LLM` or `tts.TTS`; for "records" a sink (`handler.records.sinks.Sink`); for "turn" what
+livekit's `turn_detection` takes (a mode name such as
 "vad", or a turn-detector object); a `handler.pipeline.retry.RetryPolicy` for "retry"; for "logging"
 it configures the process's logging and returns None. `options` holds the stage's shared keys
 (`[<stage>]`) merged with the provider's own table (`[<stage>.<name>]`)."""

@@ -26,7 +26,7 @@ from handler.config import (
     unknown_key_problem,
     validate,
 )
-from handler.hookspecs import STAGES, Provider, selector
+from handler.hookspecs import SINK_STAGES, STAGES, Provider, selector
 
 ENTRY_POINT_GROUP = "voice_handler"
 OWN_DISTRIBUTION = "voice-handler"
@@ -205,6 +205,8 @@ class Registry:
         if isinstance(chain, list) and chain:
             return [name for name in chain if isinstance(name, str)]
         name = settings.get(selector(stage))
+        if isinstance(name, list):  # a sink stage: every one listed
+            return [n for n in dict.fromkeys(name) if isinstance(n, str)]
         return [name] if isinstance(name, str) else []
 
     def options(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
@@ -239,7 +241,16 @@ class Registry:
             section = settings.section(stage)
             selecting = selector(stage)
             chosen = settings.get(selecting)
-            if chosen not in names:
+            if stage in SINK_STAGES:  # several at once: each must exist (config.validate checks the list)
+                for name in chosen if isinstance(chosen, list) else []:
+                    if name not in names:
+                        add(
+                            selecting,
+                            chosen,
+                            f"unknown {stage} sink {name!r}; "
+                            f"available: {', '.join(names) or 'none installed'}",
+                        )
+            elif chosen not in names:
                 add(
                     selecting,
                     chosen,
@@ -263,14 +274,19 @@ class Registry:
                     add(f"{stage}.fallback", chain, message)
             # the provider and every fallback: their own checks and their secrets
             used = [n for n in [chosen, *self.selected(settings, stage)] if isinstance(n, str)]
+            if stage in SINK_STAGES:
+                chosen = None  # every sink is a "sink", none the provider of a chain
             for name in dict.fromkeys(used):
                 if name not in names:
                     continue
                 provider = self.get(stage, name)
                 role = "provider" if name == chosen else "fallback provider"
+                if stage in SINK_STAGES:
+                    role = "sink"
                 why = provider.unavailable() if provider.unavailable else None
                 if why:  # nothing else about it matters until it is installed
-                    add(selecting if name == chosen else f"{stage}.fallback", name, why)
+                    at = selecting if name == chosen or stage in SINK_STAGES else f"{stage}.fallback"
+                    add(at, name, why)
                     continue
                 if provider.livekit_module and not isinstance(section.get(name), Mapping):
                     # no table: still its required parameters, and whether it imports at all
@@ -279,6 +295,8 @@ class Registry:
                     for message in provider.validate(self.options(settings, stage, name)):
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{name}.{key}"
+                        if any(p.key == path for p in problems):
+                            continue  # the table's own check said it already: one message per key
                         add(path, settings.get(path, settings.get(f"{stage}.{key}")), text)
                 secrets = provider.secrets
                 if provider.livekit_module and not self._import_problem(provider):

@@ -72,7 +72,7 @@ def test_config_show_json_says_where_each_value_came_from(root: Path, planted: d
 def test_plugins_list_json_is_machine_readable(root: Path, cli) -> None:
     out = cli("plugins", "list", "--json", "--env", "production")
     doc = json.loads(out.stdout)
-    assert set(doc["stages"]) == {"vad", "stt", "llm", "tts", "turn", "logging", "retry"}
+    assert set(doc["stages"]) == {"vad", "stt", "llm", "tts", "turn", "logging", "retry", "records"}
     assert doc["stages"]["llm"]["selected"] == "openai"
     assert doc["stages"]["turn"]["selected"] == "vad"  # turn.detection names turn detection's provider
 

@@ -69,7 +69,7 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
                         await asyncio.sleep(i * RAMP)
                     try:
                         report, _ = await simulate(
-                            cloud, registry, sc, sounds=sounds[sc.path], close_pool=False
+                            cloud, registry, sc, sounds=sounds[sc.path], close_pool=False, source="bench"
                         )
                     except Exception as e:  # one broken conversation does not stop the others
                         _emit({"scenario": str(sc.path), "failed": f"{type(e).__name__}: {e}"})
@@ -95,6 +95,9 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     variant = Variant(**job["variant"])
     asyncio.run(run(variant, job["scenarios"], job["concurrency"]))
+    from handler.records import writer
+
+    writer.finish(lambda line: print(line, file=sys.stderr))
 
 
 if __name__ == "__main__":

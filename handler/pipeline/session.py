@@ -191,6 +191,10 @@ def observe(
     it runs and each turn it completes. Returns the tracker and the function to call once when
     the session ends (observers then get the summary and `session_ended`)."""
     hook = registry.pm.hook
+    if settings.get("records.sinks"):  # the call record's writer (its threads), once per process
+        from handler.records import writer
+
+        writer.ensure(settings, registry)
     tracker = TurnTracker(session, on_turn=lambda record: hook.turn_completed(record=record, info=info))
     hook.session_started(session=session, settings=settings, info=info)
 

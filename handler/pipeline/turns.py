@@ -358,6 +358,9 @@ class TurnTracker:
         self._pending = TurnRecord(n=0)
         self._faults_taken = False
         """The unanswered turn's faults were taken when the user spoke again (see _on_user_state)."""
+        self._heard_at: float | None = None
+        """When the user last stopped speaking with no message of theirs committed since: an
+        utterance the recognizer may have lost (see _lost_turn)."""
         self.ledger = ledger_of(session)
         """The session's fault ledger (`build_session` attaches one): it also sees what the
         session's error events miss (chain members behind a fallback adapter, our watchdogs, lost
@@ -400,6 +403,7 @@ class TurnTracker:
             if self._user is not None:  # the previous user turn never got its reply
                 self._complete(self._user, None)
             self._user = msg
+            self._heard_at = None
         elif msg.role == "assistant" and self._user is not None:
             # a reply resumed after a false interruption is one message; a second assistant
             # message without a new user message (e.g. a continuation) is not a new turn
@@ -411,6 +415,31 @@ class TurnTracker:
         if self._user is not None:
             self._complete(self._user, None)
             self._user = None
+        else:
+            self._lost_turn()
+
+    def _lost_turn(self) -> None:
+        """The user spoke, no message of theirs came, and the recognizer failed meanwhile: that
+        utterance was a turn the agent never heard. It gets its own (unanswered) record carrying
+        the faults that lost it, instead of handing them to the next turn the recognizer heard,
+        or to none. Speech without a message and without a recognizer fault is a pause inside one
+        turn (its message comes later): nothing is recorded for it."""
+        if self._heard_at is None:
+            return
+        stopped, self._heard_at = self._heard_at, None
+        self._take_ledger()
+        stt = self._pending.faults["stt"]
+        # lost: dropped with its stream; an error no backup took over: never recognized. A retry
+        # or a fallback replays the utterance: its message is still to come.
+        if not (stt.lost or (stt.errors and not stt.fallbacks)):
+            return
+        record = self._pending
+        record.n = len(self.records) + 1
+        record.answered = False
+        record.user_stopped_at = stopped
+        self._pending = TurnRecord(n=0)
+        self.records.append(record)
+        self.on_turn(record)
 
     def _take_ledger(self) -> None:
         """The ledger's counts since the last turn onto the turn in progress."""
@@ -426,9 +455,14 @@ class TurnTracker:
         # turn's. From here on they are the next one's: preemptive generation sends the next
         # reply's first LLM attempts before the user's message is committed, which is when the
         # unanswered turn is completed.
-        if getattr(ev, "new_state", None) == "speaking" and self._user is not None and not self._faults_taken:
+        state = getattr(ev, "new_state", None)
+        if state == "speaking" and self._user is not None and not self._faults_taken:
             self._take_ledger()
             self._faults_taken = True
+        elif state == "speaking" and self._user is None:
+            self._lost_turn()  # the previous utterance, if the recognizer lost it
+        elif state == "listening" and getattr(ev, "old_state", None) == "speaking" and self._user is None:
+            self._heard_at = time.time()
 
     def _complete(self, user: Any, reply: Any) -> None:
         um, rm = dict(user.metrics or {}), dict((reply.metrics if reply else None) or {})

@@ -25,6 +25,7 @@ from handler.pipeline.session import (
     start_prewarm,
 )
 from handler.pipeline.worker_load import TreeLoad
+from handler.records import writer as records_writer
 from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
 
@@ -55,13 +56,14 @@ async def entrypoint(ctx: Any) -> None:
     session, agent = build_session(
         settings, registry, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"]
     )
-    info = {"job": ctx.job.id, "room": ctx.job.room.name}
+    info = {"job": ctx.job.id, "room": ctx.job.room.name, "source": "start"}
 
     end_observation: Any = None
 
-    async def shutdown() -> None:
+    async def shutdown(reason: str) -> None:
         try:
             if end_observation is not None:  # observers hear of an end only for a session they saw start
+                info["ended"] = reason  # the call record's end reason
                 end_observation()
         finally:  # a failing observer must not keep the session or the pool open
             if warming and not warming.done():
@@ -70,6 +72,8 @@ async def entrypoint(ctx: Any) -> None:
             await close_shared_session()
             # the session's spans end with it; the process exits without atexit (see flush)
             await asyncio.to_thread(telemetry.flush, settings.get("telemetry.export_timeout"))
+            # the call record: delivered, or spooled to disk, before the process goes
+            await asyncio.to_thread(records_writer.flush)
             logger.info("job ended: session and HTTP pool closed")
 
     ctx.add_shutdown_callback(shutdown)
@@ -186,9 +190,14 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.pipeline.job_preload  # noqa: F401
 
+    # records a previous run (or a job process as it ended) spooled are delivered from here
+    from handler.records import service as records_service
+
+    records_service.start(settings, registry)
     with _metrics_dir(settings) as metrics_dir:
         server = make_server(settings, metrics_dir, registry)
         livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
+    records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor
     # must see a failure, not a clean stop
     if livekit_compat.connection_failed(server):

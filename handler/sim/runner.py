@@ -82,6 +82,14 @@ class Conversation:
         # flow control only (stop waiting for a reply that failed for good, and say why): the
         # turn tracker counts the errors for every report
         session.on("error", self._on_error)
+        self.announced_at: float | None = None
+        """When the agent first spoke on its own (`session.say`: the apology of a call ended for a
+        stage that is down), not in reply to the user: its audio cuts no one off."""
+        session.on("speech_created", self._on_speech)
+
+    def _on_speech(self, ev: Any) -> None:
+        if getattr(ev, "source", None) == "say" and self.announced_at is None:
+            self.announced_at = time.time()
 
     def _on_error(self, ev: Any) -> None:
         err = getattr(ev, "error", ev)  # livekit's LLMError / STTError / TTSError
@@ -162,7 +170,11 @@ class Conversation:
             during = [(event, next(clips)) for event in t.during_reply]
             # a reply that began while the user was still speaking (mid-sentence, in a pause) cut
             # the user off; the agent may answer again once the sentence is complete, or not
-            early = [s for s in self.sink.play_starts[seen:] if s.wall < turn.speech_end]
+            early = [
+                s
+                for s in self.sink.play_starts[seen:]
+                if s.wall < turn.speech_end and (self.announced_at is None or s.wall < self.announced_at)
+            ]
             turn.premature_cutoffs = len(early)
             start = await self._wait_reply_start(turn.speech_end, EARLY_REPLY_TIMEOUT if early else None)
             if start is None and early:
@@ -207,9 +219,11 @@ async def simulate(
     *,
     sounds: Sounds | None = None,
     close_pool: bool = True,
+    source: str = "simulate",
 ) -> tuple[Report, Clock]:
     """One conversation. `sounds`: the scenario's clips when the caller made them already;
-    `close_pool=False` leaves the process's HTTP pool open for conversations running alongside."""
+    `close_pool=False` leaves the process's HTTP pool open for conversations running alongside;
+    `source` names the command in the call record ("simulate", "bench")."""
     settings = settings.with_overrides(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )
@@ -223,7 +237,7 @@ async def simulate(
         warming = start_prewarm(settings, registry, runtime)
         clips = (sounds or await make_sounds(scenario, registry, settings)).clips
         session, agent = build_session(settings, registry, runtime)
-        info = {"simulation": scenario.name}
+        info = {"simulation": scenario.name, "source": source}
         with logcontext.bound(session=f"sim-{scenario.name}"):
             convo = Conversation(
                 session, scenario, clips, progress, max(REPLY_START_TIMEOUT, late_reply_bound(settings))

@@ -209,6 +209,10 @@ QUIET_WAIT = 60.0
 """Seconds a reply asked for again waits for the caller and the agent to be quiet, at most."""
 
 
+HOLD_RECHECK = 0.25
+"""Seconds between looks for a quiet moment to say the hold line in."""
+
+
 class RideOut:
     """What the session does while a stage fails and is not (yet) down for good: a reply that
     failed for good is asked for again after the probe wait; the hold line, once, if the wait
@@ -286,7 +290,10 @@ class RideOut:
             return
         if "tts" in failing or not self.decider.tts_alive("llm"):
             return  # the hold line would meet the same failing TTS
-        if self.session.agent_state != "listening":
+        if self.session.agent_state != "listening" or self.session.user_state == "speaking":
+            # a request in flight (thinking), or someone speaking: said would mean queued behind
+            # it; look again shortly, while the stage still fails
+            self._hold = asyncio.get_running_loop().call_later(HOLD_RECHECK, self._say_hold)
             return
         self._held = True
         logger.info("saying the hold line: %s failing for %.0f s", ",".join(failing), self.hold_after)

@@ -1,6 +1,6 @@
 """What each provider fault costs a caller, and the bound that holds.
 
-    python benchmarks/faults.py [--timeout 2] [--max-retries 2] [--stage stt --stage llm ...]
+    python benchmarks/faults.py [--timeout 2] [--max-retries 2] [--stage stt --stage llm ...] [--only calls]
 
 One request per stage (a recognized utterance, a chat reply, a streamed synthesis), built as a
 session builds it (`support.stage_faults`: the real livekit plugins behind the resilience
@@ -11,6 +11,11 @@ the end of speech; LLM: first token; TTS: first audio), or, when nothing came, h
 failure was reported. The bound: an answered request pays at most MAX_RETRIES failed attempts,
 each cut at HTTP_TIMEOUT, plus livekit's waits between attempts (0.1 s, then
 `retry.backoff_initial`); a failed one at most one attempt more; a fallback adds its own time.
+
+The burst rows (`--only calls`): whole simulated `qa` calls over the same servers, one per row, with
+a burst of N consecutive requests of one stage meeting a fault, at the call's start or mid-call
+(once the first reply was synthesized; the provider also drops its connections), and a provider
+down for the whole call: what the caller hears. docs/faults.md has the table and the rule.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from support.stage_faults import FAULTS, BurstCall, Outcome, burst_call, stage_r
 from handler.fakes import ElevenLabsServer, OpenAIServer, SonioxServer  # noqa: E402
 from handler.pipeline import http  # noqa: E402
 from handler.resilience import breaker  # noqa: E402
+from handler.resilience.decider import EVIDENCE, late_reply_bound  # noqa: E402
 from handler.sim import cloudsim  # noqa: E402
 
 SERVERS: dict[str, Any] = {"stt": SonioxServer, "llm": OpenAIServer, "tts": ElevenLabsServer}
@@ -99,7 +105,14 @@ async def run_calls(args: argparse.Namespace, overrides: dict[str, Any]) -> bool
 
     settings, registry = cloudsim.load_checked("production", overrides, "benchmarks/faults.py")
     sc = scenario.load(scenario.resolve("qa"))
-    print(f"\nbursts in a call (scenario qa, {len(sc.turns)} turns, HTTP_TIMEOUT {args.timeout:g} s)\n")
+    r = settings.section("resilience")
+    print(f"\nbursts in a call (scenario qa, {len(sc.turns)} turns, HTTP_TIMEOUT {args.timeout:g} s)")
+    print(
+        f"rule: a stage is down for good after {r['down_for']:g} s without a success (resilience.down_for) "
+        f"and {EVIDENCE} requests failed after every attempt; until then it is ridden out (the STT replays "
+        f"the utterance it holds, a failed reply is asked for again after {r['probe_initial']:g}-"
+        f"{r['probe_max']:g} s); a late reply comes within {late_reply_bound(settings):.0f} s\n"
+    )
     header = f"{'stage':5} {'burst':16} {'when':6} {'call':>7} {'att':>4}  what the caller hears"
     print(header)
     print("-" * 90)
@@ -171,7 +184,8 @@ async def run(args: argparse.Namespace) -> int:
         await http.close_shared_session()
     print(
         "\nextra = seconds later than without the fault (first transcript / token / audio), or until "
-        "the failure was reported; att = attempts the provider saw; ! = outside the bound"
+        "the failure was reported; att = attempts the provider saw (in a burst row: its requests in the "
+        "whole call); ! = outside the bound; turn N +S s = the latest turn, S s later than without the burst"
     )
     print(f"every cell within its bound and answered or reported: {'ok' if ok else 'NO'}")
     return 0 if ok else 1

@@ -157,8 +157,9 @@ async def run(args: argparse.Namespace) -> int:
         f"(a fallback adds its own time)\n"
     )
     header = f"{'stage':5} {'fault':15} {'alone':>26} {'with fallback':>26}"
-    print(header)
-    print("-" * len(header))
+    if args.requests:
+        print(header)
+        print("-" * len(header))
     ok = True
     try:
         for stage in args.stage if args.requests else []:

@@ -105,7 +105,10 @@ class Conversation:
         nothing (fillers only) does not shift every later record onto the turn before it."""
         for record in records:
             stopped = record.user_stopped_at or time.time()
-            candidates = [t for t in self.turns if t.record is None and t.speech_end <= stopped + MATCH_SLACK]
+            # (a turn whose speech the session's end cut off has no speech_end: it was never heard)
+            candidates = [
+                t for t in self.turns if t.record is None and 0 < t.speech_end <= stopped + MATCH_SLACK
+            ]
             if not candidates:  # speech the scenario did not script as a turn (noise heard as words)
                 self.errors.append(f"unscripted user message recognized: {record.user_text!r}")
                 continue
@@ -125,9 +128,12 @@ class Conversation:
         # out (handler.resilience.decider), and a session whose stage is down ends the run: a
         # failed request is no reason to stop waiting
         deadline = time.monotonic() + (self.reply_timeout if timeout is None else timeout)
+        faults = ledger_of(self.session)
         while time.monotonic() < deadline:
             starts = [s for s in self.sink.play_starts if s.wall > after]
-            if starts:
+            # once the call is decided over, what plays is the apology, no reply: the session's
+            # close ends the run
+            if starts and (faults is None or not faults.ended):
                 return starts[0]
             await asyncio.sleep(TICK)
         return None

@@ -1,5 +1,5 @@
 """nox sessions: `tests` (the whole suite under dev; the tests whose behaviour depends on the
-environment under each of dev, fast, stable and production), `lint`, `typecheck`.
+environment under each of dev, fast, stable and production), `lint`, `docs`, `typecheck`.
 
 Sessions run with the interpreter nox itself runs under (README's set-up installs everything
 there, and `.venv/bin/nox` works without activating the venv); `nox --force-venv-backend venv`
@@ -9,12 +9,13 @@ builds isolated virtualenvs instead and installs into them.
 from __future__ import annotations
 
 import sys
+import tempfile
 
 import nox
 
 ENVIRONMENTS = ["dev", "fast", "stable", "production"]
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "lint", "docs"]
 nox.options.default_venv_backend = "none"
 
 
@@ -42,6 +43,12 @@ def _kubeconform(session: nox.Session) -> None:
     session.run(_python(session), "tests/support/kubeconform.py", "install", success_codes=[0, 1])
 
 
+def _web_assets(session: nox.Session) -> None:
+    """The web app's LiveKit JS client, fetched with npm at its pinned version and integrity into
+    .cache (once); without npm the browser tests skip, or fail under CI=true, saying how."""
+    session.run(_python(session), "-m", "handler.web.assets", "install", success_codes=[0, 1])
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite under dev, in one pytest run; the tests marked `env_matrix` (they read the
@@ -51,6 +58,7 @@ def tests(session: nox.Session) -> None:
     _install(session, "-e", ".[dev]")
     _livekit_server(session)
     _kubeconform(session)
+    _web_assets(session)
     # Four pytest-xdist workers: most of the suite's time is conversations played at real-time
     # pace, which wait far more than they compute (each worker has its own livekit-server). With
     # another process keeping a core busy, one `nox` took 416 s on four workers, 452 s on three.
@@ -76,6 +84,27 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     _install(session, "ruff")
     session.run(_python(session), "-m", "ruff", "check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built as CI would publish it: `--strict`, so a broken link or
+    anchor fails, and so does what docs/hooks/reference.py refuses (a settings key without its
+    comment, an environment key settings.toml lacks, a hook without its docstring). Offline and
+    into a temporary directory: nothing fetched, nothing left in the checkout."""
+    _install(session, "-e", ".[dev]")
+    with tempfile.TemporaryDirectory(prefix="voice-handler-site-") as site:
+        session.run(
+            _python(session),
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--quiet",
+            "--site-dir",
+            site,
+            env={"NO_MKDOCS_2_WARNING": "1"},
+        )
 
 
 @nox.session

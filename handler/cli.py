@@ -1,4 +1,4 @@
-"""`python -m handler ...`: start, health, dev, simulate, call, loadtest, bench, config show|check,
+"""`python -m handler ...`: start, health, dev, simulate, call, loadtest, bench, web, config show|check,
 plugins list, logs analyze.
 
 User mistakes (configuration, input files, missing keys) end in one clear message and exit status
@@ -22,9 +22,12 @@ import typer
 from handler import config
 from handler.config import ConfigError
 from handler.hookspecs import PROVIDER_STAGES, SINK_STAGES, STAGES, selector
+from handler.plan import load
 from handler.records import commands as records_commands
 from handler.records import writer as records_writer
-from handler.registry import load_checked
+
+START = "`start` to reach the LiveKit server"
+CALL = "`call` to join a room"
 
 app = typer.Typer(
     help="voice-handler: a LiveKit voice-agent worker whose every stage is a configured plugin.",
@@ -100,8 +103,7 @@ def start(env: EnvOption = None) -> None:
     """Run the worker for production: register with LiveKit and take jobs (SIGTERM drains)."""
     from handler.pipeline import worker
 
-    settings, registry = load_checked(env, for_start=True)
-    worker.run(settings, registry, devmode=False)
+    worker.run(load(env, livekit_for=START), devmode=False)
 
 
 @app.command()
@@ -115,7 +117,7 @@ def health(
     import urllib.error
     import urllib.request
 
-    port = config.load(env).get("worker.port")
+    port = load(env, check=False, providers=False).settings.get("worker.port")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as r:
             body = r.read(200).decode(errors="replace")
@@ -136,17 +138,17 @@ def dev(
     """Run the worker in livekit's development mode: no load limit, reload on change."""
     from handler.pipeline import worker
 
-    settings, registry = load_checked(env, for_start=True)
+    plan = load(env, livekit_for=START)
     if reload:
         from handler.pipeline.reload import run_with_reload
 
         raise typer.Exit(
             run_with_reload(
-                settings.root,
+                plan.settings.root,
                 [sys.executable, "-m", "handler", "dev", "--no-reload", *(["--env", env] if env else [])],
             )
         )
-    worker.run(settings, registry, devmode=True)
+    worker.run(plan, devmode=True)
 
 
 # ------------------------------------------------------------------------------ simulate
@@ -261,19 +263,17 @@ def simulate(
     if cloud_fakes:
         from handler.sim import cloudsim
 
-        settings, registry = cloudsim.load_checked(env)
+        plan = cloudsim.load(env)
     else:
-        settings, registry = load_checked(
-            env, overrides=OFFLINE_STACK if offline else None, overrides_source="--offline"
-        )
+        plan = load(env, overrides=OFFLINE_STACK if offline else None, overrides_source="--offline")
+    settings, registry = plan.settings, plan.registry
     sc, out_dir = _conversation_input(scenario, out, registry, "simulate")
 
     import asyncio
 
     from handler import sim
-    from handler.pipeline.session import configure_logging
 
-    configure_logging(settings, registry)
+    plan.configure_logging()
     if not verbose:
         log_path = _log_to_file(out_dir, sc.name)
         _progress(f"{sc.name} under {settings.env}: log lines in {log_path} (-v shows them here)")
@@ -341,15 +341,13 @@ def _write_report(report: Any, clock: Any, as_json: bool, out_dir: Any) -> None:
             raise UserError(f"--out {out_dir}: cannot write {e.filename}: {e.strerror}") from None
 
 
-def _caller_logging(settings: Any, registry: Any, command: str) -> None:
+def _caller_logging(plan: Any, command: str) -> None:
     """The environment's logging policy is the agent's; a caller shows only what went wrong.
     livekit's rtc core logs each failed connection attempt and its teardown: the caller's one
     message says what went wrong and what to check instead."""
     import logging
 
-    from handler.pipeline.session import configure_logging
-
-    configure_logging(settings.with_overrides({"logging.level": "WARNING"}, command), registry)
+    plan.overridden({"logging.level": "WARNING"}, command).configure_logging()
     logging.getLogger("livekit").setLevel(logging.CRITICAL)
 
 
@@ -369,23 +367,9 @@ def call(
 ) -> None:
     """Call the agent in a real LiveKit room (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET) and
     report client-side latency per turn: a regression test for a deployed agent."""
-    from handler.registry import Registry
-
-    settings = config.load(env)
-    problems = config.validate(settings) + [
-        config.Problem(
-            name,
-            config.MISSING,
-            "",
-            f"required by `call` to join a room; set it in the environment, .env or .secrets.toml "
-            f"(export {name}=...)",
-        )
-        for name in config.LIVEKIT_SECRETS
-        if not settings.secret(name)
-    ]
-    if problems:
-        raise ConfigError(problems, secrets=settings.secret_values())
-    registry = Registry.load()
+    # the caller's side: the agent's providers are the worker's business
+    plan = load(env, livekit_for=CALL, providers=False)
+    settings, registry = plan.settings, plan.registry
     sc, out_dir = _conversation_input(scenario, out, registry, "call")
 
     import asyncio
@@ -399,7 +383,7 @@ def call(
         agent_name=settings.get("worker.agent_name"),
         room=room or "",
     )
-    _caller_logging(settings, registry, "call")
+    _caller_logging(plan, "call")
     try:
         caller.check_url(target.url)
         report, clock, failure = asyncio.run(
@@ -431,8 +415,6 @@ def loadtest(
 ) -> None:
     """How many concurrent calls one worker carries at acceptable latency, and what a call costs:
     a local livekit-server, worker and load-mode providers (or LIVEKIT_URL's deployment)."""
-    from handler.registry import Registry
-
     try:
         levels = sorted({int(c) for c in concurrency.split(",") if c.strip()})
     except ValueError:
@@ -441,11 +423,9 @@ def loadtest(
         raise UserError(f"--concurrency {concurrency!r}: each level must be 1 to 64 calls at once")
     if ramp < 0:
         raise UserError(f"--ramp {ramp}: must be 0 or more seconds")
-    settings = config.load(env or "production")
-    problems = config.validate(settings)
-    if problems:
-        raise ConfigError(problems, secrets=settings.secret_values())
-    registry = Registry.load()
+    # the worker it starts checks its own providers (load-mode stand-ins for the cloud keys)
+    plan = load(env or "production", providers=False)
+    settings, registry = plan.settings, plan.registry
     sc, _ = _conversation_input(scenario, None, registry, "loadtest")
 
     import asyncio
@@ -453,7 +433,7 @@ def loadtest(
     from handler.room import caller
     from handler.room import loadtest as lt
 
-    _caller_logging(settings, registry, "loadtest")
+    _caller_logging(plan, "loadtest")
     try:
         results, best, where, ttfas = asyncio.run(
             lt.loadtest(settings, registry, sc, levels, calls, ramp, _progress)
@@ -534,7 +514,7 @@ def bench(
     from handler.sim import cloudsim
 
     for v in chosen:  # every variant's configuration, before minutes of running
-        cloudsim.load_checked(v.env, v.overrides, f"bench variant {v.name}")
+        cloudsim.load(v.env, v.overrides, f"bench variant {v.name}")
     corpus = _bench_scenarios(scenarios)
     out_dir = Path(plot) if plot else None
     if out_dir is not None:
@@ -601,6 +581,34 @@ def _bench_scenarios(given: list[str] | None) -> list[Any]:
     return out
 
 
+# ------------------------------------------------------------------------------ web
+
+
+@app.command()
+@user_errors
+def web(
+    env: EnvOption = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Also start livekit-server and a worker here (offline under dev).")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8090,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; beyond 127.0.0.1 needs --access-token.")
+    ] = "127.0.0.1",
+    access_token: Annotated[
+        str | None,
+        typer.Option("--access-token", help="Required beyond loopback (or VOICE_HANDLER_WEB_TOKEN)."),
+    ] = None,
+) -> None:
+    """A web page to talk to the agent in a LiveKit room (LIVEKIT_* or --local), and the Calls pages."""
+    from handler.web import serve
+
+    try:
+        serve.run(env, local=local, host=host, port=port, access_token=access_token)
+    except serve.WebError as e:
+        raise UserError(str(e)) from None
+
+
 # ------------------------------------------------------------------------------ config
 
 
@@ -615,7 +623,7 @@ def _flatten(settings: config.Settings) -> dict[str, dict[str, Any]]:
 def config_show(env: EnvOption = None, as_json: JsonOption = False) -> None:
     """The effective settings and where each value came from (secrets redacted)."""
     # shows what is there even when it would not pass `config check`
-    settings = config.load(env)
+    settings = load(env, check=False).settings
     values = _flatten(settings)
     secrets = {
         name: {
@@ -649,7 +657,7 @@ def config_check(
     ] = False,
 ) -> None:
     """Validate the configuration: every problem at once, exit status 2 if any."""
-    settings, registry = load_checked(env, for_start=for_start)
+    settings = load(env, livekit_for=START if for_start else None).settings
     chosen = ", ".join(f"{s}={settings.get(selector(s))}" for s in PROVIDER_STAGES)
     print(f"configuration OK (environment {settings.env}: {chosen})")
 
@@ -661,10 +669,8 @@ def config_check(
 @user_errors
 def plugins_list(env: EnvOption = None, as_json: JsonOption = False) -> None:
     """Every stage, its available providers, the one this environment selects, and their origin."""
-    from handler.registry import Registry
-
-    settings = config.load(env)
-    registry = Registry.load()
+    plan = load(env, check=False)
+    settings, registry = plan.settings, plan.registry
     stages = {
         stage: {
             "selected": settings.get(selector(stage)),

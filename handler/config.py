@@ -19,7 +19,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,12 +160,13 @@ def _layer_label(label: str, section: str, env: str) -> str:
     return label if section == env and label.endswith(f"environments/{env}.toml") else f"{label} [{section}]"
 
 
-def _walk(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Leaf keys as dotted paths; dict values are descended into."""
+def _walk(data: Mapping[str, Any], prefix: str = "", keep_empty: bool = False) -> Iterator[tuple[str, Any]]:
+    """Leaf keys as dotted paths; dict values are descended into (an empty one is a leaf when
+    `keep_empty`)."""
     for k, v in data.items():
         path = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            yield from _walk(v, path + ".")
+        if isinstance(v, Mapping) and (v or not keep_empty):
+            yield from _walk(v, path + ".", keep_empty)
         else:
             yield path, v
 
@@ -224,6 +225,55 @@ def _get_path(data: Mapping[str, Any], path: str, default: Any = MISSING) -> Any
             return default
         node = node[p]
     return node
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    _set_path(data, path, value)
+    return data
+
+
+def _merge(
+    layers: list[tuple[str, dict[str, Any]]], shown_last: int = 0
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The one merger: Dynaconf, fed every layer's values in precedence order, each labelled with
+    its source. Tables merge key by key; any other value, a list included, replaces the one below
+    it (a higher layer's `fallback = [...]` is the whole chain, not an addition to it). Returns the
+    merged settings and the source of every leaf (the label of the last layer that set it, as
+    Dynaconf's history records it: `dynaconf.get_history`)."""
+    from dynaconf import Dynaconf  # type: ignore[attr-defined]
+
+    # every layer comes from here: Dynaconf reads no file, no .env and no variable on its own
+    # (the prefix is one nothing sets)
+    dyn = Dynaconf(
+        environments=False,
+        settings_files=[],
+        load_dotenv=False,
+        envvar_prefix="VOICE_HANDLER_NOT_READ",
+        merge_enabled=False,
+    )
+    sources: dict[str, str] = {}
+    for label, layer in layers:
+        for path, value in _walk(layer, keep_empty=True):
+            if isinstance(value, Mapping):  # an empty table: its name, keeping what is below it
+                if dyn.get(path) is None:
+                    dyn.set(path, {}, loader_identifier=label)
+                continue
+            dyn.set(path, value, loader_identifier=label, merge=False)
+            sources[path] = label
+    ours = {k.lower() for layer in layers for k in layer[1]}
+    merged = {
+        k: v for k, v in _lower_keys(dyn.as_dict()).items() if k in ours and not is_secret_name(k.upper())
+    }
+    # keys in the files' order; those only the first `shown_last` layers (the plugins' defaults)
+    # have come after them
+    ordered: dict[str, Any] = {}
+    for _, layer in layers[shown_last:] + layers[:shown_last]:
+        for path, _ in _walk(layer, keep_empty=True):
+            value = _get_path(merged, path)
+            if value is not MISSING and _get_path(ordered, path) is MISSING:
+                _set_path(ordered, path, value)
+    return ordered, sources
 
 
 def _lower_keys(data: Any) -> Any:
@@ -295,6 +345,23 @@ class Settings:
         """Every secret value known to this process, for log redaction."""
         return [v for v, _ in self._secrets.values() if v]
 
+    def with_stand_ins(self, values: Mapping[str, str], source: str) -> Settings:
+        """A copy where each secret in `values` that is not set has that value, from `source` (the
+        provider fakes accept any key). Nothing is written to os.environ."""
+        secrets = dict(self._secrets)
+        for name, value in values.items():
+            if self._find_secret(name) is None:
+                secrets[name] = (value, source)
+        return Settings(
+            env=self.env,
+            root=self.root,
+            data=self.data,
+            defaults=self.defaults,
+            sources=self.sources,
+            secrets=secrets,
+            lookup=self._lookup,
+        )
+
     def with_overrides(self, overrides: Mapping[str, Any], source: str) -> Settings:
         """A copy with dotted-path overrides applied (used by `simulate` for scenario phrases)."""
         import copy
@@ -315,9 +382,26 @@ class Settings:
         )
 
 
-def load(env: str | None = None, *, root: Path | None = None) -> Settings:
+Overrides = Mapping[str, Any] | Callable[[Settings], Mapping[str, Any]]
+"""Dotted-path values a command puts over every layer; or a function of the loaded settings that
+returns them (the provider fakes select each stage's cloud provider, keeping its backups)."""
+
+
+def overridden(settings: Settings, overrides: Overrides | None, source: str) -> Settings:
+    given = overrides(settings) if callable(overrides) else overrides
+    return settings.with_overrides(given, source) if given else settings
+
+
+def load(
+    env: str | None = None,
+    *,
+    root: Path | None = None,
+    below: Sequence[tuple[str, Mapping[str, Any]]] = (),
+) -> Settings:
     """Load and merge every layer; raises ConfigError for an unknown environment or bad files.
 
+    `below`: (source, settings) layers under every file, lowest first: the plugins' own defaults
+    of their provider tables (`Registry.table_defaults`), which every file may change.
     Values are not validated here: call `validate` (core keys) and the registry's checks.
     """
     root = root or find_root()
@@ -340,15 +424,16 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
             ]
         )
 
-    # Remember which variables the real environment holds before Dynaconf reads .env into it,
-    # so a value's source can say "environment variable" or ".env" truthfully.
+    # .env is read apart from the real environment (never copied into os.environ), so a value's
+    # source can say "environment variable" or ".env" truthfully
     real_env = dict(os.environ)
     dotenv = _read_dotenv(root / ".env")
     files = _settings_files(root, env)
     secrets_path = root / ".secrets.toml"
 
     # each file's [default] section, then its [<env>] section: the order Dynaconf merges them in
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[str, dict[str, Any]]] = [(label, _lower_keys(data)) for label, data in below]
+    schema = len(layers)  # the shipped settings.toml's [default]: the core keys and their types
     for label, file in files:
         raw = _read_layer(file, envs)
         for name in ("default", env):
@@ -361,67 +446,21 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         for section in (raw, raw.get("default", {}), raw.get(env, {})):
             if isinstance(section, Mapping):
                 raw_secrets.update({k.upper(): v for k, v in section.items() if is_secret_name(k.upper())})
-        layers.append(
-            (
-                ".secrets.toml",
-                _lower_keys(
-                    {
-                        k: v
-                        for sec in (raw.get("default", {}), raw.get(env, {}))
-                        if isinstance(sec, Mapping)
-                        for k, v in sec.items()
-                        if not is_secret_name(k.upper())
-                    }
-                ),
-            )
-        )
+        for name in ("default", env):
+            section = raw.get(name, {})
+            if isinstance(section, Mapping):
+                own = {k: v for k, v in section.items() if not is_secret_name(k.upper())}
+                layers.append((".secrets.toml", _lower_keys(own)))
 
-    from dynaconf import Dynaconf  # type: ignore[attr-defined]
-
-    dyn = Dynaconf(
-        root_path=str(root),
-        settings_files=[str(file) for _, file in files],
-        secrets=str(secrets_path) if secrets_path.is_file() else None,
-        environments=True,
-        env=env,
-        # we chose `env` above (from --env or ENV_FOR_DYNACONF, checked against environments/);
-        # Dynaconf would otherwise read ENV_FOR_DYNACONF itself and override an explicit --env
-        env_switcher="VOICE_HANDLER_INTERNAL_ENV",
-        envvar_prefix=PREFIX,
-        load_dotenv=True,
-        dotenv_path=str(root / ".env"),
-        merge_enabled=True,
-    )
-    try:
-        merged = {
-            k.lower(): v
-            for k, v in _lower_keys(dyn.as_dict()).items()
-            if not is_secret_name(k.upper()) and k.upper() != "LOAD_DOTENV"
-        }
-    finally:
-        # Dynaconf's load_dotenv copied .env into os.environ: undo it, so a second load (dev's
-        # reloaded worker, a test) still tells .env from the environment, and .env secrets do
-        # not leak into child processes' environments
-        for name in set(os.environ) - set(real_env):
-            del os.environ[name]
-
-    # where each value came from, and each layer's own value (lists are replaced by a higher
-    # layer, not appended to as Dynaconf's merge does)
-    sources: dict[str, str] = {}
-    own: dict[str, Any] = {}
-    for label, layer in layers:
-        for path, value in _walk(layer):
-            sources[path], own[path] = label, value
+    # the environment's layers, lowest first: HANDLER_* variables from .env, then from the real
+    # environment (which wins over .env)
     for name in sorted(set(dotenv) | set(real_env), key=lambda n: n in real_env):
         if name.startswith(PREFIX + "_") and name != PREFIX + "_ENV":
             path = name[len(PREFIX) + 1 :].lower().replace("__", ".")
-            text = real_env.get(name, dotenv.get(name, ""))
-            sources[path] = f"environment variable {name}" if name in real_env else f".env ({name})"
-            own[path] = _parse_env_value(text)
-    for path, value in own.items():
-        if isinstance(value, list):
-            _set_path(merged, path, value)
+            label = f"environment variable {name}" if name in real_env else f".env ({name})"
+            layers.append((label, _nested(path, _parse_env_value(real_env.get(name, dotenv.get(name, ""))))))
 
+    merged, sources = _merge(layers, shown_last=schema)
     problems: list[Problem] = []
     for name, path in FLAT_KEYS.items():
         if name in real_env:
@@ -473,7 +512,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
         env=env,
         root=root,
         data=merged,
-        defaults=layers[0][1],
+        defaults=layers[schema][1],
         sources=sources,
         secrets=secrets,
         lookup=lookup,
@@ -481,6 +520,7 @@ def load(env: str | None = None, *, root: Path | None = None) -> Settings:
 
 
 # ---------------------------------------------------------------- validation of core keys
+
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -642,3 +682,17 @@ def validate(settings: Settings) -> list[Problem]:
         else:  # a secret: named, never shown
             problems.append(Problem(key, MISSING, "", message))
     return problems
+
+
+def missing_livekit(settings: Settings, why: str) -> list[Problem]:
+    """A problem for each LiveKit setting a command needs and is not set; `why` says what for."""
+    return [
+        Problem(
+            name,
+            MISSING,
+            "",
+            f"{why}; set it in the environment, .env or .secrets.toml (export {name}=...)",
+        )
+        for name in LIVEKIT_SECRETS
+        if not settings.secret(name)
+    ]

@@ -16,8 +16,10 @@ callers without livekit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -184,3 +186,99 @@ def own_stream_events_only(stream: Any) -> None:
     FfiClient.instance.queue.unsubscribe(old)
     while not old.empty():
         stream._ffi_queue.put_nowait(old.get_nowait())
+
+
+# --- provider plugins' internals ----------------------------------------------------------------------
+
+
+@cache
+def soniox_one_connection_stt(finalize_message: str, closed: type[Exception]) -> Any:
+    """livekit's Soniox STT class whose stream is one connection, and which answers livekit's flush.
+
+    - `_connect_ws`: where the plugin reconnects by itself when the provider closes the socket
+      (without limit, dropping the audio it had sent), a second connect raises `closed(message,
+      connected_for=, close_code=)`, so the resilience layer counts the attempt and replays the
+      utterance in flight (`_recv_messages_task` keeps the close code for that message).
+    - `_prepare_audio_task`: the plugin's, plus livekit's flush sent as `finalize_message`, queued
+      behind the audio sent before it (the send task writes the queue in order); the plugin
+      itself drops livekit's flush sentinels.
+    - `_capabilities.manual_flush`: livekit flushes a stream only when its STT declares it can.
+    Checked against livekit-plugins-soniox 1.8.9."""
+    import time
+
+    from livekit import rtc
+    from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
+    from livekit.plugins import soniox
+    from livekit.plugins.soniox.stt import SpeechStream
+
+    class OneConnectionStream(SpeechStream):
+        _connected_at: float | None = None
+        _close_code: int | None = None
+
+        async def _prepare_audio_task(self) -> None:
+            if not self._ws:
+                return
+            async for data in self._input_ch:
+                if isinstance(data, rtc.AudioFrame):
+                    self.audio_queue.put_nowait(data.data.tobytes())
+                elif self._stt.capabilities.manual_flush:
+                    self.audio_queue.put_nowait(finalize_message)
+
+        async def _connect_ws(self) -> Any:
+            if self._connected_at is not None:
+                lived = time.monotonic() - self._connected_at
+                raise closed(
+                    f"Soniox closed the stream after {lived:.1f} s (close code {self._close_code})",
+                    connected_for=lived,
+                    close_code=self._close_code,
+                )
+            ws = await super()._connect_ws()
+            self._connected_at = time.monotonic()
+            return ws
+
+        async def _recv_messages_task(self) -> None:
+            ws = self._ws
+            try:
+                await super()._recv_messages_task()
+            finally:
+                self._close_code = ws.close_code if ws is not None else None
+
+    class OneConnectionSTT(soniox.STT):
+        def __init__(self, *, manual_finalization: bool = True, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._capabilities.manual_flush = manual_finalization
+
+        def stream(
+            self, *, language: Any = NOT_GIVEN, conn_options: Any = DEFAULT_API_CONNECT_OPTIONS
+        ) -> Any:
+            return OneConnectionStream(stt=self, conn_options=conn_options)
+
+    return OneConnectionSTT
+
+
+@cache
+def elevenlabs_one_shot_prewarm_tts() -> Any:
+    """livekit's ElevenLabs TTS class whose pre-warm (`_run_prewarm`, opening `_current_connection`)
+    is one attempt within `prewarm_timeout`. The plugin's own retries a failing handshake forever
+    (1, 2, 4 ... 30 s apart) beside the streams' own attempts, so a provider that is down saw more
+    handshakes than MAX_RETRIES + 1 per request; a pre-warm is an optimisation, and the first
+    stream connects (and retries) by itself if it failed. Checked against
+    livekit-plugins-elevenlabs 1.8.9."""
+    import logging
+
+    from livekit.plugins import elevenlabs
+
+    logger = logging.getLogger("handler.resilience")
+
+    class OneShotPrewarmTTS(elevenlabs.TTS):
+        prewarm_timeout: float = 15.0
+
+        async def _run_prewarm(self) -> None:
+            try:
+                await asyncio.wait_for(self._current_connection(), self.prewarm_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the first stream connects (and retries) by itself
+                logger.info("ElevenLabs pre-warm failed (one attempt): %s", type(e).__name__)
+
+    return OneShotPrewarmTTS

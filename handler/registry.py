@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from importlib import metadata
@@ -14,14 +15,16 @@ import pluggy
 
 from handler import hookspecs, livekit_plugins
 from handler.config import (
-    LIVEKIT_SECRETS,
     MISSING,
     REDACTED,
     ConfigError,
+    Overrides,
     Problem,
     Settings,
     is_secret_name,
     load,
+    missing_livekit,
+    overridden,
     type_problem,
     unknown_key_problem,
     validate,
@@ -54,8 +57,13 @@ class Registry:
         self.overridden: list[Provider] = []
         """Providers shadowed by a higher-priority registration of the same stage and name."""
         self._origins: dict[int, str] = {}
+        self._labels: dict[tuple[str, str], str] = {}
+        """Who declared each provider, as a source label: "plugin soniox (built-in)"."""
         self.livekit: list[livekit_plugins.Found] = []
         """Installed livekit plugin packages offered as providers (see `discover_livekit`)."""
+        self._options: weakref.WeakKeyDictionary[Settings, dict[tuple[str, str], dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ------------------------------------------------------------------ loading
 
@@ -135,43 +143,24 @@ class Registry:
             impl.function(register=self._registrar(origin, impl.plugin_name))
 
     def _registrar(self, origin: str, plugin_name: str) -> hookspecs.Register:
-        def register(
-            stage: str,
-            name: str,
-            factory: hookspecs.Factory,
-            *,
-            options: Mapping[str, Any] | None = None,
-            secrets: tuple[str, ...] = (),
-            endpoints: Callable[[Mapping[str, Any]], list[str]] | None = None,
-            validate: Callable[[Mapping[str, Any]], list[str]] | None = None,
-            unavailable: Callable[[], str | None] | None = None,
-            preload: tuple[str, ...] = (),
-        ) -> None:
+        def register(stage: str, name: str, factory: hookspecs.Factory[Any], **declaration: Any) -> None:
+            who = f"plugin {plugin_name!r} ({origin})"
             if stage not in STAGES:
-                raise PluginLoadError(
-                    f"plugin {plugin_name!r} ({origin}) registers unknown stage {stage!r}; "
-                    f"stages: {', '.join(STAGES)}"
-                )
+                raise PluginLoadError(f"{who} registers unknown stage {stage!r}; stages: {', '.join(STAGES)}")
             if not callable(factory):
-                raise PluginLoadError(
-                    f"plugin {plugin_name!r} ({origin}): factory for {stage}/{name} is not callable"
-                )
-            provider = Provider(
-                stage=stage,
-                name=name,
-                factory=factory,
-                options=dict(options) if options is not None else None,
-                secrets=tuple(secrets),
-                endpoints=endpoints,
-                validate=validate,
-                unavailable=unavailable,
-                origin=origin,
-                preload=tuple(preload),
-            )
+                raise PluginLoadError(f"{who}: factory for {stage}/{name} is not callable")
+            filled = sorted({"origin", "livekit_module"} & set(declaration))
+            if filled:
+                raise PluginLoadError(f"{who}: {stage}/{name} sets {', '.join(filled)} (the registry's)")
+            try:
+                provider = Provider(stage=stage, name=name, factory=factory, origin=origin, **declaration)
+            except TypeError as e:  # a field Provider does not have
+                raise PluginLoadError(f"{who}: {stage}/{name}: {e}") from None
             if (stage, name) in self._providers:
                 self.overridden.append(provider)
             else:
                 self._providers[(stage, name)] = provider
+                self._labels[(stage, name)] = f"plugin {plugin_name} ({origin})"
 
         return register
 
@@ -182,6 +171,15 @@ class Registry:
 
     def get(self, stage: str, name: str) -> Provider:
         return self._providers[(stage, name)]
+
+    def table_defaults(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each provider's declared option defaults as a settings layer under every file, labelled
+        with the plugin that declared them (`config.load`'s `below`)."""
+        return [
+            (self._labels.get(key, p.origin), {p.stage: {p.name: dict(p.options)}})
+            for key, p in sorted(self._providers.items())
+            if p.options
+        ]
 
     def plugins(self) -> list[tuple[str, str]]:
         """(name, origin) of every registered plugin, providers and observers alike, and of every
@@ -209,8 +207,16 @@ class Registry:
             return [n for n in dict.fromkeys(name) if isinstance(n, str)]
         return [name] if isinstance(name, str) else []
 
-    def options(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
-        """The options a factory receives: provider defaults < stage keys < provider table."""
+    def options(self, settings: Settings, stage: str, name: str, *, copy: bool = True) -> dict[str, Any]:
+        """The options a factory receives: provider defaults < stage keys < provider table. Computed
+        once per settings object (checking them and the plan read the same); a copy unless `copy`
+        is off (then read-only)."""
+        known = self._options.setdefault(settings, {})
+        if (stage, name) not in known:
+            known[(stage, name)] = self._options_of(settings, stage, name)
+        return dict(known[(stage, name)]) if copy else known[(stage, name)]
+
+    def _options_of(self, settings: Settings, stage: str, name: str) -> dict[str, Any]:
         provider = self.get(stage, name)
         section = settings.section(stage)
         common = {k: v for k, v in section.items() if not isinstance(v, Mapping)}
@@ -220,7 +226,9 @@ class Registry:
         own = own if isinstance(own, Mapping) else {}
         if provider.livekit_module:  # a shared key only where the constructor has that parameter
             return livekit_plugins.options(provider.livekit_module, stage, own, common)
-        return {**(provider.options or {}), **common, **own}
+        # the provider's defaults are its table's lowest layer (settings loaded with the plugins'
+        # defaults hold them in `own` already)
+        return {**common, **(provider.options or {}), **own}
 
     # ------------------------------------------------------------------ validation
 
@@ -292,7 +300,7 @@ class Registry:
                     # no table: still its required parameters, and whether it imports at all
                     problems.extend(self._table_problems(settings, stage, name, {}))
                 if provider.validate and stage not in skip_checks:
-                    for message in provider.validate(self.options(settings, stage, name)):
+                    for message in provider.validate(self.options(settings, stage, name, copy=False)):
                         key, _, text = message.partition(": ")
                         path = f"{stage}.{name}.{key}"
                         if any(p.key == path for p in problems):
@@ -313,13 +321,7 @@ class Registry:
                             f".env or .secrets.toml (export {secret}=...)",
                         )
         if for_start:
-            for secret in LIVEKIT_SECRETS:
-                if not settings.secret(secret):
-                    add_secret(
-                        secret,
-                        "required by `start` to reach the LiveKit server; set it in the "
-                        f"environment, .env or .secrets.toml (export {secret}=...)",
-                    )
+            problems += missing_livekit(settings, f"required by {START}")
         return problems
 
     def _chain_problems(self, stage: str, chain: list[Any], chosen: Any) -> list[str]:
@@ -406,7 +408,7 @@ class Registry:
             for name in self.selected(settings, stage)[:1]:
                 provider = self._providers.get((stage, name))
                 if provider and provider.endpoints:
-                    urls.extend(provider.endpoints(self.options(settings, stage, name)))
+                    urls.extend(provider.endpoints(self.options(settings, stage, name, copy=False)))
         return urls
 
 
@@ -424,23 +426,36 @@ def _livekit_endpoints(module: str, stage: str) -> Callable[[Mapping[str, Any]],
     return endpoints
 
 
+START = "`start` to reach the LiveKit server"
+"""Why `start` (and `dev`) need the LiveKit credentials, in the problem that names one missing."""
+
+
+def check(
+    settings: Settings, registry: Registry, *, providers: bool = True, livekit_for: str | None = None
+) -> None:
+    """Validate core keys and, with `providers`, the provider selection and its secrets; with
+    `livekit_for`, the LiveKit credentials. Every problem at once (ConfigError)."""
+    problems = validate(settings)
+    if providers:
+        # a provider's own checks read typed values: skip them where the stage's keys are broken
+        broken = {p.key.split(".")[0] for p in problems}
+        problems += registry.validate(settings, skip_checks=broken)
+    if livekit_for:
+        problems += missing_livekit(settings, f"required by {livekit_for}")
+    if problems:
+        raise ConfigError(problems, secrets=settings.secret_values())
+
+
 def load_checked(
     env: str | None = None,
     *,
     for_start: bool = False,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Overrides | None = None,
     overrides_source: str = "",
 ) -> tuple[Settings, Registry]:
-    """Load (with a command's own overrides on top), validate core keys and the provider selection;
-    every problem at once."""
-    settings = load(env)
-    if overrides:
-        settings = settings.with_overrides(overrides, overrides_source)
+    """`handler.plan.load` (every command's way) as settings and registry, for callers written
+    before the plan; `for_start` asks for the LiveKit credentials as `start` does."""
     registry = Registry.load()
-    problems = validate(settings)
-    # a provider's own checks read typed values: skip them where the stage's keys are broken
-    broken = {p.key.split(".")[0] for p in problems}
-    problems += registry.validate(settings, for_start=for_start, skip_checks=broken)
-    if problems:
-        raise ConfigError(problems, secrets=settings.secret_values())
+    settings = overridden(load(env, below=registry.table_defaults()), overrides, overrides_source)
+    check(settings, registry, livekit_for=START if for_start else None)
     return settings, registry

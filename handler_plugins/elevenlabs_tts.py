@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
 DEFAULT_URL = "https://api.elevenlabs.io/v1"
 ENCODINGS = (
@@ -26,8 +26,20 @@ ENCODINGS = (
 )
 
 
+OPTIONS = """\
+voice_id = "u0TsaWvt0v8migutHM3M"      # ElevenLabs voice
+model = "eleven_turbo_v2_5"            # ElevenLabs model
+encoding = "pcm_22050"                 # output encoding: raw PCM avoids an mp3 decode
+base_url = ""                          # API base URL; empty = ElevenLabs' own
+first_phrase_words = 5                 # first audio from the reply's first phrase: up to its first
+                                       # comma/clause end or N words (0 = first full sentence, livekit's way)
+"""
+"""`[tts.elevenlabs]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register(
         "tts",
         "elevenlabs",
@@ -36,6 +48,7 @@ def register_providers(register):
         endpoints=lambda o: [o["base_url"] or DEFAULT_URL],
         validate=_validate,
         preload=("livekit.plugins.elevenlabs",),
+        **table(OPTIONS),
     )
 
 
@@ -55,46 +68,22 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-_one_shot_prewarm_tts: Any = None
-
-
 def _tts_class() -> Any:
-    """livekit's ElevenLabs TTS whose pre-warm opens the websocket once, within the timeout. The
-    plugin's own pre-warm retries a failing handshake forever (1, 2, 4 ... 30 s apart) next to the
-    streams' own attempts, so a provider that is down saw more handshakes than MAX_RETRIES + 1 per
-    request; a pre-warm is an optimisation, and the first stream connects anyway if it failed.
-    Built on first use: livekit stays out of the configuration commands' imports."""
-    global _one_shot_prewarm_tts
-    if _one_shot_prewarm_tts is not None:
-        return _one_shot_prewarm_tts
-    import asyncio
-    import logging
+    """livekit's ElevenLabs TTS whose pre-warm opens the websocket once, within the timeout, instead
+    of retrying a failing handshake forever beside the streams' own attempts
+    (handler/livekit_compat.py). Built on first use: livekit stays out of the configuration
+    commands' imports."""
+    from handler.api import livekit_compat
 
-    from livekit.plugins import elevenlabs
-
-    logger = logging.getLogger("handler.resilience")
-
-    class OneShotPrewarmTTS(elevenlabs.TTS):
-        prewarm_timeout: float = 15.0
-
-        async def _run_prewarm(self) -> None:
-            try:
-                await asyncio.wait_for(self._current_connection(), self.prewarm_timeout)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the first stream connects (and retries) by itself
-                logger.info("ElevenLabs pre-warm failed (one attempt): %s", type(e).__name__)
-
-    _one_shot_prewarm_tts = OneShotPrewarmTTS
-    return OneShotPrewarmTTS
+    return livekit_compat.elevenlabs_one_shot_prewarm_tts()
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     kwargs: dict[str, Any] = {}
     if options["base_url"]:
         kwargs["base_url"] = options["base_url"]
     if options["first_phrase_words"]:
-        from handler.pipeline.first_phrase import FirstPhraseTokenizer
+        from handler.api import FirstPhraseTokenizer
 
         # the plugin's own tokenizer (blingfire sentences, each flushed: auto_mode) behind the
         # first phrase; a SentenceTokenizer keeps auto_mode on

@@ -4,15 +4,9 @@ It picks a canned reply by matching regular expressions against the last user me
 streams it word by word at a configured pace, so sessions, latency metrics and interruptions
 can be exercised without a real LLM. It never calls tools.
 
-Options (`[default.llm.local]`):
-    replies = []             # [{pattern = "regex", reply = "text"}, ...]; the first pattern found
-                             # (case-insensitive re.search) in the last user message wins
-    default_reply = "..."    # said when no pattern matches (or there is no user message)
-    ttft = 0.3               # seconds before the first token
-    tokens_per_second = 50   # pace of the following tokens
-    max_tokens = 500         # the reply is cut after this many tokens (words); normally set
-                             # stage-wide as `llm.max_tokens`
-The other stage-wide keys (`instructions`, `temperature`) are ignored.
+Options: `OPTIONS` below (`[llm.local]`, their defaults and why); the reply is cut after the
+stage-wide `llm.max_tokens` tokens (words). The other stage-wide keys (`instructions`,
+`temperature`) are ignored.
 """
 
 from __future__ import annotations
@@ -21,25 +15,39 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
-DEFAULT_REPLY = "I am an offline test responder and can only give canned replies."
-DEFAULTS: dict[str, Any] = {
-    "replies": [],
-    "default_reply": DEFAULT_REPLY,
-    "ttft": 0.3,
-    "tokens_per_second": 50.0,
-    "max_tokens": 500,
-}
+OPTIONS = r'''
+default_reply = "Sorry, I am an offline test responder and only know a few answers."  # when no pattern
+                                                                                      # matches
+ttft = 0.3                             # s before the first token (stands in for a cloud LLM's time to first
+                                       # token)
+tokens_per_second = 50.0               # pace of the following tokens
+replies = [                            # first regex (case-insensitive) found in the user's words picks the
+                                       # reply
+  { pattern = "weather", reply = "It is sunny and warm today, about twenty degrees." },
+  { pattern = "open|hours", reply = "We are open from nine in the morning to six in the evening." },
+  { pattern = "order|package", reply = "Your order shipped yesterday and arrives tomorrow." },
+  { pattern = "thank|bye", reply = "You are welcome. Goodbye!" },
+  { pattern = "story|tell me", reply = """Once upon a time a small robot learned to listen. \
+It listened to the wind, to the rain and to the people around it. Every day it understood a little \
+more, until one day it could answer every question it was asked.""" },
+]
+'''
+"""`[llm.local]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+DECLARED = table(OPTIONS)
+DEFAULTS: dict[str, Any] = {**DECLARED["options"], "max_tokens": 500}
+"""What the factory falls back on for a key its options lack ([llm] max_tokens is always there)."""
 
 
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "llm",
         "local",
         _build,
-        options=None,
+        **DECLARED,
         validate=_validate,
         preload=(f"{__package__}.engines.scripted_llm",),
     )
@@ -79,7 +87,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from .engines.scripted_llm import LocalLLM  # heavy: only when built
 
     if problems := _validate(options):

@@ -3,9 +3,7 @@
 The library and its voice data come from the `espeakng-loader` wheel (no system packages);
 it is driven through ctypes. Output is 22050 Hz mono int16.
 
-Options (`[default.tts.local]`):
-    voice = "en-us"   # espeak-ng voice or language code, optional variant ("en-gb", "en-us+f3")
-    rate = 175        # speaking rate in words per minute (espeak-ng accepts 80-450)
+Options: `OPTIONS` below (`[tts.local]`, their defaults and why).
 
 `synthesize()` is also usable without livekit sessions: the simulator makes user audio with it.
 """
@@ -15,20 +13,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
-DEFAULT_VOICE = "en-us"
-DEFAULT_RATE = 175
 MIN_RATE, MAX_RATE = 80, 450  # espeak-ng silently clamps outside this range
 
 
+OPTIONS = """\
+voice = "en-us"                        # espeak-ng voice (add +variant, e.g. "en-us+f3")
+rate = 175                             # words per minute (80-450)
+"""
+"""`[tts.local]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+DECLARED = table(OPTIONS)
+DEFAULT_VOICE = DECLARED["options"]["voice"]
+DEFAULT_RATE = DECLARED["options"]["rate"]
+
+
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "tts",
         "local",
         _build,
-        options=None,
+        **DECLARED,
         validate=_validate,
         preload=(f"{__package__}.engines.espeak_tts",),
     )
@@ -45,7 +52,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from .engines.espeak_tts import LocalTTS  # heavy: only when built
 
     if problems := _validate(options):

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from handler.hookspecs import hookimpl
-from handler.observe.logcontext import current_ids
+from handler.api import Register, Runtime, current_ids, hookimpl
 
 # The guide's "reduced verbose logging": noisy libraries are held at these levels whatever the
 # root level is, unless the root is DEBUG (then everything shows, for debugging).
@@ -29,7 +28,7 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fi
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register("logging", "default", configure)
 
 
@@ -101,7 +100,7 @@ class RedactingHandler(logging.StreamHandler):
         return line
 
 
-def configure(options: Mapping[str, Any], runtime: Any) -> None:
+def configure(options: Mapping[str, Any], runtime: Runtime) -> None:
     level = str(options["level"]).upper()
     root = logging.getLogger()
     # In a livekit job process the root handler forwards records to the worker process, which

@@ -24,14 +24,14 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from handler.hookspecs import hookimpl
-from handler.observe.logcontext import fields
-from handler.pipeline.turns import (
+from handler.api import (
     FAULT_KINDS,
     SUMMARY_MESSAGE,
     TURN_MESSAGE,
     SessionSummary,
     TurnRecord,
+    hookimpl,
+    log_fields,
     to_line,
 )
 
@@ -91,7 +91,7 @@ def _count_faults(record: TurnRecord) -> None:
 
 @hookimpl(trylast=True)
 def turn_completed(record: TurnRecord, info: Mapping[str, Any]) -> None:
-    logger.info(TURN_MESSAGE, extra=fields(**to_line(record)))
+    logger.info(TURN_MESSAGE, extra=log_fields(**to_line(record)))
     TURNS.inc()
     INTERRUPTIONS.inc(record.interrupted)
     FALSE_INTERRUPTIONS.inc(record.false_interruptions)
@@ -107,7 +107,7 @@ def turn_completed(record: TurnRecord, info: Mapping[str, Any]) -> None:
 
 @hookimpl(trylast=True)
 def session_summary(summary: SessionSummary, info: Mapping[str, Any]) -> None:
-    logger.info(SUMMARY_MESSAGE, extra=fields(**summary.to_line()))
+    logger.info(SUMMARY_MESSAGE, extra=log_fields(**summary.to_line()))
     if (rest := summary.unanswered_faults) is not None:  # a last reply that failed for good
         RETRIES.inc(rest.retries)
         ERRORS.inc(rest.errors)

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
 DEFAULT_URL = "https://api.openai.com/v1"
 
@@ -19,12 +19,25 @@ DEFAULT_URL = "https://api.openai.com/v1"
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
+OPTIONS = """\
+model = "gpt-4o-mini"                  # OpenAI chat model
+base_url = ""                          # API base URL; empty = OpenAI's own
+"""
+"""`[llm.openai]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     # No `endpoints`: a HEAD on the aiohttp pool would open a connection the SDK never uses. Its
     # own pool is warmed by livekit's LLM.prewarm() (GET /models), which AgentSession calls.
     register(
-        "llm", "openai", build, secrets=("OPENAI_API_KEY",), preload=("openai", "livekit.plugins.openai")
+        "llm",
+        "openai",
+        build,
+        secrets=("OPENAI_API_KEY",),
+        preload=("openai", "livekit.plugins.openai"),
+        **table(OPTIONS),
     )
 
 
@@ -53,7 +66,7 @@ def _client(base_url: str, api_key: str | None, settings: Any) -> Any:
     return per_loop[base_url]
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from livekit.plugins import openai
 
     return openai.LLM(

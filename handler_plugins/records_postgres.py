@@ -13,18 +13,34 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
-from handler.records.checks import DSN_VAR
-from handler.records.sinks import SinkConfigError
-from handler.records.store import SqlStore
+from handler.api import RECORDS_DSN_VAR as DSN_VAR
+from handler.api import Register, Runtime, SinkConfigError, SqlStore, hookimpl, table
 
 MIGRATION_LOCK = 7_210_021
 """The advisory lock id two workers migrating at once take in turn (any constant unique to us)."""
 
 
+OPTIONS = """\
+# the DSN is a secret: RECORDS_POSTGRES_DSN in the environment, .env or .secrets.toml (postgresql://user:pass@host/db)
+pool_min = 1                           # connections the pool keeps open
+pool_max = 4                           # connections the pool opens at most (per process)
+connect_timeout = 5.0                  # s to connect before the record is spooled
+"""
+"""`[records.postgres]`: this sink's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
-    register("records", "postgres", build, secrets=(DSN_VAR,), validate=_problems, preload=("psycopg",))
+def register_providers(register: Register) -> None:
+    register(
+        "records",
+        "postgres",
+        build,
+        secrets=(DSN_VAR,),
+        validate=_problems,
+        preload=("psycopg",),
+        **table(OPTIONS),
+    )
 
 
 def _problems(options: Mapping[str, Any]) -> list[str]:
@@ -44,7 +60,7 @@ def where(dsn: str) -> str:
     return f"{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> PostgresStore:
+def build(options: Mapping[str, Any], runtime: Runtime) -> PostgresStore:
     dsn = runtime.secret(DSN_VAR)
     if not dsn:
         raise SinkConfigError(f"records sink postgres needs {DSN_VAR} (environment, .env or .secrets.toml)")

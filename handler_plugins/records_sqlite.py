@@ -15,17 +15,23 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from handler.hookspecs import hookimpl
-from handler.records.store import SqlStore
-from handler.records.writer import directory
+from handler.api import Register, Runtime, SqlStore, hookimpl, table
+from handler.api import records_directory as directory
 
 BUSY_TIMEOUT = 10.0
 """s a write waits for another process's transaction on the same file."""
 
 
+OPTIONS = """\
+file = "calls.db"                      # the database file, under records.directory (WAL mode)
+"""
+"""`[records.sqlite]`: this sink's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
-    register("records", "sqlite", build, validate=_problems)
+def register_providers(register: Register) -> None:
+    register("records", "sqlite", build, validate=_problems, **table(OPTIONS))
 
 
 def _problems(options: Mapping[str, Any]) -> list[str]:
@@ -35,7 +41,7 @@ def _problems(options: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> SqliteStore:
+def build(options: Mapping[str, Any], runtime: Runtime) -> SqliteStore:
     return SqliteStore(directory(runtime.settings) / options["file"])
 
 

@@ -23,10 +23,17 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from handler.hookspecs import hookimpl
-from handler.pipeline.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
-from handler.records.record import dumps
-from handler.records.sinks import SinkConfigError
+from handler.api import (
+    RETRYABLE_STATUS,
+    Register,
+    RetryPolicy,
+    Runtime,
+    SinkConfigError,
+    hookimpl,
+    parse_retry_after,
+    table,
+)
+from handler.api import record_json as dumps
 
 SECRET_VAR = "RECORDS_WEBHOOK_SECRET"
 SIGNATURE_HEADER = "X-Voice-Handler-Signature"
@@ -34,9 +41,19 @@ TIMESTAMP_HEADER = "X-Voice-Handler-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
+OPTIONS = """\
+# signed with HMAC-SHA256 over "<timestamp>.<body>" with the secret RECORDS_WEBHOOK_SECRET
+# (environment, .env or .secrets.toml)
+url = ""      # http(s) URL the end-of-call report is POSTed to
+timeout = 5.0  # s one attempt may take; attempts follow [retry] (max_retries, backoff)
+"""
+"""`[records.webhook]`: this sink's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
-    register("records", "webhook", build, secrets=(SECRET_VAR,), validate=_problems)
+def register_providers(register: Register) -> None:
+    register("records", "webhook", build, secrets=(SECRET_VAR,), validate=_problems, **table(OPTIONS))
 
 
 def url_problem(url: Any) -> str | None:
@@ -59,7 +76,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> WebhookSink:
+def build(options: Mapping[str, Any], runtime: Runtime) -> WebhookSink:
     secret = runtime.secret(SECRET_VAR)
     if not secret:
         raise SinkConfigError(f"records sink webhook needs {SECRET_VAR} (environment, .env or .secrets.toml)")

@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
-from handler.pipeline.retry import RetryPolicy
+from handler.api import Register, RetryPolicy, Runtime, hookimpl
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register("retry", "default", build)
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> RetryPolicy:
+def build(options: Mapping[str, Any], runtime: Runtime) -> RetryPolicy:
     return RetryPolicy(
         max_retries=options["max_retries"],
         backoff_initial=options["backoff_initial"],

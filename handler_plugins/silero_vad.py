@@ -7,12 +7,20 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
+
+OPTIONS = """\
+prefix_padding_duration = 0.5          # s of audio kept before detected speech
+force_cpu = true                       # run the ONNX model on the CPU
+sample_rate = 16000                    # model input rate: 8000 or 16000
+"""
+"""`[vad.silero]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
 
 
 @hookimpl(trylast=True)
-def register_providers(register):
-    register("vad", "silero", build, preload=("livekit.plugins.silero",))
+def register_providers(register: Register):
+    register("vad", "silero", build, preload=("livekit.plugins.silero",), **table(OPTIONS))
 
 
 @functools.cache
@@ -22,7 +30,7 @@ def _load(**kwargs: Any) -> Any:
     return silero.VAD.load(**kwargs)
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     return _load(
         min_speech_duration=options["min_speech_duration"],
         min_silence_duration=options["min_silence_duration"],

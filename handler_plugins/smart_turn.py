@@ -5,10 +5,8 @@ Silence alone cannot tell "my order number is ..." from a finished question; the
 it says "not finished" (probability below `threshold`) the turn is held open for up to
 `max_endpointing_delay`; otherwise it ends after `min_endpointing_delay`, as with `vad`.
 
-Options (`[default.turn.smart-turn]`; each default's reason is in settings.toml):
-    threshold = 0.1     # end-of-turn probability below which the user is taken as mid-sentence
-    threads = 1         # CPU threads one prediction uses
-    max_endpointing_delay = 2.0  # this detector's longest hold (without the key: [turn]'s)
+Options: `OPTIONS` below (`[turn.smart-turn]`, their defaults and why); its own
+`max_endpointing_delay` wins over [turn]'s.
 
 Needs the `smart-turn` extra (`pip install 'voice-handler[smart-turn]'`): the model ships in
 the `pipecat-ai` wheel, of which only two files are used (see the engine's docstring).
@@ -18,53 +16,53 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
+from handler_plugins.engines import smart_turn_files
+from handler_plugins.engines.smart_turn_files import INSTALL
 
-DISTRIBUTION = "pipecat-ai"
-MODEL = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
-FEATURES = "pipecat/audio/turn/smart_turn/_whisper_features.py"
-INSTALL = "pip install 'voice-handler[smart-turn]'"
+DISTRIBUTION = smart_turn_files.DISTRIBUTION
+"""The wheel the model ships in (read where the provider is checked: a test names another)."""
+
 BLAS_LIMITER = "threadpoolctl"
 """Holds numpy's BLAS to one thread in a process that runs the model (the engine's reason)."""
 MAX_THREADS = 16
 
 
+OPTIONS = """\
+# Smart Turn v3, run offline in the job process; needs: pip install 'voice-handler[smart-turn]'
+threshold = 0.1              # end-of-turn probability below which the user is mid-sentence: hold the turn
+                             # up to max_endpointing_delay (0.5 held complete questions the model scored
+                             # 0.16-0.30 for the whole hold; the pauses it does hear as unfinished score
+                             # 0.01-0.06: `python benchmarks/smart_turn.py corpus`, docs/turn-detection.md)
+threads = 1                  # CPU threads one prediction uses (predictions of a process run one at a time;
+                             # 2 gained nothing here)
+max_endpointing_delay = 2.0  # s this detector holds a turn the model calls unfinished, instead of [turn]'s
+                             # 3.0: outlasts the corpus's longest pause (1.2 s) plus the VAD's 0.25 s to hear
+                             # the user resume; a complete turn the model misjudges waits 1 s less (bench:
+                             # complete-utterance TTFA p95 3210 -> 1629 ms with threshold 0.1)
+"""
+"""`[turn.smart-turn]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     register(
         "turn",
         "smart-turn",
         _build,
-        # the key this table may override; the registry puts [turn]'s value in its place when
-        # the table leaves it out, so this default is never used
-        options={"max_endpointing_delay": 3.0},
+        **table(OPTIONS),
         validate=_validate,
         unavailable=_unavailable,
     )
 
 
 def model_files() -> tuple[Path, Path] | str:
-    """The installed wheel's model and feature extractor, or why they cannot be found. Reads the
-    distribution's metadata only: nothing of pipecat is imported."""
-    try:
-        dist = metadata.distribution(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return (
-            "Smart Turn needs the smart-turn extra, which is not installed (the model ships in "
-            f"the {DISTRIBUTION} wheel): {INSTALL}"
-        )
-    files = Path(str(dist.locate_file(MODEL))), Path(str(dist.locate_file(FEATURES)))
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        return (
-            f"{DISTRIBUTION} {dist.version} is installed but has no {missing[0].name} "
-            f"(looked for {missing[0]}); install a version that ships it: {INSTALL}"
-        )
-    return files
+    """The installed wheel's model and feature extractor, or why they cannot be found."""
+    return smart_turn_files.model_files(DISTRIBUTION)
 
 
 def _unavailable() -> str | None:
@@ -99,7 +97,7 @@ def _validate(options: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _build(options: Mapping[str, Any], runtime: Any) -> Any:
+def _build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from handler_plugins.engines.smart_turn import SmartTurnDetector, load  # heavy: only when built
 
     if problems := _validate(options):

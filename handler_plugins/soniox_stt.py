@@ -15,13 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl, table
 
 DEFAULT_URL = "wss://stt-rt.soniox.com/transcribe-websocket"
 
 
+OPTIONS = """\
+model = "stt-rt-v5"                    # Soniox real-time model
+base_url = ""                          # websocket URL; empty = Soniox's own
+max_endpoint_delay_ms = 500            # endpoint detection: ms of silence before Soniox finalizes (500-3000)
+manual_finalization = true             # finalize when the VAD ends speech (Soniox's {"type": "finalize"}):
+                                       # the transcript comes then, not after max_endpoint_delay_ms
+enable_language_identification = true  # tag each token with its language
+"""
+"""`[stt.soniox]`: this provider's options, their defaults and why. The lowest layer of the table:
+every settings file changes them; `config show` lists them, labelled with this plugin."""
+
+
 @hookimpl(trylast=True)
-def register_providers(register):
+def register_providers(register: Register):
     register(
         "stt",
         "soniox",
@@ -30,6 +42,7 @@ def register_providers(register):
         endpoints=lambda o: [o["base_url"] or DEFAULT_URL],
         validate=_validate,
         preload=("livekit.plugins.soniox", "handler.resilience.stt_guard"),
+        **table(OPTIONS),
     )
 
 
@@ -47,77 +60,19 @@ FINALIZE_MESSAGE = '{"type": "finalize"}'
 """Soniox's manual finalization request (real-time API, "Manual finalization")."""
 
 
-_one_connection_stt: Any = None
-
-
 def _stt_class() -> Any:
-    """livekit's Soniox STT whose stream is one connection: where the plugin would reconnect by
-    itself when the provider closes the socket (without limit, dropping the audio it had sent),
-    it raises `StreamClosed`, so the resilience layer counts the attempt and replays the
-    utterance in flight (handler/resilience/stt_guard.py). Built on first use: livekit stays out
-    of the configuration commands' imports."""
-    global _one_connection_stt
-    if _one_connection_stt is not None:
-        return _one_connection_stt
-    import time
+    """livekit's Soniox STT whose stream is one connection and answers livekit's flush with
+    FINALIZE_MESSAGE (handler/livekit_compat.py has how, since it reaches the plugin's internals):
+    where the plugin would reconnect by itself when the provider closes the socket, it raises
+    `StreamClosed`, so the resilience layer counts the attempt and replays the utterance in flight
+    (handler/resilience/stt_guard.py). Built on first use: livekit stays out of the configuration
+    commands' imports."""
+    from handler.api import StreamClosed, livekit_compat
 
-    from livekit import rtc
-    from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
-    from livekit.plugins import soniox
-    from livekit.plugins.soniox.stt import SpeechStream
-
-    from handler.resilience.stt_guard import StreamClosed
-
-    class OneConnectionStream(SpeechStream):
-        _connected_at: float | None = None
-        _close_code: int | None = None
-
-        async def _prepare_audio_task(self) -> None:
-            """The plugin's, plus livekit's flush as Soniox's finalize request, queued behind
-            the audio sent before it (the send task writes the queue in order)."""
-            if not self._ws:
-                return
-            async for data in self._input_ch:
-                if isinstance(data, rtc.AudioFrame):
-                    self.audio_queue.put_nowait(data.data.tobytes())
-                elif self._stt.capabilities.manual_flush:
-                    self.audio_queue.put_nowait(FINALIZE_MESSAGE)
-
-        async def _connect_ws(self) -> Any:
-            if self._connected_at is not None:
-                lived = time.monotonic() - self._connected_at
-                raise StreamClosed(
-                    f"Soniox closed the stream after {lived:.1f} s (close code {self._close_code})",
-                    connected_for=lived,
-                    close_code=self._close_code,
-                )
-            ws = await super()._connect_ws()
-            self._connected_at = time.monotonic()
-            return ws
-
-        async def _recv_messages_task(self) -> None:
-            ws = self._ws
-            try:
-                await super()._recv_messages_task()
-            finally:
-                self._close_code = ws.close_code if ws is not None else None
-
-    class OneConnectionSTT(soniox.STT):
-        def __init__(self, *, manual_finalization: bool = True, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            # livekit flushes a stream only when its STT declares it can
-            self._capabilities.manual_flush = manual_finalization
-
-        def stream(
-            self, *, language: Any = NOT_GIVEN, conn_options: Any = DEFAULT_API_CONNECT_OPTIONS
-        ) -> Any:
-            return OneConnectionStream(stt=self, conn_options=conn_options)
-
-    _one_connection_stt = OneConnectionSTT
-    return OneConnectionSTT
+    return livekit_compat.soniox_one_connection_stt(FINALIZE_MESSAGE, StreamClosed)
 
 
-def build(options: Mapping[str, Any], runtime: Any) -> Any:
+def build(options: Mapping[str, Any], runtime: Runtime) -> Any:
     from livekit.plugins import soniox
 
     return _stt_class()(

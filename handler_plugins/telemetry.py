@@ -7,19 +7,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import hookimpl
 
 
 @hookimpl(tryfirst=True)  # before the session starts its first span
 def session_started(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
-    from handler.observe import telemetry
+    from handler.api import telemetry
 
     telemetry.install(settings)
 
 
 @hookimpl
 def session_ended(session: Any, settings: Any, info: Mapping[str, Any]) -> None:
-    from handler.observe import telemetry
+    from handler.api import telemetry
 
     if not telemetry.enabled(settings):
         return

@@ -10,19 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from handler.hookspecs import hookimpl
+from handler.api import Register, Runtime, hookimpl
 
 MODES = ("vad", "stt")
 
 
 @hookimpl(trylast=True)
-def register_providers(register: Any) -> None:
+def register_providers(register: Register) -> None:
     for mode in MODES:
         register("turn", mode, _mode(mode), options={})
 
 
 def _mode(mode: str) -> Any:
-    def build(options: Mapping[str, Any], runtime: Any) -> str:
+    def build(options: Mapping[str, Any], runtime: Runtime) -> str:
         return mode  # livekit's `turn_detection` takes the mode's name
 
     return build

@@ -128,7 +128,12 @@ needed (clearly reached), 0.8 * 0.9 / 0.5 = 1.44 s (clearly not)."""
 # ------------------------------------------------------------------------------ livekit-server
 
 
-SLOWEST_FIRST = ("tests/test_room.py", "tests/test_worker_start.py", "tests/test_deploy.py")
+SLOWEST_FIRST = (
+    "tests/test_room.py",
+    "tests/test_worker_start.py",
+    "tests/test_deploy.py",
+    "tests/test_web.py",
+)
 """Their tests take 5-50 s each: a worker started (and a call made through a real livekit-server),
 a wheel built and installed. Left to the end they kept one xdist worker busy alone for minutes."""
 

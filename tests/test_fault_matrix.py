@@ -5,7 +5,7 @@ real livekit plugin behind our resilience layer, a FallbackAdapter over [cloud, 
 chained) against the protocol-faithful fake server, which injects the fault and counts every
 attempt. Every cell checks the invariants of issue 14, not exact timings (one core may be busy):
 
-- no hang: the request ends within the bound stated in README (`worst_case`), plus slack;
+- no hang: the request ends within the bound stated in docs/resilience.md (`worst_case`), plus slack;
 - the provider never sees more than MAX_RETRIES + 1 attempts for the request;
 - the fault is reported: counted on the fault ledger, or (a malformed message a plugin skips)
   logged at WARNING or above;
@@ -56,7 +56,7 @@ SLACK = 2.5
 
 
 def worst_case(attempts: int = MAX_RETRIES + 1, timeout: float = TIMEOUT) -> float:
-    """README's bound on what one request can cost: every attempt cut at the timeout, plus
+    """The bound on what one request can cost (docs/resilience.md): every attempt cut at the timeout, plus
     livekit's waits between them (0.1 s, then `retry.backoff_initial`)."""
     return attempts * timeout + 0.1 + (attempts - 2) * BACKOFF
 

@@ -237,7 +237,7 @@ def test_smart_turn_runs_against_the_cloud_fakes(tmp_path: Path, cli) -> None:
         "simulate", str(sc), "--env", "fast", "--cloud-fakes", "--json",
         # 1.2 s after the model says "finished": past the cloud recognizer's final transcript for
         # the resumed part (~0.76 s after the speech), which livekit does not wait for
-        # (livekit/agents#6504, README's Turn detection: with fast's 0.3 s the turn split in two
+        # (livekit/agents#6504, docs/turn-detection.md: with fast's 0.3 s the turn split in two
         # about 1 run in 3), and still short of the 1.5 s pause, so the model's hold is tested
         env={
             "HANDLER_TURN__DETECTION": "smart-turn",

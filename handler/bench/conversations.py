@@ -37,16 +37,15 @@ def _emit(doc: dict[str, Any]) -> None:
 async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
     from handler.fakes.background import InBackground
     from handler.pipeline.http import close_shared_session
-    from handler.pipeline.session import configure_logging, redirect_log_lines
+    from handler.pipeline.session import redirect_log_lines
     from handler.room.loadtest import load_mode_servers
     from handler.sim import cloudsim, scenario, simulate
     from handler.sim.clips import make_sounds
     from handler.sim.transcripts import known_transcripts
 
-    settings, registry = cloudsim.load_checked(
-        variant.env, variant.overrides, f"bench variant {variant.name}"
-    )
-    configure_logging(settings, registry)
+    plan = cloudsim.load(variant.env, variant.overrides, f"bench variant {variant.name}")
+    settings, registry = plan.settings, plan.registry
+    plan.configure_logging()
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         redirect_log_lines(log)
         scenarios = [scenario.load(Path(p)) for p in paths]
@@ -86,9 +85,11 @@ async def run(variant: Variant, paths: list[str], concurrency: int) -> None:
 
 
 def _eot_inference() -> list[float]:
-    """The end-of-turn model's own prediction times in this process (s), when one ran."""
-    engine = sys.modules.get("handler_plugins.engines.smart_turn")
-    return engine.inference_times() if engine is not None else []
+    """The end-of-turn model's own prediction times in this process (s), when one ran (the turn
+    detector reports them: `handler.observe.timings`)."""
+    from handler.observe import timings
+
+    return timings.times(timings.EOT_INFERENCE)
 
 
 def main() -> None:

@@ -42,6 +42,28 @@ def clean_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
+def room_worker_env(
+    root: Path, livekit: Mapping[str, str], env: str = "dev", **more: str | None
+) -> dict[str, str]:
+    """A worker's environment for a loopback livekit-server (`livekit`: its LIVEKIT_* variables):
+    `env`'s settings from `root`, any free health port, job lines at INFO, plus `more`.
+
+    The load threshold is off: livekit's load is the whole machine's CPU, which a busy test machine
+    (or the browser and the build on a developer's) shares; a worker that marks itself full misses
+    the dispatch, and livekit-server does not offer a room's job again."""
+    return clean_env(
+        **{
+            config.ENV_VAR: env,
+            config.ROOT_VAR: str(root),
+            **livekit,
+            "HANDLER_WORKER__PORT": "0",
+            "HANDLER_WORKER__LOAD_THRESHOLD": "inf",
+            "HANDLER_LOGGING__LEVEL": "INFO",
+            **more,
+        }
+    )
+
+
 def settings_env(overrides: Mapping[str, object]) -> dict[str, str]:
     """Dotted setting overrides (`stt.soniox.base_url`) as the HANDLER_* variables a worker reads."""
     return {f"{config.PREFIX}_" + key.upper().replace(".", "__"): str(v) for key, v in overrides.items()}

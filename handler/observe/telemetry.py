@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from handler.observe import logcontext
+from handler.observe.span_ids import ID_PREFIX, ids_of
 
 if TYPE_CHECKING:
     from handler.config import Settings
 
 logger = logging.getLogger("handler.observe.telemetry")
 
-ID_PREFIX = "voice_handler."
 PROTOCOLS = ("http", "grpc")
 _lock = threading.Lock()
 _installed: Any = None
@@ -78,11 +78,6 @@ def problems(settings: Settings) -> list[tuple[str, Any, str]]:
             )
         )
     return out
-
-
-def ids_of(span: Any) -> dict[str, Any]:
-    """The `voice_handler.<id>` attributes a span carries ({} for a non-recording one)."""
-    return {k: v for k, v in (getattr(span, "attributes", None) or {}).items() if k.startswith(ID_PREFIX)}
 
 
 class _IdsProcessor:

@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.util._decorator import _agnosticcontextmanager  # livekit's tracer uses it too
 from opentelemetry.util.types import Attributes
 
-from handler.observe.telemetry import ID_PREFIX, ids_of
+from handler.observe.span_ids import ID_PREFIX, ids_of
 
 SESSION_SPAN = "agent_session"
 TURN_ROOT = "user_turn"

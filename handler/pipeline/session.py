@@ -1,4 +1,4 @@
-"""Configuration + resolved stages -> a livekit `AgentSession` and its `Agent`.
+"""The resolved plan -> a livekit `AgentSession` and its `Agent`.
 
 The one code path that builds a session, used by the worker's job entrypoint and by `simulate`.
 """
@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from handler.pipeline.http import prewarm, shared_session
-from handler.pipeline.runtime import Runtime
+from handler.pipeline.http import prewarm
 from handler.pipeline.turns import TurnTracker
+from handler.plan import Plan, resolve
 from handler.resilience import fallback
 
 if TYPE_CHECKING:
     from handler.config import Settings
     from handler.pipeline.retry import RetryPolicy
+    from handler.pipeline.runtime import Runtime
     from handler.registry import Registry
 
 logger = logging.getLogger("handler.pipeline.session")
@@ -38,13 +39,14 @@ def min_interruption_duration(settings: Settings) -> float:
     )
 
 
-def turn_handling(settings: Settings, registry: Registry, detection: Any) -> dict[str, Any]:
+def turn_handling(plan: Plan, detection: Any) -> dict[str, Any]:
     """`TurnHandlingOptions` from config, with turn detection and interruption mode always explicit
     (left out, livekit picks cloud models that stall offline). `detection` is the built `turn`
     stage: a mode's name ("vad", "stt") or a turn-detector object."""
+    settings = plan.settings
     t = settings.section("turn")
     # the detector's table may set its own hold (`[turn.smart-turn] max_endpointing_delay`)
-    own = registry.options(settings, "turn", t["detection"])
+    own = plan.stage("turn").primary.options
     return {
         "turn_detection": detection,
         "endpointing": {
@@ -64,30 +66,15 @@ def turn_handling(settings: Settings, registry: Registry, detection: Any) -> dic
     }
 
 
-def retry_policy(settings: Settings, registry: Registry) -> RetryPolicy:
-    return registry.build("retry", settings, Runtime(settings, None, None))
-
-
-def make_runtime(settings: Settings, registry: Registry, http_session: Any = None) -> Runtime:
-    """Inside a running event loop: the shared HTTP pool and the retry policy's connect options."""
-    policy = retry_policy(settings, registry)
-    return Runtime(
-        settings=settings,
-        http_session=http_session if http_session is not None else shared_session(settings),
-        conn_options=policy.conn_options(),
-    )
-
-
-def start_prewarm(settings: Settings, registry: Registry, runtime: Runtime) -> asyncio.Task[int] | None:
+def start_warming(plan: Plan, runtime: Runtime) -> asyncio.Task[int] | None:
     """When `http.prewarm` is on, open a pooled connection to each aiohttp provider's host in the
     background, so it overlaps the job's other setup (the room connection, in the worker). The
     providers then warm their own channel when the session starts (livekit calls each component's
     prewarm(): the ElevenLabs websocket reuses that connection; OpenAI lists models on its own pool),
     and Soniox's stream opens when the session starts."""
-    if not settings.get("http.prewarm") or runtime.http_session is None:
+    if not plan.prewarm or runtime.http_session is None:
         return None
-    urls = registry.endpoints(settings)
-    return asyncio.create_task(prewarm(runtime.http_session, retry_policy(settings, registry), urls))
+    return asyncio.create_task(prewarm(runtime.http_session, plan.retry, plan.endpoints()))
 
 
 async def prewarm_settled(warming: asyncio.Task[int] | None) -> None:
@@ -102,10 +89,6 @@ def _no_prewarm(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def configure_logging(settings: Settings, registry: Registry) -> None:
-    registry.build("logging", settings, Runtime(settings, None, None))
-
-
 def redirect_log_lines(stream: Any) -> None:
     """Point the logging policy's stderr handlers at `stream`: the same lines at the same levels,
     out of the way of a command's own output (`simulate`'s table, `bench`'s progress)."""
@@ -116,26 +99,24 @@ def redirect_log_lines(stream: Any) -> None:
             handler.setStream(stream)
 
 
-def build_session(
-    settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None, turn: Any = None
-) -> tuple[Any, Any]:
-    """Resolve every stage through the registry and assemble the session and its agent. `vad` and
-    `turn` (detection) may come pre-loaded from the worker's prewarm."""
+def build(plan: Plan, runtime: Runtime, *, vad: Any = None, turn: Any = None) -> tuple[Any, Any]:
+    """Build every stage of the plan and assemble the session and its agent. `vad` and `turn`
+    (detection) may come pre-loaded from the worker's prewarm."""
     from livekit.agents import Agent, AgentSession
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
     from handler.resilience import decider, ledger
     from handler.resilience import stages as resilient
 
-    vad = vad if vad is not None else registry.build("vad", settings, runtime)
-    turn = turn if turn is not None else registry.build("turn", settings, runtime)
+    settings = plan.settings
+    vad = vad if vad is not None else plan.build("vad", runtime)
+    turn = turn if turn is not None else plan.build("turn", runtime)
     faults = ledger.FaultLedger()
     members: dict[str, list[Any]] = {}
     stages = {
-        s: fallback.build_stage(s, settings, registry, runtime, vad=vad, ledger=faults, members=members)
-        for s in fallback.STAGES
+        s: fallback.build(plan, s, runtime, vad=vad, ledger=faults, members=members) for s in fallback.STAGES
     }
-    if not settings.get("http.prewarm"):
+    if not plan.prewarm:
         # off means off: livekit's own per-component prewarm() (OpenAI lists models on its pool,
         # ElevenLabs opens its websocket) would otherwise still open connections before they're needed
         for stage in stages.values():
@@ -147,7 +128,7 @@ def build_session(
         llm=stages["llm"],
         tts=stages["tts"],
         # a plain dict of TurnHandlingOptions' keys
-        turn_handling=cast(Any, turn_handling(settings, registry, turn)),
+        turn_handling=cast(Any, turn_handling(plan, turn)),
         aec_warmup_duration=settings.get("turn.aec_warmup_duration") or None,
         conn_options=SessionConnectOptions(
             stt_conn_options=conn["stt"],
@@ -161,27 +142,50 @@ def build_session(
     # no silent failures: every provider's faults counted, a stage down for good decided on
     resilient.watch(stages, members, faults)
     ledger.attach(session, faults)
-    r = settings.section("resilience")
-    tts_chain = registry.selected(settings, "tts")
+    r = plan.resilience
+    tts = plan.stage("tts")
     decider.Decider(
         session,
         faults,
-        down_for=r["down_for"],
-        apology=r["apology"],
-        apology_timeout=r["apology_timeout"],
-        probe_initial=r["probe_initial"],
-        probe_max=r["probe_max"],
-        hold_line=r["hold_line"],
-        hold_after=r["hold_after"],
+        down_for=r.down_for,
+        apology=r.apology,
+        apology_timeout=r.apology_timeout,
+        probe_initial=r.probe_initial,
+        probe_max=r.probe_max,
+        hold_line=r.hold_line,
+        hold_after=r.hold_after,
         providers=members,
         # a lone TTS known to be down cannot say the apology (a chain's backup still can)
-        tts_breaker=resilient.breaker(
-            "tts", tts_chain[0], registry.options(settings, "tts", tts_chain[0]), settings
-        )
-        if len(tts_chain) == 1
-        else None,
+        tts_breaker=None if tts.chained else resilient.breaker(tts.primary, r),
     )
     return session, agent
+
+
+# ---------------------------------------------------------------- for callers holding settings and a registry
+# (tests and benchmarks written before the plan): each resolves the plan and delegates
+
+
+def retry_policy(settings: Settings, registry: Registry) -> RetryPolicy:
+    return resolve(settings, registry).retry
+
+
+def make_runtime(settings: Settings, registry: Registry, http_session: Any = None) -> Runtime:
+    """Inside a running event loop: the shared HTTP pool and the retry policy's connect options."""
+    return resolve(settings, registry).runtime(http_session, pooled=True)
+
+
+def start_prewarm(settings: Settings, registry: Registry, runtime: Runtime) -> asyncio.Task[int] | None:
+    return start_warming(resolve(settings, registry), runtime)
+
+
+def configure_logging(settings: Settings, registry: Registry) -> None:
+    resolve(settings, registry).configure_logging()
+
+
+def build_session(
+    settings: Settings, registry: Registry, runtime: Runtime, *, vad: Any = None, turn: Any = None
+) -> tuple[Any, Any]:
+    return build(resolve(settings, registry), runtime, vad=vad, turn=turn)
 
 
 def observe(

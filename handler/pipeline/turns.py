@@ -362,7 +362,7 @@ class TurnTracker:
         """When the user last stopped speaking with no message of theirs committed since: an
         utterance the recognizer may have lost (see _lost_turn)."""
         self.ledger = ledger_of(session)
-        """The session's fault ledger (`build_session` attaches one): it also sees what the
+        """The session's fault ledger (`handler.pipeline.session.build` attaches one): it also sees what the
         session's error events miss (chain members behind a fallback adapter, our watchdogs, lost
         utterances), so where there is one, the records' faults come from it."""
         session.on("conversation_item_added", self._on_item)

@@ -10,24 +10,20 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler import config, livekit_compat
+from handler import plan as plans
 from handler.observe import logcontext, telemetry
 from handler.pipeline.http import close_shared_session
-from handler.pipeline.runtime import Runtime
-from handler.pipeline.session import (
-    build_session,
-    configure_logging,
-    make_runtime,
-    observe,
-    prewarm_settled,
-    start_prewarm,
-)
+from handler.pipeline.session import build, observe, prewarm_settled, start_warming
 from handler.pipeline.worker_load import TreeLoad
+from handler.plan import Plan
 from handler.records import writer as records_writer
-from handler.registry import Registry, load_checked
 from handler.resilience.session_end import close_reason
+
+if TYPE_CHECKING:
+    from handler.registry import Registry
 
 logger = logging.getLogger("handler.pipeline.worker")
 
@@ -36,26 +32,23 @@ def prewarm_process(proc: Any) -> None:
     """livekit's per-process setup (synchronous, before the job's event loop exists): load config,
     the VAD model and the turn detector (a model, for `smart-turn`) once. The HTTP pool needs the
     loop, so the entrypoint creates it."""
-    settings, registry = load_checked()
-    configure_logging(settings, registry)
-    proc.userdata["settings"] = settings
-    proc.userdata["registry"] = registry
-    runtime = Runtime(settings, None, None)
-    proc.userdata["vad"] = registry.build("vad", settings, runtime)
-    proc.userdata["turn"] = registry.build("turn", settings, runtime)
+    plan = plans.load()
+    plan.configure_logging()
+    proc.userdata["plan"] = plan
+    runtime = plan.runtime()
+    proc.userdata["vad"] = plan.build("vad", runtime)
+    proc.userdata["turn"] = plan.build("turn", runtime)
 
 
 async def entrypoint(ctx: Any) -> None:
-    settings: config.Settings = ctx.proc.userdata["settings"]
-    registry: Registry = ctx.proc.userdata["registry"]
+    plan: Plan = ctx.proc.userdata["plan"]
+    settings = plan.settings
     logcontext.bind(**logcontext.job_ids(ctx.job))
 
-    runtime = make_runtime(settings, registry)
+    runtime = plan.runtime(pooled=True)
     # opens provider connections while the room connects, so turn one pays for neither
-    warming = start_prewarm(settings, registry, runtime)
-    session, agent = build_session(
-        settings, registry, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"]
-    )
+    warming = start_warming(plan, runtime)
+    session, agent = build(plan, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"])
     info = {"job": ctx.job.id, "room": ctx.job.room.name, "source": "start"}
 
     end_observation: Any = None
@@ -85,7 +78,7 @@ async def entrypoint(ctx: Any) -> None:
     ctx.room.on("participant_disconnected", lambda p: _end_when_alone(ctx))
     await ctx.connect()
     await prewarm_settled(warming)
-    _, end_observation = observe(session, settings, registry, info)
+    _, end_observation = observe(session, settings, plan.registry, info)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(settings))
 
 
@@ -122,20 +115,23 @@ tracker, telemetry and the resilience layer), and the one-time work it did in ev
 (`handler.pipeline.job_preload`)."""
 
 
-def preload_modules(settings: config.Settings, registry: Registry | None) -> list[str]:
+def preload_modules(plan: Plan | config.Settings, registry: Registry | None = None) -> list[str]:
     """Modules livekit's forkserver imports once, before it forks the job processes: ours and the
-    selected providers' (their SDKs, livekit plugins). Each job process otherwise imported them
+    plan's providers' (their SDKs, livekit plugins). Each job process otherwise imported them
     itself when its call started, on the call's event loop, about 1-2 CPU seconds a call
-    (benchmarks/job_profile.py); inherited, they cost nothing and their memory is shared."""
-    return [*JOB_MODULES, *(registry.preload_modules(settings) if registry is not None else [])]
+    (benchmarks/job_profile.py); inherited, they cost nothing and their memory is shared. Bare
+    settings (with a registry, or none: ours only) are accepted for tests written before the plan."""
+    resolved = plan if isinstance(plan, Plan) else plans.resolve(plan, registry) if registry else None
+    return [*JOB_MODULES, *(resolved.preload_modules() if resolved is not None else [])]
 
 
-def make_server(
-    settings: config.Settings, metrics_dir: str | None = None, registry: Registry | None = None
-) -> Any:
+def make_server(plan: Plan | config.Settings, metrics_dir: str | None = None) -> Any:
+    """The worker's `AgentServer` (bare settings, as a test of its options passes, preload no
+    provider module)."""
     from livekit.agents import AgentServer
     from livekit.agents.worker import ServerEnvOption
 
+    settings = plan.settings if isinstance(plan, Plan) else plan
     w = settings.section("worker")
     server = AgentServer(
         # `dev` (livekit's devmode) takes any load, as livekit's own dev mode does
@@ -154,7 +150,7 @@ def make_server(
         log_level=_livekit_log_level(settings),
         prometheus_port=w["prometheus_port"] or None,
         prometheus_multiproc_dir=metrics_dir,
-        preload_modules=preload_modules(settings, registry),
+        preload_modules=preload_modules(plan),
     )
     server.rtc_session(entrypoint, agent_name=w["agent_name"])
     return server
@@ -178,14 +174,15 @@ def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
         yield path
 
 
-def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None:
+def run(plan: Plan, *, devmode: bool) -> None:
     """Run the worker until SIGINT/SIGTERM, then drain (production) and close."""
+    settings = plan.settings
     # job processes load the same environment and checkout as this one
     os.environ[config.ENV_VAR] = settings.env
     os.environ[config.ROOT_VAR] = str(settings.root)
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
-    livekit_compat.use_our_logging(lambda: configure_logging(settings, registry))
+    livekit_compat.use_our_logging(plan.configure_logging)
     # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.pipeline.job_preload  # noqa: F401
@@ -193,9 +190,9 @@ def run(settings: config.Settings, registry: Registry, *, devmode: bool) -> None
     # records a previous run (or a job process as it ended) spooled are delivered from here
     from handler.records import service as records_service
 
-    records_service.start(settings, registry)
+    records_service.start(settings, plan.registry)
     with _metrics_dir(settings) as metrics_dir:
-        server = make_server(settings, metrics_dir, registry)
+        server = make_server(plan, metrics_dir)
         livekit_compat.run_worker(server, log_level=str(settings.get("logging.level")).upper(), dev=devmode)
     records_writer.close()
     # livekit logs "failed to connect" after its last attempt and returns normally; a supervisor

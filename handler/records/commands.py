@@ -84,11 +84,11 @@ class StoreUnreachable(Exception):
 def _stores(store: str | None, *, all_listed: bool = False) -> list[Any]:
     """The store(s) to read: `--store`, else the first readable sink listed (all of them with
     `all_listed`), else sqlite."""
-    from handler.pipeline.runtime import Runtime
+    from handler.plan import load
     from handler.records.sinks import Store
-    from handler.registry import load_checked
 
-    settings, registry = load_checked()
+    plan = load()
+    settings, registry = plan.settings, plan.registry
     if store is not None:
         if store not in registry.names("records"):
             raise CallsError(f"--store {store!r}: unknown; available: {', '.join(registry.names('records'))}")
@@ -96,8 +96,7 @@ def _stores(store: str | None, *, all_listed: bool = False) -> list[Any]:
     else:
         listed = [n for n in registry.selected(settings, "records") if n in READABLE]
         names = (listed if all_listed else listed[:1]) or ["sqlite"]
-    runtime = Runtime(settings, None, None)
-    built = [registry.build("records", settings, runtime, n) for n in names]
+    built = [plan.build_other("records", n) for n in names]
     out = [s for s in built if isinstance(s, Store)]
     if not out:
         raise CallsError(f"--store {store}: that sink cannot be read back; stores: {', '.join(READABLE)}")

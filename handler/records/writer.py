@@ -244,12 +244,11 @@ def directory(settings: Any) -> Path:
 
 
 def build_sinks(settings: Any, registry: Any) -> list[Sink]:
-    from handler.pipeline.runtime import Runtime
+    from handler.plan import resolve
 
-    runtime = Runtime(settings, None, None)
-    return [
-        registry.build("records", settings, runtime, name) for name in registry.selected(settings, "records")
-    ]
+    plan = resolve(settings, registry)
+    runtime = plan.runtime_for("records")
+    return [link.build(runtime) for link in plan.stage("records").chain]
 
 
 def ensure(settings: Any, registry: Any) -> RecordWriter:

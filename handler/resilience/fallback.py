@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from handler.config import Settings
     from handler.pipeline.runtime import Runtime
+    from handler.plan import Plan
     from handler.registry import Registry
     from handler.resilience.ledger import FaultLedger
 
@@ -31,10 +32,9 @@ STAGES = ("stt", "llm", "tts")
 """The stages that take a `fallback` chain."""
 
 
-def build_stage(
+def build(
+    plan: Plan,
     stage: str,
-    settings: Settings,
-    registry: Registry,
     runtime: Runtime,
     *,
     vad: Any = None,
@@ -47,20 +47,16 @@ def build_stage(
     receives the providers as the session uses them, so their faults can be counted."""
     from handler.resilience.stages import protect
 
-    names = registry.selected(settings, stage)
     if stage not in STAGES:
-        return registry.build(stage, settings, runtime)
-    in_chain = len(names) >= 2
-
-    def built(name: str) -> Any:
-        instance = registry.build(stage, settings, runtime, name)
-        options = registry.options(settings, stage, name)
-        return protect(stage, name, instance, settings, options, in_chain=in_chain, ledger=ledger)
-
-    chain = [built(name) for name in names]
+        return plan.build(stage, runtime)
+    chosen = plan.stage(stage)
+    chain = [
+        protect(link, link.build(runtime), plan.resilience, in_chain=chosen.chained, ledger=ledger)
+        for link in chosen.chain
+    ]
     if members is not None:
         members[stage] = chain
-    if not in_chain:
+    if not chosen.chained:
         return chain[0]
     from livekit.agents import llm, stt, tts
 
@@ -82,6 +78,22 @@ def build_stage(
         )
     # the TTS adapter takes each attempt's timeout and retry interval from the session's options
     return tts.FallbackAdapter(chain, max_retry_per_tts=opts.max_retry)
+
+
+def build_stage(
+    stage: str,
+    settings: Settings,
+    registry: Registry,
+    runtime: Runtime,
+    *,
+    vad: Any = None,
+    ledger: FaultLedger | None = None,
+    members: dict[str, list[Any]] | None = None,
+) -> Any:
+    """`build` for callers holding settings and a registry (tests written before the plan)."""
+    from handler.plan import resolve
+
+    return build(resolve(settings, registry), stage, runtime, vad=vad, ledger=ledger, members=members)
 
 
 def is_adapter(instance: Any) -> bool:

@@ -121,7 +121,8 @@ def format_faults(faults: dict[str, StageFaults]) -> str:
 
 
 def ledger_of(session: Any) -> FaultLedger | None:
-    """The ledger `build_session` attached to a session (None for a session built elsewhere)."""
+    """The ledger `handler.pipeline.session.build` attached to a session (None for a session built
+    elsewhere)."""
     return getattr(session, "_voice_handler_faults", None)
 
 

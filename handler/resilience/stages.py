@@ -10,7 +10,7 @@ from handler.resilience.breaker import Breaker, breaker_for
 from handler.resilience.ledger import FaultLedger
 
 if TYPE_CHECKING:
-    from handler.config import Settings
+    from handler.plan import Link, Resilience
 
 
 def provider_key(stage: str, name: str, options: Mapping[str, Any]) -> str:
@@ -18,20 +18,18 @@ def provider_key(stage: str, name: str, options: Mapping[str, Any]) -> str:
     return f"{stage}.{name}@{options.get('base_url') or 'default'}"
 
 
-def breaker(stage: str, name: str, options: Mapping[str, Any], settings: Settings) -> Breaker:
+def breaker(link: Link, policy: Resilience) -> Breaker:
     return breaker_for(
-        provider_key(stage, name, options),
-        probe_initial=settings.get("resilience.probe_initial"),
-        probe_max=settings.get("resilience.probe_max"),
+        provider_key(link.stage, link.name, link.options),
+        probe_initial=policy.probe_initial,
+        probe_max=policy.probe_max,
     )
 
 
 def protect(
-    stage: str,
-    name: str,
+    link: Link,
     instance: Any,
-    settings: Settings,
-    options: Mapping[str, Any],
+    policy: Resilience,
     *,
     in_chain: bool,
     ledger: FaultLedger | None,
@@ -40,26 +38,25 @@ def protect(
     attempts, watchdog, replay, per-process breaker); an LLM or TTS with its health tracked on its
     breaker and, in a chain, refused while down (`gate`): their plugins already bound each attempt
     with the timeout (a stalled stream too) and livekit's loop their attempts per request."""
+    stage = link.stage
     if stage == "stt" and getattr(instance.capabilities, "streaming", False):
         from handler.resilience.stt_guard import GuardedSTT
 
-        return GuardedSTT(
-            instance, breaker=breaker(stage, name, options, settings), in_chain=in_chain, ledger=ledger
-        )
+        return GuardedSTT(instance, breaker=breaker(link, policy), in_chain=in_chain, ledger=ledger)
     if stage in ("llm", "tts"):
         from handler.resilience.gate import gate
 
-        return gate(instance, breaker(stage, name, options, settings), refuse=in_chain)
+        return gate(instance, breaker(link, policy), refuse=in_chain)
     return instance
 
 
 def watch(stages: Mapping[str, Any], members: Mapping[str, list[Any]], ledger: FaultLedger) -> None:
     """Feed the ledger: every provider's errors (chain members too: an adapter hides them from the
-    session) and every adapter's switch to its next provider."""
-    from handler.resilience import fallback
-
+    session) and every adapter's switch to its next provider (a stage with two members or more is
+    one: `handler.resilience.fallback`)."""
     for stage, instance in stages.items():
-        for member in members.get(stage) or [instance]:
+        chain = members.get(stage) or [instance]
+        for member in chain:
             ledger.watch_provider(stage, member)
-        if fallback.is_adapter(instance):
+        if len(chain) >= 2:
             ledger.watch_adapter(stage, instance)

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from livekit import api, rtc
+from livekit import rtc
 
 from handler import audio, livekit_compat
 from handler.config import redact
 from handler.pipeline.turns import TurnRecord
+from handler.room.target import CallError, Target, check_url  # noqa: F401  (their home was here)
 from handler.sim.io import SAMPLES, TICK, Clock, ScriptedInput, ticks
 from handler.sim.report import Report, SimTurn
 from handler.sim.runner import REPLY_END_TIMEOUT, REPLY_START_TIMEOUT, SETTLE
@@ -84,42 +85,6 @@ async def publish(source: rtc.AudioSource, scripted: ScriptedInput, n: int) -> i
     if data:
         await source.capture_frame(rtc.AudioFrame(data, audio.RATE, 1, len(data) // 2))
     return len(data) // 2
-
-
-class CallError(Exception):
-    """The call could not go on; `exit_code` 2 for the user's mistakes, 1 for a failed service."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class Target:
-    url: str
-    api_key: str
-    api_secret: str
-    agent_name: str
-    room: str = ""
-
-    def token(self, identity: str, room: str) -> str:
-        """A join token whose room configuration dispatches the agent when the join creates the room."""
-        return (
-            api.AccessToken(self.api_key, self.api_secret)
-            .with_identity(identity)
-            .with_name("voice-handler caller")
-            .with_grants(api.VideoGrants(room_join=True, room=room))
-            .with_room_config(
-                api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=self.agent_name)])
-            )
-            .to_jwt()
-        )
-
-
-def check_url(url: str) -> None:
-    if not url.startswith(("ws://", "wss://", "http://", "https://")):
-        # the URL is a secret here (a project's URL names it): say what is wrong, not what it is
-        raise CallError("LIVEKIT_URL must start with ws://, wss://, http:// or https://", 2)
 
 
 # ----------------------------------------------------------------------------- what the caller hears

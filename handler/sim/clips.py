@@ -37,17 +37,12 @@ def _leading_silence(pcm: np.ndarray) -> float:
 
 async def make_sounds(scenario: Scenario, registry: Registry, settings: Settings) -> Sounds:
     """The clips, and the audio of every text spoken in them."""
-    from handler.pipeline.runtime import Runtime
+    from handler.plan import resolve
 
     voice: dict[str, Any] = {"tts.local.voice": scenario.user_voice}
     if scenario.user_rate is not None:
         voice["tts.local.rate"] = scenario.user_rate
-    user_tts = registry.build(
-        "tts",
-        settings.with_overrides(voice, "scenario"),
-        Runtime(settings, None, None),
-        name="local",
-    )
+    user_tts = resolve(settings, registry).build_other("tts", "local", voice, "scenario")
     spoken: dict[str, np.ndarray] = {}
 
     async def speak(text: str) -> np.ndarray:

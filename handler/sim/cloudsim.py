@@ -3,8 +3,8 @@ local protocol-faithful servers, with latencies typical of the real services.
 
 The unmodified livekit plugins speak their real wire protocols to `handler.fakes`'s servers on
 127.0.0.1: only the `base_url`s change, as config overrides labelled "--cloud-fakes", and the session
-is built by the same `build_session` path as in production. What the servers say comes from real
-work, not from a script:
+is built by the same `handler.pipeline.session.build` path as in production. What the servers say
+comes from real work, not from a script:
 
 - the Soniox server recognizes the audio it receives with pocketsphinx (a language model of the
   scenario's phrases, as the `local` STT does);
@@ -31,8 +31,7 @@ logging) apply unchanged. Keys that are not set are replaced by dummies for this
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from handler.fakes import ElevenLabsServer, LatencyProfile, OpenAIServer, Soniox
 
 if TYPE_CHECKING:
     from handler.config import Settings
+    from handler.plan import Plan
     from handler.registry import Registry
     from handler.sim.io import Clock
     from handler.sim.report import Report
@@ -91,18 +91,6 @@ def cloud_overrides(settings: Settings) -> dict[str, Any]:
     return out
 
 
-@contextlib.contextmanager
-def _planted(names: list[str]) -> Iterator[None]:
-    """Dummy values for absent keys while the configuration is loaded (it copies them), then gone."""
-    for name in names:
-        os.environ[name] = DUMMY_KEY
-    try:
-        yield
-    finally:
-        for name in names:
-            os.environ.pop(name, None)
-
-
 def connection_per_request(profiles: Mapping[str, LatencyProfile] = PROFILES) -> dict[str, LatencyProfile]:
     """The guide's "before": a new HTTP session for every LLM request and TTS stream, so each
     pays the connection's cost (moved into its first byte; the pool has nothing to reuse)."""
@@ -118,30 +106,37 @@ def connection_per_request(profiles: Mapping[str, LatencyProfile] = PROFILES) ->
 def load_checked(
     env: str | None = None, overrides: Mapping[str, Any] | None = None, source: str = ""
 ) -> tuple[Settings, Registry]:
-    """Like `registry.load_checked`, for a run against the fakes: cloud providers selected, dummy
-    keys where real ones are absent (the fakes accept any key); `overrides` (labelled `source`)
-    go under the cloud selection."""
-    from handler import config, registry
+    """The environment for a run against the fakes (`load`), as settings and registry."""
+    plan = load(env, overrides, source)
+    return plan.settings, plan.registry
 
-    settings = config.load(env)
-    if overrides:
-        settings = settings.with_overrides(overrides, source)
-    plugins = registry.Registry.load()
-    missing = sorted(
-        {
-            secret
+
+def load(env: str | None = None, overrides: Mapping[str, Any] | None = None, source: str = "") -> Plan:
+    """The environment for a run against the fakes: cloud providers selected, `overrides` (labelled
+    `source`) under that selection, and stand-in keys where real ones are absent (the fakes accept
+    any key; a real key is kept)."""
+    from handler import plan as plans
+    from handler.registry import Registry
+
+    registry = Registry.load()
+
+    def on_the_cloud(settings: Settings) -> dict[str, Any]:
+        given = settings.with_overrides(overrides, source) if overrides else settings
+        return {**(overrides or {}), **cloud_overrides(given)}
+
+    return plans.load(
+        env,
+        overrides=on_the_cloud,
+        overrides_source=f"{SOURCE} ({source})" if overrides else SOURCE,
+        stand_ins={
+            secret: DUMMY_KEY
             for stage, name in CLOUD.items()
-            if name in plugins.names(stage)
-            for secret in plugins.get(stage, name).secrets
-            if not settings.secret(secret)
-        }
+            if name in registry.names(stage)
+            for secret in registry.get(stage, name).secrets
+        },
+        stand_ins_source=f"{SOURCE} (a stand-in key)",
+        registry=registry,
     )
-    with _planted(missing):
-        return registry.load_checked(
-            env,
-            overrides={**(overrides or {}), **cloud_overrides(settings)},
-            overrides_source=f"{SOURCE} ({source})" if overrides else SOURCE,
-        )
 
 
 # ------------------------------------------------------------------------- the servers
@@ -169,10 +164,10 @@ def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]
     import numpy as np
     from livekit import rtc
 
-    from handler.pipeline.runtime import Runtime
+    from handler.plan import resolve
 
-    local = settings.with_overrides({"stt.local.phrases": list(phrases)}, SOURCE)
-    stt = registry.build("stt", local, Runtime(local, None, None), name="local")
+    phrases_only = {"stt.local.phrases": list(phrases)}
+    stt = resolve(settings, registry).build_other("stt", "local", phrases_only, SOURCE)
     # The server's utterance keeps only ~0.1 s before the speech onset (the local STT's VAD segments
     # keep 0.5 s); pocketsphinx mishears a first word that starts that close to the edge.
     lead_in = np.zeros(int(LEAD_IN * 16000), np.int16)
@@ -189,9 +184,9 @@ def _recognizer(settings: Settings, registry: Registry, phrases: tuple[str, ...]
 def responder(settings: Settings, registry: Registry) -> Callable[[list[dict[str, Any]]], str]:
     """The OpenAI server's answers: the `local` LLM's reply table."""
     from handler.fakes.openai_server import message_text
-    from handler.pipeline.runtime import Runtime
+    from handler.plan import resolve
 
-    table = registry.build("llm", settings, Runtime(settings, None, None), name="local")
+    table = resolve(settings, registry).build_other("llm", "local")
 
     def respond(messages: list[dict[str, Any]]) -> str:
         said = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -206,9 +201,9 @@ def _speaker(settings: Settings, registry: Registry) -> Callable[[str, int], Any
     from livekit import rtc
 
     from handler import audio
-    from handler.pipeline.runtime import Runtime
+    from handler.plan import resolve
 
-    tts = registry.build("tts", settings, Runtime(settings, None, None), name="local")
+    tts = resolve(settings, registry).build_other("tts", "local")
 
     async def speak(text: str, sample_rate: int) -> bytes:
         frames = [ev.frame async for ev in tts.synthesize(text)]

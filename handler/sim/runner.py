@@ -1,7 +1,8 @@
 """Run a whole conversation with no room: scripted user audio in, a real-time sink out.
 
-The session is a real livekit `AgentSession`, built by `handler.pipeline.session.build_session` exactly as
-the worker builds it, and followed by the core's turn tracker (`handler.pipeline.session.observed`) exactly
+The session is a real livekit `AgentSession`, built by `handler.pipeline.session.build` from the plan
+exactly as the worker builds it, and followed by the core's turn tracker
+(`handler.pipeline.session.observed`) exactly
 as in the worker, so the report's turns are the records the metrics lines are written from. User
 audio and the agent's audio share one 10 ms clock (`handler.sim.io`); sounds during a reply are
 placed on the input's sample timeline relative to the reply's first played sample.
@@ -23,8 +24,9 @@ from handler.config import Settings
 from handler.hookspecs import PROVIDER_STAGES, selector
 from handler.observe import logcontext
 from handler.pipeline.http import close_shared_session
-from handler.pipeline.session import build_session, make_runtime, observed, prewarm_settled, start_prewarm
+from handler.pipeline.session import build, observed, prewarm_settled, start_warming
 from handler.pipeline.turns import TurnRecord
+from handler.plan import resolve
 from handler.registry import Registry
 from handler.resilience.decider import late_reply_bound
 from handler.resilience.ledger import ledger_of
@@ -233,16 +235,17 @@ async def simulate(
     settings = settings.with_overrides(
         {"stt.local.phrases": scenario.recognizer_phrases()}, f"scenario {scenario.name}"
     )
-    runtime = make_runtime(settings, registry)
+    plan = resolve(settings, registry)
+    runtime = plan.runtime(pooled=True)
     warming = None
     session = convo = None
     records: list[TurnRecord] = []
     ended: str | None = None
     try:
         # as the worker does: connections open while the rest is set up (here: the user's audio)
-        warming = start_prewarm(settings, registry, runtime)
+        warming = start_warming(plan, runtime)
         clips = (sounds or await make_sounds(scenario, registry, settings)).clips
-        session, agent = build_session(settings, registry, runtime)
+        session, agent = build(plan, runtime)
         info = {"simulation": scenario.name, "source": source}
         with logcontext.bound(session=f"sim-{scenario.name}"):
             convo = Conversation(

@@ -16,9 +16,13 @@ import espeakng_loader
 import numpy as np
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, utils
 
-from handler.audio import resample
+from handler.api import resample
 
-from ..local_tts import DEFAULT_RATE, DEFAULT_VOICE
+DEFAULT_VOICE = "en-us"
+"""espeak-ng's American English voice: the engine's default when used on its own (the `local`
+provider passes its configured `voice`)."""
+DEFAULT_RATE = 175
+"""espeak-ng's own default speaking rate, words per minute."""
 
 # espeak-ng's C API constants (speak_lib.h)
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns only once the callback got all the audio

@@ -14,8 +14,7 @@ import pocketsphinx
 from livekit.agents import NOT_GIVEN, APIConnectOptions, LanguageCode, NotGivenOr, stt, utils
 from pocketsphinx.lm import ArpaBoLM
 
-from handler.audio import frames_to_mono, resample
-from handler.words import FILLERS, without_fillers
+from handler.api import FILLERS, frames_to_mono, resample, without_fillers
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,7 @@ from typing import Any
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, llm, utils
 from livekit.agents.types import NotGivenOr
 
-from handler import livekit_compat
-
-from ..local_llm import DEFAULT_REPLY
+from handler.api import send_event
 
 
 def tokenize(text: str) -> list[str]:
@@ -25,7 +23,7 @@ class LocalLLM(llm.LLM):
         self,
         *,
         replies: list[tuple[re.Pattern[str], str]] | None = None,
-        default_reply: str = DEFAULT_REPLY,
+        default_reply: str,
         ttft: float = 0.3,
         tokens_per_second: float = 50.0,
         max_tokens: int = 500,
@@ -79,7 +77,7 @@ class _LocalStream(llm.LLMStream):
             due = started + self._llm._ttft + i * self._llm._token_interval
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             delta = llm.ChoiceDelta(role="assistant", content=token)
-            livekit_compat.send_event(self, llm.ChatChunk(id=request_id, delta=delta))
+            send_event(self, llm.ChatChunk(id=request_id, delta=delta))
 
         # "tokens" are words on both sides: an estimate, but it keeps usage metrics populated
         prompt_tokens = sum(len((m.text_content or "").split()) for m in messages)
@@ -88,4 +86,4 @@ class _LocalStream(llm.LLMStream):
             prompt_tokens=prompt_tokens,
             total_tokens=prompt_tokens + len(tokens),
         )
-        livekit_compat.send_event(self, llm.ChatChunk(id=request_id, usage=usage))
+        send_event(self, llm.ChatChunk(id=request_id, usage=usage))

@@ -21,7 +21,6 @@ import functools
 import importlib.util
 import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +32,8 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.language import LanguageCode
 from livekit.agents.voice.turn import TurnDetectionEvent
 
-from handler_plugins.smart_turn import model_files
+from handler.api import EOT_INFERENCE, record_timing, timings
+from handler_plugins.engines.smart_turn_files import model_files
 
 logger = logging.getLogger("handler.smart_turn")
 
@@ -54,15 +54,10 @@ _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 """Predictions of every session in this process run here, one at a time: inference stays off the
 event loop and the model's CPU use stays at `threads` cores whatever the number of sessions."""
 
-TIMES_KEPT = 10_000
-_inference_times: deque[float] = deque(maxlen=TIMES_KEPT)
-"""Seconds each prediction of this process took (features + model), the latest TIMES_KEPT: what
-`bench` reports as the model's own inference time."""
-
-
 def inference_times() -> list[float]:
-    """This process's prediction times in seconds, oldest first (at most TIMES_KEPT)."""
-    return list(_inference_times)
+    """This process's prediction times in seconds (features + model), oldest first: what `bench`
+    reports as the model's own inference time."""
+    return timings(EOT_INFERENCE)
 
 
 def bound_blas_threads() -> None:
@@ -261,7 +256,7 @@ class SmartTurnStream:
         t0 = time.perf_counter()
         probability = self._detector._model.probability(pcm)
         took = time.perf_counter() - t0
-        _inference_times.append(took)
+        record_timing(EOT_INFERENCE, took)
         return probability, took
 
     def _resolve(

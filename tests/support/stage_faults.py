@@ -1,7 +1,7 @@
 """One request through one stage, built exactly as a session builds it, against a fake server that
 injects a fault: what the fault costs and whether the request was answered.
 
-`fallback.build_stage` gives the real livekit plugin behind the resilience layer (and a
+`fallback.build` gives the real livekit plugin behind the resilience layer (and a
 FallbackAdapter over [cloud, local] when chained); the request is a chat (LLM), a streamed
 synthesis (TTS) or one recognized utterance (STT). Used by tests/test_fault_matrix.py and
 benchmarks/faults.py.
@@ -20,7 +20,7 @@ from livekit import rtc
 from livekit.agents import llm, stt
 
 from handler.fakes._base import Fault, ProviderServer
-from handler.pipeline.session import make_runtime
+from handler.plan import resolve
 from handler.resilience import fallback
 from handler.resilience.ledger import FaultLedger, StageFaults
 from handler.resilience.stages import watch
@@ -113,13 +113,12 @@ async def stage_request(
         },
         "stage request",
     )
-    runtime = make_runtime(settings, registry)
+    plan = resolve(settings, registry)
+    runtime = plan.runtime(pooled=True)
     ledger = FaultLedger()
     members: dict[str, list[Any]] = {}
-    vad = registry.build("vad", settings, runtime) if stage == "stt" and chained else None
-    instance = fallback.build_stage(
-        stage, settings, registry, runtime, vad=vad, ledger=ledger, members=members
-    )
+    vad = plan.build("vad", runtime) if stage == "stt" and chained else None
+    instance = fallback.build(plan, stage, runtime, vad=vad, ledger=ledger, members=members)
     watch({stage: instance}, members, ledger)
     conn = fallback.session_conn_options(instance, runtime)
     clock = _Clock()

@@ -412,9 +412,35 @@ def loadtest(
     env: EnvOption = None,
     as_json: JsonOption = False,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a PNG of TTFA and CPU per level.")] = None,
+    worker_cores: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-cores",
+            help="Run the worker's process tree on this many CPUs of its own and the callers, "
+            "livekit-server and provider servers on the others; reports calls per worker core.",
+        ),
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Comma-separated job executors to measure one after the other: process, thread "
+            "(default: the environment's worker.job_executor).",
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A worker setting key=value (value in TOML) for this run, e.g. room.input_frame_ms=20. "
+            "Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """How many concurrent calls one worker carries at acceptable latency, and what a call costs:
     a local livekit-server, worker and load-mode providers (or LIVEKIT_URL's deployment)."""
+    from handler.bench import variants as bv
+
     try:
         levels = sorted({int(c) for c in concurrency.split(",") if c.strip()})
     except ValueError:
@@ -423,9 +449,24 @@ def loadtest(
         raise UserError(f"--concurrency {concurrency!r}: each level must be 1 to 64 calls at once")
     if ramp < 0:
         raise UserError(f"--ramp {ramp}: must be 0 or more seconds")
+    try:
+        overrides = bv.parse_pairs(sets or [])
+    except bv.VariantError as e:
+        raise UserError(f"--set: {e}") from None
     # the worker it starts checks its own providers (load-mode stand-ins for the cloud keys)
     plan = load(env or "production", providers=False)
     settings, registry = plan.settings, plan.registry
+    executors = [e.strip() for e in (executor or settings.get("worker.job_executor")).split(",") if e.strip()]
+    if not executors:
+        raise UserError("--executor: name at least one of process, thread")
+    for name in executors:  # every run's configuration, before minutes of running
+        load(
+            env or "production",
+            providers=False,
+            overrides={**overrides, "worker.job_executor": name},
+            overrides_source="--set/--executor",
+            registry=registry,
+        )
     sc, _ = _conversation_input(scenario, None, registry, "loadtest")
 
     import asyncio
@@ -433,18 +474,39 @@ def loadtest(
     from handler.room import caller
     from handler.room import loadtest as lt
 
+    cores = None
+    if worker_cores is not None:
+        if settings.secret("LIVEKIT_URL"):
+            raise UserError("--worker-cores: the worker runs here only without LIVEKIT_URL; unset it")
+        try:
+            cores = lt.split_cores(worker_cores)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
     _caller_logging(plan, "loadtest")
-    try:
-        results, best, where, ttfas = asyncio.run(
-            lt.loadtest(settings, registry, sc, levels, calls, ramp, _progress)
-        )
-    except caller.CallError as e:
-        print(f"voice-handler: {e}", file=sys.stderr)
-        raise typer.Exit(e.exit_code) from None
-    print(
-        json.dumps(lt.to_dict(results, best, where), indent=2) if as_json else lt.render(results, best, where)
-    )
+    runs = []
+    for name in executors:
+        worker_overrides = {**overrides, "worker.job_executor": name}
+        try:
+            results, best, where, ttfas = asyncio.run(
+                lt.loadtest(
+                    settings, registry, sc, levels, calls, ramp, _progress,
+                    cores=cores, worker_overrides=worker_overrides,
+                )
+            )  # fmt: skip
+        except caller.CallError as e:
+            print(f"voice-handler: {e}", file=sys.stderr)
+            raise typer.Exit(e.exit_code) from None
+        runs.append((name, results, best, where, ttfas))
+    if as_json:
+        docs = [{"executor": n, **lt.to_dict(r, b, w, cores), "set": overrides} for n, r, b, w, _ in runs]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        print("\n\n".join(lt.render(r, b, w, cores) for _, r, b, w, _ in runs))
+        if len(runs) > 1:
+            print("\n" + lt.render_executors([(n, r, b) for n, r, b, _, _ in runs], cores))
     if plot:
+        name, results, _, _, ttfas = runs[-1]
         lt.plot(results, ttfas, plot)
 
 

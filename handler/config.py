@@ -582,6 +582,8 @@ CHECKS: dict[str, Check] = {
     "worker.port": _between(0, 65535),
     "worker.prometheus_port": _between(0, 65535),
     "worker.agent_name": (lambda v: bool(str(v).strip()), "a non-empty name"),
+    "worker.job_executor": _one_of("process", "thread"),
+    "worker.reconnect_give_up": _between(0, 7 * 24 * 3600),
     "telemetry.protocol": _one_of("http", "grpc"),
     "telemetry.sample_ratio": _between(0.0, 1.0),
     "telemetry.export_timeout": _between(0.1, 60.0),

@@ -222,3 +222,20 @@ def test_the_exit_runs_threads_atexit_and_flushes_before_leaving(code: object, s
     assert out.returncode == status
     assert out.stdout == "buffered thread done\natexit ran"
     assert out.stderr == ("a message\n" if status == 1 else "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--worker-cores", "64"], "--worker-cores 64: this process may use"),
+        (["--worker-cores", "0"], "--worker-cores 0"),
+        (["--executor", "fibre"], "worker.job_executor"),
+        (["--set", "room.input_frame_ms=15"], "room.input_frame_ms"),
+        (["--set", "nonsense"], "--set: 'nonsense' is not key=value"),
+    ],
+    ids=["too-many-cores", "no-core", "bad-executor", "bad-setting", "not-a-pair"],
+)
+def test_loadtest_refuses_a_bad_option_before_it_starts_anything(cli, args: list[str], message: str) -> None:
+    out = cli("loadtest", "qa", *args, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr

@@ -79,7 +79,8 @@ def test_thread_cpu_reads_every_thread_of_a_process() -> None:
 def test_the_forkserver_preloads_what_a_production_job_imports() -> None:
     settings = config.load("production")
     modules = preload_modules(settings, Registry.load())
-    assert modules[0] == "handler.pipeline.worker"
+    # first: job processes leave a stop signal to the whole group to the worker (job_signals)
+    assert modules[:2] == ["handler.pipeline.job_signals", "handler.pipeline.worker"]
     # the selected providers' SDKs and livekit plugins, which a job imported in the call before
     for m in ("openai", "livekit.plugins.openai", "livekit.plugins.elevenlabs", "livekit.plugins.soniox"):
         assert m in modules

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -110,7 +113,7 @@ def start_worker(root: Path, real_livekit: LiveKitServer) -> Iterator[Callable[.
     recognizer knowing the scenarios' phrases, logging at INFO to see jobs come and go."""
     workers: list[WorkerProcess] = []
 
-    def start(name: str = "worker", **env: str | None) -> WorkerProcess:
+    def start(name: str = "worker", *, own_group: bool = False, **env: str | None) -> WorkerProcess:
         w = WorkerProcess(
             clean_env(
                 **{
@@ -129,6 +132,7 @@ def start_worker(root: Path, real_livekit: LiveKitServer) -> Iterator[Callable[.
             ),
             root,
             name=name,
+            own_group=own_group,
         )
         workers.append(w)
         w.wait_for_log("registered worker", REGISTER_TIMEOUT)
@@ -226,6 +230,31 @@ def test_dev_stack_holds_the_qa_conversation_in_a_real_room(
     worker.wait_for_log("job ended: session and HTTP pool closed", 20)
     assert error_lines(worker.stderr) == []
     assert_no_secrets(worker.stderr + err, real_livekit)
+
+
+def test_the_thread_executor_holds_two_calls_at_once_in_one_process(
+    real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """worker.job_executor = "thread": both calls are threads of the worker's main process, each
+    with its own event loop and HTTP pool."""
+    from handler.fakes.livekit_server import free_port
+
+    metrics = free_port()
+    worker = start_worker(HANDLER_WORKER__JOB_EXECUTOR="thread", HANDLER_WORKER__PROMETHEUS_PORT=str(metrics))
+    callers = [Caller(real_livekit, root, "short.toml") for _ in range(2)]
+    for c in callers:
+        rc, doc, err = c.finish()
+        assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+        assert_answered(doc, 2)
+    worker.wait_for_log("job ended: session and HTTP pool closed", 20, count=2)
+    # no job process: every line comes from the worker's own pid
+    assert {int(p) for p in re.findall(r" pid=(\d+)", worker.stderr)} <= {worker.proc.pid}
+    assert error_lines(worker.stderr) == []
+    # the calls' samples are this process's: /metrics serves them without a multiprocess directory
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    [count] = re.findall(r"^voice_handler_time_to_first_audio_seconds_count (\S+)$", text, re.M)
+    assert float(count) >= 4, text[-2000:]
 
 
 def test_production_cloud_stack_holds_the_qa_conversation_in_a_real_room(
@@ -512,6 +541,31 @@ def test_sigterm_drains_a_call_to_its_end_takes_no_new_job_and_exits_0(
     assert_answered(doc, 2)  # the call went on to its last turn
     assert worker.wait(drain_timeout, "after the drained call ended") == 0, worker.stderr[-3000:]
     assert time.monotonic() - t0 < drain_timeout
+    assert error_lines(worker.stderr) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_stop_signal_to_the_whole_process_group_drains_the_call_and_exits_0(
+    sig: int, real_livekit: LiveKitServer, root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """systemd's KillMode=control-group, `timeout` and Ctrl-C signal every process of the worker:
+    the job processes (the one with the call, the idle one) and livekit's forkserver leave the stop
+    to the main process, which drains."""
+    drain_timeout = 60
+    worker = start_worker(own_group=True, HANDLER_WORKER__DRAIN_TIMEOUT=str(drain_timeout))
+    ongoing = Caller(real_livekit, root, "three.toml")
+    ongoing.wait_for("turn 1: ")  # mid-call: the first reply is playing
+    worker.wait_for_log("initializing process", 10, count=2)  # an idle process waits beside the call's
+    t0 = time.monotonic()
+    worker.signal_group(sig)
+    worker.wait_for_log("draining worker", 10)
+
+    rc, doc, err = ongoing.finish()
+    assert rc == 0 and doc is not None, err[-3000:] + worker.stderr[-3000:]
+    assert_answered(doc, 3)  # every turn, after the signal too
+    assert worker.wait(drain_timeout, "after the drained call ended") == 0, worker.stderr[-3000:]
+    assert time.monotonic() - t0 < drain_timeout
+    assert "exit code" not in worker.stderr, worker.stderr[-3000:]  # no job process died of it
     assert error_lines(worker.stderr) == []
 
 

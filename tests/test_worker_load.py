@@ -68,3 +68,17 @@ def test_the_worker_reports_its_tree_load():
 
     server = make_server(config.load("production"))
     assert isinstance(server.load_fnc, TreeLoad)
+
+
+def test_a_pinned_worker_is_full_at_its_own_cores() -> None:
+    import os
+
+    from handler.pipeline.worker_load import cpu_allowance
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert cpu_allowance() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert cpu_allowance() <= len(before)

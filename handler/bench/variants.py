@@ -92,11 +92,10 @@ def parse(spec: str) -> Variant:
         )
     base = BUILT_IN.get(env.strip())
     overrides: dict[str, Any] = dict(base.overrides) if base else {}
-    for pair in filter(None, (p.strip() for p in pairs.split(","))):
-        key, eq, raw = pair.partition("=")
-        if not eq or not key.strip():
-            raise VariantError(f"variant {spec!r}: {pair!r} is not key=value")
-        overrides[key.strip()] = _value(raw.strip())
+    try:
+        overrides.update(parse_pairs(pairs.split(",")))
+    except VariantError as e:
+        raise VariantError(f"variant {spec!r}: {e}") from None
     return Variant(
         name.strip(),
         base.env if base else env.strip(),
@@ -104,6 +103,17 @@ def parse(spec: str) -> Variant:
         connection_per_request=bool(base and base.connection_per_request),
         about=f"{env.strip()} with {pairs}" if pairs else env.strip(),
     )
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` settings (each value TOML; a bare word is a string) as overrides."""
+    overrides: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in pairs)):
+        key, eq, raw = pair.partition("=")
+        if not eq or not key.strip():
+            raise VariantError(f"{pair!r} is not key=value")
+        overrides[key.strip()] = _value(raw.strip())
+    return overrides
 
 
 def _value(raw: str) -> Any:

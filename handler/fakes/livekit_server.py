@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -139,7 +140,7 @@ agents:
         path = self.workdir / "livekit.yaml"
         path.write_text(self.config())
         path.chmod(0o600)  # it holds the secret
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:  # a restart's log follows the one before
             self.proc = subprocess.Popen(
                 [str(self.binary), "--config", str(path)], stdout=log, stderr=subprocess.STDOUT
             )
@@ -170,7 +171,9 @@ agents:
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
-    def stop(self) -> None:
+    def end_process(self) -> None:
+        """Stops the server process (SIGTERM, then SIGKILL after 10 s); its ports, keys and
+        directory stay, so `start` brings the same server back (its rooms are gone)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -178,6 +181,27 @@ agents:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def restart(self, down: float = 0.0) -> Self:
+        """Stopped, `down` seconds without a server, then started on the same port with the same
+        keys: what a deploy or a crash-and-restart of livekit-server looks like to its clients."""
+        self.end_process()
+        time.sleep(down)
+        return self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections but answers nothing (a stalled host)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a paused server cannot act on SIGTERM
+        self.end_process()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -229,7 +253,6 @@ def _run(port: int) -> int:
     if binary is None:
         print(f"livekit-server: not installed; run `{INSTALL_COMMAND}`", file=sys.stderr)
         return 1
-    import signal
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt

@@ -73,13 +73,31 @@ class WorkerProcess:
     """One `python -m handler start` (or any `python -m handler` command) in `cwd`."""
 
     def __init__(
-        self, env: Mapping[str, str], cwd: Path, args: tuple[str, ...] = ("start",), name: str = "worker"
+        self,
+        env: Mapping[str, str],
+        cwd: Path,
+        args: tuple[str, ...] = ("start",),
+        name: str = "worker",
+        *,
+        own_group: bool = False,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
+        """`own_group`: in a session and process group of its own (as a supervisor starts it), so
+        `signal_group` reaches the worker and every process it started, and nothing else. `cpus`:
+        the worker and every process it starts run on these CPUs only (as `taskset` would)."""
         self.out_path, self.err_path = cwd / f"{name}.out", cwd / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "handler", *args], env=dict(env), cwd=cwd, stdout=out, stderr=err
+                [sys.executable, "-m", "handler", *args],
+                env=dict(env),
+                cwd=cwd,
+                stdout=out,
+                stderr=err,
+                start_new_session=own_group,
+                # before exec, so the forkserver and the job processes inherit it
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
+        self.own_group = own_group
         self.started = time.monotonic()
 
     @property
@@ -104,6 +122,12 @@ class WorkerProcess:
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         return self.wait(timeout, "after SIGTERM"), time.monotonic() - t0
+
+    def signal_group(self, sig: int = signal.SIGTERM) -> None:
+        """`sig` to the worker's whole process group, as systemd's KillMode=control-group, `timeout`
+        or Ctrl-C send it (needs `own_group`: the group is otherwise the test's own)."""
+        assert self.own_group, "signal_group needs a worker started with own_group=True"
+        os.killpg(self.proc.pid, sig)
 
     def wait(self, timeout: float, what: str = "") -> int:
         try:

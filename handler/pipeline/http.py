@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +15,12 @@ from handler.pipeline.retry import RETRYABLE_STATUS, RetryableStatus, RetryPolic
 
 logger = logging.getLogger("handler.pipeline.http")
 
-_session: aiohttp.ClientSession | None = None
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+"""One session per event loop: a job process has one loop, but with livekit's thread executor
+(`worker.job_executor = "thread"`) every job runs its own loop in one process, and an aiohttp
+session belongs to the loop it was made on."""
 
 
 def make_session(*, max_connections: int, timeout: float, keepalive: float) -> aiohttp.ClientSession:
@@ -27,22 +33,23 @@ def make_session(*, max_connections: int, timeout: float, keepalive: float) -> a
 
 
 def shared_session(settings: Any) -> aiohttp.ClientSession:
-    """The process-wide session, created on first use inside the running event loop."""
-    global _session
-    if _session is None or _session.closed:
-        _session = make_session(
+    """The running event loop's session (the job's), created on first use."""
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = _sessions[loop] = make_session(
             max_connections=settings.get("http.max_connections"),
             timeout=settings.get("http.timeout"),
             keepalive=settings.get("http.keepalive_timeout"),
         )
-    return _session
+    return session
 
 
 async def close_shared_session() -> None:
-    global _session
-    if _session is not None and not _session.closed:
-        await _session.close()
-    _session = None
+    """Closes the running event loop's session (the job's), if it has one."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None and not session.closed:
+        await session.close()
 
 
 async def request(

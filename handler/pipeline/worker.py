@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from handler import config, livekit_compat
 from handler import plan as plans
 from handler.observe import logcontext, telemetry
+from handler.pipeline import job_signals, reconnect
 from handler.pipeline.http import close_shared_session
 from handler.pipeline.session import build, observe, prewarm_settled, start_warming
 from handler.pipeline.worker_load import TreeLoad
@@ -34,6 +37,7 @@ def prewarm_process(proc: Any) -> None:
     loop, so the entrypoint creates it."""
     plan = plans.load()
     plan.configure_logging()
+    reconnect.quiet_room_reconnect_attempts()
     proc.userdata["plan"] = plan
     runtime = plan.runtime()
     proc.userdata["vad"] = plan.build("vad", runtime)
@@ -50,13 +54,16 @@ async def entrypoint(ctx: Any) -> None:
     warming = start_warming(plan, runtime)
     session, agent = build(plan, runtime, vad=ctx.proc.userdata["vad"], turn=ctx.proc.userdata["turn"])
     info = {"job": ctx.job.id, "room": ctx.job.room.name, "source": "start"}
+    room_watch = RoomWatch(ctx.room)
 
     end_observation: Any = None
 
     async def shutdown(reason: str) -> None:
         try:
+            lost = room_watch.report()
             if end_observation is not None:  # observers hear of an end only for a session they saw start
-                info["ended"] = reason  # the call record's end reason
+                # the call record's end reason ("error" when the room was lost)
+                info["ended"] = "error: lost the room (livekit-server went away)" if lost else reason
                 end_observation()
         finally:  # a failing observer must not keep the session or the pool open
             if warming and not warming.done():
@@ -95,6 +102,53 @@ def room_options(settings: config.Settings) -> Any:
     )
 
 
+ROOM_LOST = ("UNKNOWN_REASON", "SIGNAL_CLOSE", "CONNECTION_TIMEOUT", "JOIN_FAILURE", "MEDIA_FAILURE")
+"""Why a room connection can end that is neither the job's nor the server's decision: the server
+went away (restarted, crashed, unreachable) and livekit's client could not get the room back."""
+
+
+class RoomWatch:
+    """Whether the job's room connection is down: livekit's client says when it starts to reconnect
+    (the server went away or stalled) and when it is back. A job that ends while it is down lost
+    its room: said once, at ERROR, by `report` (livekit's native client's own attempts and its
+    "failed to reconnect" are WARNINGs: handler.pipeline.reconnect)."""
+
+    def __init__(self, room: Any) -> None:
+        from livekit import rtc
+
+        self.down_since: float | None = None
+        self.lost_reason: str | None = None
+        self._reported = False
+
+        def reconnecting() -> None:
+            self.down_since = time.monotonic()
+            logger.warning("lost the room connection; livekit is reconnecting")
+
+        def reconnected() -> None:
+            logger.info("room connection back after %.1f s", time.monotonic() - (self.down_since or 0.0))
+            self.down_since = None
+
+        def disconnected(reason: Any = None) -> None:
+            name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)
+            if name in ROOM_LOST:
+                self.lost_reason = name
+
+        room.on("reconnecting", reconnecting)
+        room.on("reconnected", reconnected)
+        room.on("disconnected", disconnected)
+
+    def report(self) -> bool:
+        """Says (once) that the room was lost, if it was; whether it was."""
+        if self.down_since is None and self.lost_reason is None:
+            return False
+        if self._reported:
+            return True
+        self._reported = True
+        how = f"down {time.monotonic() - self.down_since:.1f} s" if self.down_since else self.lost_reason
+        logger.error("lost the room: livekit-server went away mid-call and the room is gone (%s)", how)
+        return True
+
+
 def _end_when_alone(ctx: Any) -> None:
     from livekit import rtc
 
@@ -109,10 +163,11 @@ def _livekit_log_level(settings: config.Settings) -> str:
     return "WARN" if level == "WARNING" else level
 
 
-JOB_MODULES = ("handler.pipeline.worker", "handler.pipeline.job_preload")
-"""What a job process imports to run `entrypoint` (handler.pipeline.worker brings the session, the turn
-tracker, telemetry and the resilience layer), and the one-time work it did in every call
-(`handler.pipeline.job_preload`)."""
+JOB_MODULES = ("handler.pipeline.job_signals", "handler.pipeline.worker", "handler.pipeline.job_preload")
+"""What livekit's forkserver imports before it forks a job process: that the job processes leave a
+stop signal to the worker (`handler.pipeline.job_signals`), what a job process imports to run
+`entrypoint` (handler.pipeline.worker brings the session, the turn tracker, telemetry and the
+resilience layer), and the one-time work it did in every call (`handler.pipeline.job_preload`)."""
 
 
 def preload_modules(plan: Plan | config.Settings, registry: Registry | None = None) -> list[str]:
@@ -128,12 +183,17 @@ def preload_modules(plan: Plan | config.Settings, registry: Registry | None = No
 def make_server(plan: Plan | config.Settings, metrics_dir: str | None = None) -> Any:
     """The worker's `AgentServer` (bare settings, as a test of its options passes, preload no
     provider module)."""
-    from livekit.agents import AgentServer
+    from livekit.agents import AgentServer, JobExecutorType
     from livekit.agents.worker import ServerEnvOption
 
     settings = plan.settings if isinstance(plan, Plan) else plan
     w = settings.section("worker")
     server = AgentServer(
+        # one process per call, or one thread per call in this process: the trade-off is in
+        # settings.toml and docs/capacity.md
+        job_executor_type=JobExecutorType(w["job_executor"]),
+        # livekit-server gone: livekit's attempts that span the configured time, then exit 1
+        max_retry=reconnect.attempts_within(w["reconnect_give_up"]),
         # `dev` (livekit's devmode) takes any load, as livekit's own dev mode does
         load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=w["load_threshold"]),
         # the worker's own CPU, not the machine's: a busy neighbour must not turn calls away
@@ -170,6 +230,11 @@ def _metrics_dir(settings: config.Settings) -> Iterator[str | None]:
     if not settings.get("worker.prometheus_port") or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield None
         return
+    if settings.get("worker.job_executor") == "thread":
+        # every call is a thread of this process: its samples are in this process's registry,
+        # which livekit's /metrics serves when no directory is set
+        yield None
+        return
     with tempfile.TemporaryDirectory(prefix="voice-handler-metrics-") as path:
         yield path
 
@@ -180,12 +245,25 @@ def run(plan: Plan, *, devmode: bool) -> None:
     # job processes load the same environment and checkout as this one
     os.environ[config.ENV_VAR] = settings.env
     os.environ[config.ROOT_VAR] = str(settings.root)
+    # ...and leave a stop signal sent to the whole process group to this one (job_signals)
+    os.environ[job_signals.MAIN_PID_VAR] = str(os.getpid())
     # livekit's CLI installs its own root log handler; the logging plugin's takes its place so
     # format, levels and secret redaction are ours
     livekit_compat.use_our_logging(plan.configure_logging)
     # livekit's worker builds the same cached TLS context on its event loop as it starts (135 ms
     # under load, reported as "event loop blocked"): built here first, before the loop runs
     import handler.pipeline.job_preload  # noqa: F401
+
+    # one line when livekit-server is lost, one a minute while it stays away (pipeline/reconnect.py)
+    logging.getLogger("livekit.agents").addFilter(
+        reconnect.RetryReport(settings.get("worker.reconnect_give_up"))
+    )
+
+    if settings.get("worker.job_executor") == "thread":
+        # the jobs run here: livekit plugins register only on the main thread, and what the
+        # forkserver would have imported once is imported once here, before the first call
+        for module in preload_modules(plan):
+            importlib.import_module(module)
 
     # records a previous run (or a job process as it ended) spooled are delivered from here
     from handler.records import service as records_service

@@ -9,7 +9,7 @@ and a refused dispatch is not offered again. Counting the worker's own tree (the
 forkserver, every job process) measures what the worker's calls cost, wherever it runs.
 
 The allowance is livekit's own CPU count (cgroup-aware: a pod's CPU limit, else the machine's
-cores); the average is over the last 2.5 s, as livekit's is.
+cores), or the CPUs the worker is pinned to if fewer; the average is over the last 2.5 s, as livekit's is.
 """
 
 from __future__ import annotations
@@ -34,10 +34,16 @@ def process_tree(root: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _cpu_count() -> float:
+def cpu_allowance() -> float:
+    """The CPUs the worker may use: livekit's count (a cgroup's CPU limit, else the machine's
+    cores), or fewer when the worker is pinned to some (`taskset`, a cpuset, `loadtest
+    --worker-cores`): a worker on one core of two is full at one core's work, not two."""
     from livekit.agents.utils.hw import get_cpu_monitor
 
-    return get_cpu_monitor().cpu_count()
+    count = get_cpu_monitor().cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        count = min(count, len(os.sched_getaffinity(0)))
+    return count
 
 
 class TreeLoad:
@@ -46,7 +52,7 @@ class TreeLoad:
 
     def __init__(self, pid: int | None = None, cpus: float | None = None) -> None:
         self._root = psutil.Process(pid or os.getpid())
-        self._cpus = cpus or _cpu_count()
+        self._cpus = cpus or cpu_allowance()
         self._seen: dict[tuple[int, float], float] = {}
         """CPU seconds per process (pid, create time: a reused pid is a new process) at the last sample."""
         self._last = time.monotonic()

@@ -60,9 +60,70 @@ class Level:
     job_rss_peak_mb: float | None = None
     job_uss_peak_mb: float | None = None
     """Memory unique to one job process (RSS counts the pages it shares with the forkserver)."""
+    pss_per_call_mb: float | None = None
+    """The worker tree's proportional memory (PSS, every process's shared pages split between
+    them) at its peak in the level, over what it held idle before the first level, per call:
+    comparable between the process and the thread executor."""
     livekit_load_max: float | None = None
     other_cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds of what is not the worker: callers, livekit-server, provider servers."""
+
+
+# ----------------------------------------------------------------------------- cores
+
+
+@dataclass(frozen=True)
+class CoreSplit:
+    """Which CPUs the worker's process tree may run on, and which everything else (the callers,
+    livekit-server, the provider servers) may: so the worker's cost is measured on cores of its
+    own, not mixed with what drives it."""
+
+    worker: tuple[int, ...]
+    others: tuple[int, ...]
+
+    def describe(self) -> str:
+        return (
+            f"worker's process tree on CPU {_cpus(self.worker)} ({len(self.worker)} core"
+            f"{'s' if len(self.worker) > 1 else ''}); callers, livekit-server and provider servers on "
+            f"CPU {_cpus(self.others)} (sched_setaffinity)"
+        )
+
+
+def _cpus(cpus: tuple[int, ...]) -> str:
+    return ",".join(str(c) for c in cpus)
+
+
+def split_cores(worker_cores: int) -> CoreSplit:
+    """The last `worker_cores` of the CPUs this process may use for the worker, the rest for the
+    others; ValueError (the message says what is allowed) when that leaves nothing for either."""
+    import os
+
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("--worker-cores needs Linux (sched_setaffinity)")
+    mine = tuple(sorted(os.sched_getaffinity(0)))
+    if not 1 <= worker_cores < len(mine):
+        raise ValueError(
+            f"--worker-cores {worker_cores}: this process may use {len(mine)} CPUs ({_cpus(mine)}); the "
+            f"worker needs at least 1 and the callers at least 1, so 1 to {len(mine) - 1}"
+        )
+    return CoreSplit(worker=mine[-worker_cores:], others=mine[:-worker_cores])
+
+
+@contextlib.contextmanager
+def pinned(cpus: tuple[int, ...] | None) -> Iterator[None]:
+    """This process (and what it starts from here on: livekit-server, the provider servers'
+    thread) on `cpus`, restored after."""
+    import os
+
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -82,20 +143,27 @@ class Meter:
         self._cpu: dict[int, float] = {}
         """Last CPU seconds seen per process of the worker's tree (exited ones keep their last)."""
         self.rss_peak = self.uss_peak = 0.0
+        self.tree_pss = self.tree_pss_peak = 0.0
+        self.idle_pss: float | None = None
+        """The tree's PSS before the first level: the worker with no call."""
         self.load_max = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
         if self.worker is not None:
+            pss = 0.0
             for p in process_tree(self.worker):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     t = p.cpu_times()
                     self._cpu[p.pid] = t.user + t.system
+                    mem = p.memory_full_info()
+                    pss += mem.pss / 2**20
                     if p.pid != self.worker.pid:
-                        mem = p.memory_full_info()
                         self.rss_peak = max(self.rss_peak, mem.rss / 2**20)
                         self.uss_peak = max(self.uss_peak, mem.uss / 2**20)
+            self.tree_pss = pss
+            self.tree_pss_peak = max(self.tree_pss_peak, pss)
         if self.health_url:
             with (
                 contextlib.suppress(OSError, ValueError),
@@ -130,8 +198,10 @@ class Meter:
     def level(self, result: Level) -> Iterator[None]:
         """Measures one level: deltas of CPU, peaks of RSS and load."""
         self.sample()
+        if self.idle_pss is None and self.worker is not None:
+            self.idle_pss = self.tree_pss
         cpu0, others0 = self.worker_cpu(), self.others()
-        self.rss_peak = self.uss_peak = self.load_max = 0.0
+        self.rss_peak = self.uss_peak = self.load_max = self.tree_pss_peak = 0.0
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -145,6 +215,9 @@ class Meter:
                 result.worker_cpu_s = round(self.worker_cpu() - cpu0, 2)
                 result.job_rss_peak_mb = round(self.rss_peak, 1)
                 result.job_uss_peak_mb = round(self.uss_peak, 1)
+                if self.idle_pss is not None:
+                    grown = self.tree_pss_peak - self.idle_pss
+                    result.pss_per_call_mb = round(max(grown, 0.0) / result.concurrency, 1)
             if self.health_url:
                 result.livekit_load_max = round(self.load_max, 2)
             result.other_cpu_s = {k: round(v - others0.get(k, 0.0), 2) for k, v in self.others().items()}
@@ -248,23 +321,35 @@ def capacity(levels: list[Level]) -> Level | None:
     return max(ok, key=lambda lv: lv.concurrency, default=None)
 
 
-def to_dict(levels: list[Level], best: Level | None, where: str) -> dict[str, Any]:
+def per_worker_core(best: Level | None, cores: CoreSplit | None) -> float | None:
+    """Calls per worker core: the capacity over the worker's own cores (None without a split)."""
+    if best is None or cores is None:
+        return None
+    return round(best.concurrency / len(cores.worker), 2)
+
+
+def to_dict(
+    levels: list[Level], best: Level | None, where: str, cores: CoreSplit | None = None
+) -> dict[str, Any]:
     return {
         "target": where,
         "levels": [asdict(lv) for lv in levels],
         "capacity": None if best is None else best.concurrency,
         "ttfa_tolerance": TTFA_TOLERANCE,
+        "cores": None if cores is None else {"worker": cores.worker, "others": cores.others},
+        "calls_per_worker_core": per_worker_core(best, cores),
     }
 
 
-def render(levels: list[Level], best: Level | None, where: str) -> str:
+def render(levels: list[Level], best: Level | None, where: str, cores: CoreSplit | None = None) -> str:
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
     num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     single = next((lv for lv in levels if lv.concurrency == 1), None)
     lines = [
         f"loadtest against {where}",
+        *([f"cores: {cores.describe()}"] if cores else []),
         f"{'calls at once':>13} {'ok':>4} {'failed':>6} {'ttfa p50':>8} {'ttfa p95':>8} {'p95 x1':>6} "
-        f"{'worker cores/call':>17} {'job RSS/USS MB':>14} {'lk load':>7}  other CPU s",
+        f"{'worker cores/call':>17} {'PSS/call MB':>11} {'job RSS/USS MB':>14} {'lk load':>7}  other CPU s",
     ]
     for lv in levels:
         ratio = (
@@ -276,8 +361,8 @@ def render(levels: list[Level], best: Level | None, where: str) -> str:
         lines.append(
             f"{lv.concurrency:>13} {lv.completed:>4} {lv.failed:>6} "
             f"{ms(lv.ttfa_p50):>8} {ms(lv.ttfa_p95):>8} "
-            f"{ratio:>6} {num(lv.cpu_per_call, '.3f'):>17} "
-            f"{num(lv.job_rss_peak_mb, '.0f') + '/' + num(lv.job_uss_peak_mb, '.0f'):>14} "
+            f"{ratio:>6} {num(lv.cpu_per_call, '.3f'):>17} {num(lv.pss_per_call_mb, '.0f'):>11} "
+            f"{num(lv.job_rss_peak_mb or None, '.0f') + '/' + num(lv.job_uss_peak_mb or None, '.0f'):>14} "
             f"{num(lv.livekit_load_max, '.2f'):>7}  {others}"
         )
         lines += [f"    failed: {f}" for f in lv.failures[:3]]
@@ -288,14 +373,52 @@ def render(levels: list[Level], best: Level | None, where: str) -> str:
             f"capacity on this machine: {best.concurrency} concurrent calls (p95 {ms(best.ttfa_p95)} ms, "
             f"within {TTFA_TOLERANCE}x one call's, no failure)"
         )
+        if cores is not None:
+            lines.append(
+                f"calls per worker core: {per_worker_core(best, cores)} ({best.concurrency} calls on "
+                f"{len(cores.worker)} worker core{'s' if len(cores.worker) > 1 else ''})"
+            )
     costs = [lv.cpu_per_call for lv in levels if lv.cpu_per_call is not None]
     rss = [lv.job_rss_peak_mb for lv in levels if lv.job_rss_peak_mb]
     uss = [lv.job_uss_peak_mb for lv in levels if lv.job_uss_peak_mb]
     if costs:
         lines.append(
             f"per call: {min(costs):.3f}-{max(costs):.3f} worker cores (CPU seconds per call second, "
-            f"job processes included); a job process peaks at {max(rss):.0f} MB RSS, "
-            f"{max(uss):.0f} MB of it its own (USS)"
+            "job processes included)"
+            + (f"; a job process peaks at {max(rss):.0f} MB RSS, {max(uss):.0f} MB own (USS)" if rss else "")
+        )
+    measured = [lv for lv in levels if lv.cpu_per_call is not None]
+    top = max(measured, key=lambda lv: lv.concurrency, default=None)
+    if top is not None and cores is not None and top.cpu_per_call:
+        lines.append(
+            f"at the highest level measured ({top.concurrency} calls): {top.cpu_per_call:.3f} worker cores a "
+            f"call, {num(top.pss_per_call_mb, '.0f')} MB PSS a call; projected from that cost, "
+            f"{len(cores.worker) / top.cpu_per_call:.1f} calls would fill the worker's "
+            f"{len(cores.worker)} core{'s' if len(cores.worker) > 1 else ''}"
+        )
+    return "\n".join(lines)
+
+
+def render_executors(runs: list[tuple[str, list[Level], Level | None]], cores: CoreSplit | None) -> str:
+    """The executors side by side: capacity, calls per worker core, per-call cost at the highest
+    level each measured."""
+    lines = [
+        "executors compared"
+        + (f" ({cores.describe()})" if cores else "")
+        + ":",
+        f"{'executor':>9} {'capacity':>8} {'calls/worker core':>17} {'at level':>8} "
+        f"{'worker cores/call':>17} {'PSS/call MB':>11}",
+    ]
+    for name, levels, best in runs:
+        measured = [lv for lv in levels if lv.cpu_per_call is not None]
+        top = max(measured, key=lambda lv: lv.concurrency, default=None)
+        per_core = per_worker_core(best, cores)
+        capacity_ = "-" if best is None else best.concurrency
+        lines.append(
+            f"{name:>9} {capacity_:>8} {'-' if per_core is None else per_core:>17} "
+            f"{'-' if top is None else top.concurrency:>8} "
+            f"{'-' if top is None else format(top.cpu_per_call, '.3f'):>17} "
+            f"{'-' if top is None or top.pss_per_call_mb is None else format(top.pss_per_call_mb, '.0f'):>11}"
         )
     return "\n".join(lines)
 
@@ -329,14 +452,37 @@ async def loadtest(
     calls: int,
     ramp: float,
     progress: Callable[[str], None],
+    *,
+    cores: CoreSplit | None = None,
+    worker_overrides: Mapping[str, Any] | None = None,
 ) -> tuple[list[Level], Level | None, str, dict[int, list[float]]]:
-    """Every level in turn (1 first, for the reference p95); a local server, worker and providers
-    unless LIVEKIT_URL names a deployment."""
+    """Every level in turn (1 first, for the reference p95); a local server, worker (its settings
+    plus `worker_overrides`) and providers unless LIVEKIT_URL names a deployment; with `cores`, the
+    worker on cores of its own."""
     from handler.sim.clips import make_clips
 
     clips = await make_clips(scenario, registry, settings)
     levels = sorted({1, *concurrency})
-    async with deployment(settings, scenario, clips, progress) as (target, meter, where):
+    with pinned(cores.others if cores else None):
+        return await _levels(
+            settings, scenario, clips, levels, calls, ramp, progress, cores, worker_overrides
+        )
+
+
+async def _levels(
+    settings: Any,
+    scenario: Scenario,
+    clips: list[np.ndarray],
+    levels: list[int],
+    calls: int,
+    ramp: float,
+    progress: Callable[[str], None],
+    cores: CoreSplit | None,
+    worker_overrides: Mapping[str, Any] | None,
+) -> tuple[list[Level], Level | None, str, dict[int, list[float]]]:
+    async with deployment(
+        settings, scenario, clips, progress, worker_overrides, worker_cpus=cores.worker if cores else None
+    ) as (target, meter, where):
         results: list[Level] = []
         ttfas: dict[int, list[float]] = {}
         for n in levels:
@@ -358,9 +504,15 @@ async def deployment(
     progress: Callable[[str], None],
     worker_overrides: Mapping[str, Any] | None = None,
     keep_log: str | None = None,
+    worker_cpus: tuple[int, ...] | None = None,
+    *,
+    said: Mapping[str, np.ndarray] | None = None,
+    worker_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[Target, Meter, str]]:
     """The callers' target and a meter on it: LIVEKIT_URL's deployment, or a livekit-server, one
-    worker (its settings plus `worker_overrides`) and load-mode providers started here."""
+    worker (its settings plus `worker_overrides`, on `worker_cpus` if given, with `worker_env` in
+    its environment) and load-mode providers started here, whose recognizer knows `scenario`'s
+    phrases and `said`'s (text: its audio)."""
     agent_name = settings.get("worker.agent_name")
     if settings.secret("LIVEKIT_URL"):
         target = Target(
@@ -385,8 +537,9 @@ async def deployment(
     from handler.fakes.worker_process import WorkerProcess, clean_env, settings_env
     from handler.sim import cloudsim
 
-    said = {t.say: clips[i] for i, t in enumerate(_turn_clip_indexes(scenario)) if t.say}
-    fakes = InBackground(lambda: load_mode_servers(duration_recognizer(said)))
+    phrases = {t.say: clips[i] for i, t in enumerate(turn_clip_indexes(scenario)) if t.say}
+    phrases.update(said or {})
+    fakes = InBackground(lambda: load_mode_servers(duration_recognizer(phrases)))
     with (
         tempfile.TemporaryDirectory(prefix="loadtest-") as tmp,
         fakes as overrides,
@@ -412,8 +565,10 @@ async def deployment(
                 OPENAI_API_KEY="loadtest-dummy",
                 ELEVEN_API_KEY="loadtest-dummy",
                 SONIOX_API_KEY="loadtest-dummy",
+                **(worker_env or {}),
             ),
             Path(tmp),
+            cpus=worker_cpus,
         )
         try:
             await asyncio.to_thread(worker.wait_for_log, "registered worker", 30)
@@ -421,7 +576,9 @@ async def deployment(
             target = Target(lk.url, lk.api_key, lk.api_secret, agent_name)
             server_pid = lk.proc.pid if lk.proc else None
             meter = Meter(worker.proc.pid, server_pid, fakes.native_id, f"http://127.0.0.1:{health}/worker")
-            yield target, meter, f"one local worker (env {settings.env}, pid {worker.proc.pid})"
+            executor = {**settings.section("worker"), **_worker_keys(worker_overrides)}["job_executor"]
+            where = f"one local worker (env {settings.env}, {executor} executor, pid {worker.proc.pid})"
+            yield target, meter, where
         finally:
             with contextlib.suppress(AssertionError):
                 worker.terminate(30)
@@ -432,7 +589,11 @@ async def deployment(
                 shutil.copyfile(worker.err_path, keep_log)
 
 
-def _turn_clip_indexes(scenario: Scenario) -> list[Any]:
+def _worker_keys(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k.removeprefix("worker."): v for k, v in (overrides or {}).items() if k.startswith("worker.")}
+
+
+def turn_clip_indexes(scenario: Scenario) -> list[Any]:
     """Scenario sounds in clip order (turns and their during-reply events), as `make_clips` orders them."""
     out: list[Any] = []
     for t in scenario.turns:

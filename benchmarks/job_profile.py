@@ -102,13 +102,13 @@ class Watcher:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from handler.cli import _conversation_input
+    from handler.cli.conversation import conversation_input
     from handler.registry import Registry
     from handler.sim.clips import make_clips
 
     settings = config.load(args.env)
     registry = Registry.load()
-    scenario, _ = _conversation_input(args.scenario, None, registry, "job_profile")
+    scenario, _ = conversation_input(args.scenario, None, registry, "job_profile")
     clips = await make_clips(scenario, registry, settings)
     overrides = {"room.input_frame_ms": args.frame_ms} if args.frame_ms else {}
     spy = None if args.no_py_spy else cp.py_spy()

@@ -62,7 +62,8 @@ TOUCH_POINTS = (
     ),
     TouchPoint(
         "RecognizeStream._emit_error",
-        "reports a recoverable error as livekit's own retry loop would (error event, metrics)",
+        "reports a recoverable error as livekit's own retry loop would (error event, metrics); and a "
+        "request that failed for good on a stream that stays open to ride the failure out",
     ),
     TouchPoint(
         "APIConnectOptions._interval_for_retry",
@@ -150,6 +151,13 @@ def send_event(stream: Any, event: Any) -> None:
 def emit_recoverable_error(stream: Any, error: Exception) -> None:
     """Report a failed attempt that will be retried, as livekit's own retry loop does."""
     stream._emit_error(error, recoverable=True)
+
+
+def emit_failed_request(stream: Any, error: Exception) -> None:
+    """Report a request that failed for good (every attempt spent) as livekit reports one that
+    ends its stream, an unrecoverable error event, while the stream stays open: a lone STT rides
+    the failure out (handler.resilience.stt_guard)."""
+    stream._emit_error(error, recoverable=False)
 
 
 def retry_interval(conn_options: Any, attempt: int) -> float:

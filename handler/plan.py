@@ -65,13 +65,16 @@ class StagePlan:
 
 @dataclass(frozen=True)
 class Resilience:
-    """`[resilience]`: how a failing provider is probed again and when a stage is down for good."""
+    """`[resilience]`: how a failing provider is probed again, how a burst is ridden out and when a
+    stage is down for good (`handler.resilience.decider`)."""
 
     probe_initial: float
     probe_max: float
-    down_after: int
+    down_for: float
     apology: str
     apology_timeout: float
+    hold_line: str
+    hold_after: float
 
     @classmethod
     def of(cls, settings: config.Settings) -> Resilience:
@@ -79,9 +82,11 @@ class Resilience:
         return cls(
             probe_initial=r["probe_initial"],
             probe_max=r["probe_max"],
-            down_after=r["down_after"],
+            down_for=r["down_for"],
             apology=r["apology"],
             apology_timeout=r["apology_timeout"],
+            hold_line=r["hold_line"],
+            hold_after=r["hold_after"],
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from support import stage_faults
-from support.stage_faults import FAULTS, PATHS, Outcome
+from support.stage_faults import BURSTS, FAULTS, PATHS, Outcome
 
 from handler.fakes import ElevenLabsServer, Fault, OpenAIServer, ProviderServer, SonioxServer
 from handler.pipeline import http
@@ -44,6 +44,8 @@ FAST = {
     "http.prewarm": False,
     "resilience.probe_initial": 0.2,
 }
+SLOW_PROBES = {"resilience.probe_initial": 30.0, "resilience.probe_max": 60.0}
+"""A provider that failed is asked again only 30 s later: longer than any test here."""
 SERVERS: dict[str, Callable[..., ProviderServer]] = {
     "stt": SonioxServer,
     "llm": OpenAIServer,
@@ -72,6 +74,7 @@ async def stage_request(
     chained: bool,
     pace: float = 0.0,
     base_url: str | None = None,
+    ride_out: bool = False,
     **overrides: Any,
 ) -> Outcome:
     """One request through the stage as a session builds it, with production's settings at the
@@ -86,6 +89,7 @@ async def stage_request(
         pace=pace,
         base_url=base_url,
         overrides={**FAST, **overrides},
+        ride_out=ride_out,
     )
 
 
@@ -165,10 +169,10 @@ async def test_a_stream_the_provider_rotates_mid_utterance_loses_no_speech() -> 
 
 async def test_a_provider_that_stays_down_is_probed_once_per_interval_per_process() -> None:
     async with SonioxServer(faults=[Fault.http(503)] * 50) as srv:
-        first = await stage_request("stt", srv, chained=True, pace=1.0, **{"resilience.probe_initial": 30.0})
+        first = await stage_request("stt", srv, chained=True, pace=1.0, **SLOW_PROBES)
         assert srv.stats.attempts(PATHS["stt"]) == MAX_RETRIES + 1
         # the next call (a new session in the same process) goes straight to the backup
-        second = await stage_request("stt", srv, chained=True, pace=1.0, **{"resilience.probe_initial": 30.0})
+        second = await stage_request("stt", srv, chained=True, pace=1.0, **SLOW_PROBES)
         assert srv.stats.attempts(PATHS["stt"]) == MAX_RETRIES + 1
     assert first.answered and second.answered  # by the local backup
     assert first.faults == StageFaults(retries=MAX_RETRIES, errors=1, fallbacks=1)
@@ -195,12 +199,29 @@ async def test_a_probe_is_one_attempt_and_its_success_makes_the_provider_healthy
 async def test_a_chain_member_that_is_down_is_not_asked_again_before_its_probe_is_due(stage: str) -> None:
     # livekit's adapter probes a failed provider again on every request it hands to the next one
     async with SERVERS[stage](faults=[Fault.http(503)] * 50) as srv:
-        outcomes = [
-            await stage_request(stage, srv, chained=True, **{"resilience.probe_initial": 30.0})
-            for _ in range(4)
-        ]
+        outcomes = [await stage_request(stage, srv, chained=True, **SLOW_PROBES) for _ in range(4)]
         await asyncio.sleep(0.3)  # any background probe would have landed by now
         seen = srv.stats.attempts(PATHS[stage])
     assert all(o.answered for o in outcomes)  # by the local backup
     assert seen == MAX_RETRIES + 1  # the first request's attempts, then nothing for 30 s
     assert [o.faults.fallbacks for o in outcomes] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("fault", ["503", "slow"])
+async def test_a_lone_stt_rides_a_burst_out_and_no_request_sees_more_than_max_retries_plus_one_attempts(
+    fault: str,
+) -> None:
+    # issue 24: six handshakes in a row fail (the issue saw five on one stream, and the call end);
+    # each request spends at most MAX_RETRIES + 1 attempts, the probes one each, and the utterance
+    # held all along is recognized once the provider answers again
+    burst = [BURSTS[fault]() for _ in range(6)]
+    async with SonioxServer(faults=burst) as srv:
+        outcome = await stage_request("stt", srv, chained=False, pace=1.0, ride_out=True)
+        seen = srv.stats.attempts(PATHS["stt"])
+    assert outcome.answered == "hello" and outcome.error is None, outcome
+    assert seen == len(burst) + 1  # every failed handshake, then the one that answered
+    assert sum(outcome.requests) == len(burst), outcome.requests
+    assert all(n <= MAX_RETRIES + 1 for n in outcome.requests), outcome.requests
+    assert outcome.requests[0] == MAX_RETRIES + 1 and set(outcome.requests[1:]) == {1}, outcome.requests
+    assert outcome.faults.errors == len(outcome.requests) and not outcome.faults.lost, outcome.faults
+    assert outcome.faults.retries == len(burst) - len(outcome.requests), outcome.faults

@@ -269,7 +269,7 @@ def test_simulate_and_call_reports_redact_exception_text(
 ) -> None:
     """An error quoted from an exception (a provider's 401 body, a refused token) reaches the
     table, the JSON and report.json redacted."""
-    from handler.cli import _write_report
+    from handler.cli.conversation import write_report
     from handler.sim import Report
 
     settings = config.load("production")
@@ -277,7 +277,7 @@ def test_simulate_and_call_reports_redact_exception_text(
     report = Report("qa", "production", {}, [], 1.0, [error], {}, {})
     clock = SimpleNamespace(user=b"\0\0" * 160, agent=b"\0\0" * 160)
     for as_json in (False, True):
-        _write_report(report, clock, as_json, tmp_path, settings.secret_values())
+        write_report(report, clock, as_json, tmp_path, settings.secret_values())
         out = capsys.readouterr().out + (tmp_path / "report.json").read_text()
         assert "401 invalid key ***" in out
         assert planted["OPENAI_API_KEY"] not in out and JWT not in out

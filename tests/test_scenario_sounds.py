@@ -23,7 +23,7 @@ from livekit import rtc
 from livekit.agents import vad as lkvad
 
 from handler import audio
-from handler.cli import OFFLINE_STACK
+from handler.cli.conversation import OFFLINE_STACK
 from handler.config import Settings
 from handler.pipeline.runtime import Runtime
 from handler.pipeline.session import min_interruption_duration

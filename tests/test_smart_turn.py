@@ -17,7 +17,7 @@ from livekit import rtc
 from support import pauses
 
 from handler import audio
-from handler.cli import OFFLINE_STACK
+from handler.cli.conversation import OFFLINE_STACK
 from handler.config import ConfigError
 from handler.registry import Registry, load_checked
 from handler.sim import scenario, simulate

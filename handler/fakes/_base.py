@@ -338,6 +338,14 @@ class ProviderServer:
         self._websockets.add(ws)
         return ws
 
+    def drop_connections(self) -> None:
+        """Cut every open connection without a proper end, as a failing service does: streams
+        in flight break, and the clients' next attempts meet the queued faults."""
+        server = self._runner.server if self._runner else None
+        for handler in list(server.connections if server else []):
+            if handler.transport is not None:
+                handler.transport.close()
+
     def _forget_ws(self, ws: web.WebSocketResponse) -> None:
         self._websockets.discard(ws)
 

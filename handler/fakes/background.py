@@ -55,3 +55,13 @@ class InBackground(Generic[T]):
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run `fn` on the resource's loop (what touches its servers must) and return its result."""
+        if self._loop is None:
+            raise RuntimeError("background resource not started")
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)

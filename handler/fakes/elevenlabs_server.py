@@ -185,6 +185,7 @@ class _Socket:
                     return
                 await pause(self.profile.final_delay)
                 await self.send({"isFinal": True, "contextId": ctx.id})
+                self.server.stats.events["finals"] += 1
                 return
 
     async def speak(self, ctx: _Context, text: str) -> bool:
@@ -245,7 +246,8 @@ class ElevenLabsServer(ProviderServer):
     socket), "malformed" (a non-JSON text frame), "error" (in-band error for the context).
     The HTTP stream endpoint takes any one fault ("error" excepted; "malformed" answers 200 with
     an HTML body instead of audio).
-    stats.events: "contexts", "audio_messages", "http_synthesis", "fault:<kind>".
+    stats.events: "contexts", "audio_messages", "finals" (contexts ended with isFinal),
+    "http_synthesis", "fault:<kind>".
     """
 
     def __init__(self, *, audio_for_text: AudioForText = tone_for_text, **kwargs: Any) -> None:

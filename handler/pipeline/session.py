@@ -131,7 +131,11 @@ def build(plan: Plan, runtime: Runtime, *, vad: Any = None, turn: Any = None) ->
         turn_handling=cast(Any, turn_handling(plan, turn)),
         aec_warmup_duration=settings.get("turn.aec_warmup_duration") or None,
         conn_options=SessionConnectOptions(
-            stt_conn_options=conn["stt"], llm_conn_options=conn["llm"], tts_conn_options=conn["tts"]
+            stt_conn_options=conn["stt"],
+            llm_conn_options=conn["llm"],
+            tts_conn_options=conn["tts"],
+            # the decider ends a call whose stage is down for good; livekit's count would end a burst
+            max_unrecoverable_errors=decider.LIVEKIT_ERROR_LIMIT,
         ),
     )
     agent = Agent(instructions=settings.get("llm.instructions"))
@@ -143,9 +147,14 @@ def build(plan: Plan, runtime: Runtime, *, vad: Any = None, turn: Any = None) ->
     decider.Decider(
         session,
         faults,
-        down_after=r.down_after,
+        down_for=r.down_for,
         apology=r.apology,
         apology_timeout=r.apology_timeout,
+        probe_initial=r.probe_initial,
+        probe_max=r.probe_max,
+        hold_line=r.hold_line,
+        hold_after=r.hold_after,
+        providers=members,
         # a lone TTS known to be down cannot say the apology (a chain's backup still can)
         tts_breaker=None if tts.chained else resilient.breaker(tts.primary, r),
     )

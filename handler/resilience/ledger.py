@@ -48,6 +48,8 @@ class FaultLedger:
         self._turn: Counter[tuple[str, str]] = Counter()
         self.ended: str | None = None
         """Why the session was ended by a decision (a stage down for good), or None."""
+        self.failing: set[str] = set()
+        """Stages failing now and ridden out (the decider keeps it): a reply may still come."""
 
     def note(self, stage: str, kind: str, n: int = 1) -> None:
         if kind not in KINDS:

@@ -14,14 +14,18 @@ closes, dropping the audio it had sent. `GuardedSTT` wraps a streaming STT so th
   timeout (a stalled stream, a first result later than the timeout);
 - the audio of the utterance in flight (since the last final transcript, with a short pre-roll)
   is kept and replayed on the next attempt's stream, so a stream that drops or is rotated
-  mid-utterance loses no speech; when the attempts run out with speech in flight, the loss is
-  counted and logged as such;
-- between requests, the provider's per-process `Breaker` decides: while it is down a new stream
+  mid-utterance loses no speech;
+- between requests, the provider's per-process `Breaker` decides: while it is down the stream
   waits for the next probe (one attempt), or, inside a fallback chain, is refused at once so the
   next provider serves without paying for attempts that are known to fail.
 
 Every failed attempt that is retried is emitted as a recoverable `error` event (the session and
-the fault ledger count it); the last one is raised and livekit emits it as unrecoverable.
+the fault ledger count it). When a request has spent its attempts, a chain member raises (the
+chain's next provider takes over; speech in flight is counted as lost); a stage alone rides the
+failure out: the request is emitted as an unrecoverable error (counted, and the decider's
+evidence), the stream stays open holding the utterance, and the next probe replays it, so a burst
+costs the turn time, not the words. The decider (`handler.resilience.decider`) ends the call when
+the stage stays down; speech still held then is counted and logged as lost.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ PREROLL = 0.5
 """Seconds of audio kept before speech, so a replayed utterance keeps its first word."""
 MAX_REPLAY = 30.0
 """Seconds of an utterance kept for replay at most (a longer one loses its start)."""
+REPLAY_SHARE = 0.1
+"""Seconds a provider may take per second of replayed audio before the watchdog counts (a
+streaming recognizer transcribes at least ten times faster than real time)."""
 WATCH_INTERVAL = 0.1
 """Seconds between watchdog checks."""
 ROTATION_CLOSE_CODES = frozenset({1000, 1001})
@@ -157,6 +164,8 @@ class GuardedStream(stt.RecognizeStream):
         self._owed_from: float | None = None
         """When the provider last owed a result and had not answered: the watchdog's clock."""
         self._progress = False
+        self._failing: APIError | None = None
+        """The last request's error while no attempt since has made progress (riding it out)."""
 
     # -- input: remember the utterance in flight, feed the current attempt ---------------------
     def _hold(self, frame: rtc.AudioFrame) -> None:
@@ -205,6 +214,8 @@ class GuardedStream(stt.RecognizeStream):
         try:
             await self._attempts()
         finally:
+            if self._failing is not None:  # closed while riding a failure out (the call ended)
+                self._report_lost(self._failing)
             await utils.aio.cancel_and_wait(forward)
 
     async def _attempts(self) -> None:
@@ -221,6 +232,10 @@ class GuardedStream(stt.RecognizeStream):
                 if await self._attempt():
                     return  # the input ended and the provider finished
                 raise APIConnectionError("the STT stream ended before its input did")
+            except asyncio.CancelledError:
+                if probe:  # the stream closed during the probe: the next one may go
+                    breaker.probing = False
+                raise
             except (TimeoutError, APIError) as e:
                 error = e if isinstance(e, APIError) else APITimeoutError(f"STT attempt timed out: {e}")
                 lived = time.monotonic() - started
@@ -244,8 +259,15 @@ class GuardedStream(stt.RecognizeStream):
                 failed += 1
                 if probe or failed >= self._max_attempts or not error.retryable:
                     breaker.failure()
-                    self._report_lost(error)
-                    raise error from None
+                    if self._guard.in_chain:  # the chain's next provider takes over
+                        self._report_lost(error)
+                        raise error from None
+                    # alone, the stage rides the failure out: the request is reported as failed
+                    # for good, the next one (the probe) starts when the breaker lets it, with
+                    # the utterance still held; the decider ends the call if the stage stays down
+                    self._request_failed(error, failed)
+                    failed = 0
+                    continue
                 livekit_compat.emit_recoverable_error(self, error)
                 interval = livekit_compat.retry_interval(self._policy, failed - 1)
                 logger.warning(
@@ -258,6 +280,19 @@ class GuardedStream(stt.RecognizeStream):
                     f", replaying {self._held_seconds:.1f} s of the utterance" if self._held_voiced else "",
                 )
                 await asyncio.sleep(interval)
+
+    def _request_failed(self, error: APIError, attempts: int) -> None:
+        self._failing = error
+        livekit_compat.emit_failed_request(self, error)
+        # one ERROR line per request that failed for good, as livekit writes for the LLM and TTS
+        logger.error(
+            "%s failed after %d attempt(s): %s; next try in %.1f s%s",
+            self._guard.label,
+            attempts,
+            error,
+            self._guard.breaker.retry_in(),
+            f", keeping {self._held_seconds:.1f} s of the utterance for it" if self._held_voiced else "",
+        )
 
     def _report_lost(self, error: Exception) -> None:
         if not self._held_voiced:
@@ -277,7 +312,10 @@ class GuardedStream(stt.RecognizeStream):
         held_start = self._pushed_seconds - self._held_seconds
         inner.start_time_offset = max(0.0, self.start_time_offset + held_start)
         self._progress = False
-        self._owed_from = time.monotonic() if self._held_voiced else None
+        # a replay is owed a result once the provider has heard it: the watchdog's clock starts
+        # that much later (on a busy machine the fakes' recognizer took over 1 s for 20 s of audio)
+        replay = self._held_seconds * REPLAY_SHARE
+        self._owed_from = time.monotonic() + replay if self._held_voiced else None
         for held in list(self._held):  # the utterance in flight, replayed
             inner.push_frame(held.frame)
         self._current = inner
@@ -292,6 +330,7 @@ class GuardedStream(stt.RecognizeStream):
                         return self._input_ended
                     if not self._progress:
                         self._progress = True
+                        self._failing = None
                         self._guard.breaker.success()
                     if ev.type in (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.END_OF_SPEECH):
                         self._utterance_done()

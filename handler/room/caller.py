@@ -221,8 +221,11 @@ class Call:
         clips: list[np.ndarray],
         progress: Callable[[str], None],
         agent_timeout: float = DISPATCH_TIMEOUT,
+        reply_timeout: float = REPLY_START_TIMEOUT,
     ) -> None:
         self.target = target
+        self.reply_timeout = reply_timeout
+        """Seconds to wait for a reply to start: the agent rides a failing stage out that long."""
         self.scenario = scenario
         self.clips = clips
         self.progress = progress
@@ -340,7 +343,7 @@ class Call:
         return report
 
     async def _wait_reply_start(self, after: float) -> float | None:
-        deadline = time.monotonic() + REPLY_START_TIMEOUT
+        deadline = time.monotonic() + self.reply_timeout
         while time.monotonic() < deadline:
             starts = [s for s in self.agent_audio.play_starts if s > after]
             if starts:
@@ -370,7 +373,7 @@ class Call:
             start = await self._wait_reply_start(turn.speech_end)
             if start is None:
                 turn.notes.append("no reply: timed out")
-                self.progress(f"turn {turn.n}: no reply within {REPLY_START_TIMEOUT:.0f} s")
+                self.progress(f"turn {turn.n}: no reply within {self.reply_timeout:.0f} s")
                 index += len(t.during_reply)
                 continue
             turn.ttfa = start - turn.speech_end
@@ -481,6 +484,10 @@ async def call(
     from handler.sim.clips import make_clips
 
     clips = await make_clips(scenario, registry, settings)
-    c = Call(target, scenario, clips, progress, agent_timeout)
+    from handler.resilience.decider import late_reply_bound
+
+    c = Call(
+        target, scenario, clips, progress, agent_timeout, max(REPLY_START_TIMEOUT, late_reply_bound(settings))
+    )
     await c.run()
     return c.report(settings.env), c.clock, c.failure

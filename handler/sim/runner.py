@@ -28,6 +28,8 @@ from handler.pipeline.session import build, observed, prewarm_settled, start_war
 from handler.pipeline.turns import TurnRecord
 from handler.plan import resolve
 from handler.registry import Registry
+from handler.resilience.decider import late_reply_bound
+from handler.resilience.ledger import ledger_of
 from handler.resilience.session_end import run_until_closed
 from handler.sim.clips import Sounds, make_sounds
 from handler.sim.io import TICK, Clock, PlayStart, RealtimeSink, ScriptedInput, ticks
@@ -52,9 +54,16 @@ class Conversation:
     to the scripted turns afterwards (`attach_records`)."""
 
     def __init__(
-        self, session: Any, scenario: Scenario, clips: list[np.ndarray], progress: Callable[[str], None]
+        self,
+        session: Any,
+        scenario: Scenario,
+        clips: list[np.ndarray],
+        progress: Callable[[str], None],
+        reply_timeout: float = REPLY_START_TIMEOUT,
     ) -> None:
         self.session = session
+        self.reply_timeout = reply_timeout
+        """Seconds to wait for a reply to start: a failing stage is ridden out that long."""
         self.scenario = scenario
         self.clips = clips
         self.progress = progress
@@ -98,7 +107,10 @@ class Conversation:
         nothing (fillers only) does not shift every later record onto the turn before it."""
         for record in records:
             stopped = record.user_stopped_at or time.time()
-            candidates = [t for t in self.turns if t.record is None and t.speech_end <= stopped + MATCH_SLACK]
+            # (a turn whose speech the session's end cut off has no speech_end: it was never heard)
+            candidates = [
+                t for t in self.turns if t.record is None and 0 < t.speech_end <= stopped + MATCH_SLACK
+            ]
             if not candidates:  # speech the scenario did not script as a turn (noise heard as words)
                 self.errors.append(f"unscripted user message recognized: {record.user_text!r}")
                 continue
@@ -113,23 +125,36 @@ class Conversation:
         turn.speech_end = self.clock.wall(end_tick) - audio.trailing_silence(pcm)
         return turn
 
-    async def _wait_reply_start(self, after: float, timeout: float = REPLY_START_TIMEOUT) -> PlayStart | None:
-        deadline = time.monotonic() + timeout
+    async def _wait_reply_start(self, after: float, timeout: float | None = None) -> PlayStart | None:
+        # a reply whose request failed for good is asked for again while the stage is ridden
+        # out (handler.resilience.decider), and a session whose stage is down ends the run: a
+        # failed request is no reason to stop waiting
+        deadline = time.monotonic() + (self.reply_timeout if timeout is None else timeout)
+        faults = ledger_of(self.session)
         while time.monotonic() < deadline:
             starts = [s for s in self.sink.play_starts if s.wall > after]
-            if starts:
+            # once the call is decided over, what plays is the apology, no reply: the session's
+            # close ends the run
+            if starts and (faults is None or not faults.ended):
                 return starts[0]
-            if self.failed_at > after and self.session.agent_state == "listening":
-                return None  # the reply failed for good (retries spent): the session goes on
             await asyncio.sleep(TICK)
         return None
+
+    def _reply_owed(self) -> bool:
+        """A failing stage is ridden out and the caller's last message has no reply yet: what
+        played was the hold line, and the answer is still to come (as a caller would, wait)."""
+        faults = ledger_of(self.session)
+        if faults is None or not faults.failing:
+            return False
+        messages = [i for i in self.session.history.items if getattr(i, "type", None) == "message"]
+        return bool(messages) and messages[-1].role == "user"
 
     async def _wait_quiet(self) -> None:
         """Until the agent has finished answering: not speaking or thinking, sink idle a while."""
         deadline = time.monotonic() + REPLY_END_TIMEOUT
         while time.monotonic() < deadline:
             busy = self.sink.speaking or self.session.agent_state in ("thinking", "speaking")
-            if not busy and time.monotonic() - self.sink.last_sound > SETTLE:
+            if not busy and time.monotonic() - self.sink.last_sound > SETTLE and not self._reply_owed():
                 return
             await asyncio.sleep(0.05)
         self.errors.append(f"agent still busy after {REPLY_END_TIMEOUT:.0f} s")
@@ -159,9 +184,7 @@ class Conversation:
                 if s.wall < turn.speech_end and (self.announced_at is None or s.wall < self.announced_at)
             ]
             turn.premature_cutoffs = len(early)
-            start = await self._wait_reply_start(
-                turn.speech_end, EARLY_REPLY_TIMEOUT if early else REPLY_START_TIMEOUT
-            )
+            start = await self._wait_reply_start(turn.speech_end, EARLY_REPLY_TIMEOUT if early else None)
             if start is None and early:
                 turn.notes.append(
                     f"cut off: the reply began {turn.speech_end - early[0].wall:.2f}s before the end"
@@ -176,7 +199,7 @@ class Conversation:
                 turn.notes.append("no reply: " + (self.errors[-1] if failed else "timed out"))
                 self.progress(
                     f"turn {turn.n}: no reply "
-                    + (f"({self.errors[-1]})" if failed else f"within {REPLY_START_TIMEOUT:.0f} s")
+                    + (f"({self.errors[-1]})" if failed else f"within {self.reply_timeout:.0f} s")
                 )
                 continue
             # every sound of this reply goes onto the input's timeline now, at its offset from
@@ -225,7 +248,9 @@ async def simulate(
         session, agent = build(plan, runtime)
         info = {"simulation": scenario.name, "source": source}
         with logcontext.bound(session=f"sim-{scenario.name}"):
-            convo = Conversation(session, scenario, clips, progress)
+            convo = Conversation(
+                session, scenario, clips, progress, max(REPLY_START_TIMEOUT, late_reply_bound(settings))
+            )
             await prewarm_settled(warming)
             async with observed(session, settings, registry, info) as tracker:
                 await session.start(agent=agent)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,8 @@ class Outcome:
     token (LLM), first audio (TTS)."""
     faults: StageFaults
     attempts: int
+    requests: list[int] = field(default_factory=list)
+    """STT: the failed attempts of each request that failed for good, in order."""
 
 
 def attempts(stage: str, srv: ProviderServer) -> int:
@@ -95,8 +97,11 @@ async def stage_request(
     pace: float = 0.0,
     base_url: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    ride_out: bool = False,
 ) -> Outcome:
-    """One request through `stage`; `pace` 1.0 feeds the STT's audio in real time (0: at once)."""
+    """One request through `stage`; `pace` 1.0 feeds the STT's audio in real time (0: at once).
+    The STT's request ends when it failed for good, or with `ride_out` only once it is answered
+    (the utterance as a session hears it, through every request and probe of a burst)."""
     chain = {f"{stage}.fallback": [cloudsim.CLOUD[stage], "local"]} if chained else {}
     settings = settings.with_overrides(
         {
@@ -118,6 +123,7 @@ async def stage_request(
     conn = fallback.session_conn_options(instance, runtime)
     clock = _Clock()
     answered, error = "", None
+    requests: list[int] = []
     try:
         async with asyncio.timeout(HANG):
             if stage == "llm":
@@ -125,7 +131,7 @@ async def stage_request(
             elif stage == "tts":
                 answered = await _speak(instance, conn, clock)
             else:
-                answered = await _recognize(instance, conn, pace, clock)
+                answered = await _recognize(instance, conn, pace, clock, requests, ride_out)
     except TimeoutError:
         raise AssertionError(f"{stage}: the request hung for {HANG} s") from None
     except Exception as e:
@@ -134,7 +140,9 @@ async def stage_request(
         elapsed = time.monotonic() - clock.start
         await instance.aclose()
     await asyncio.sleep(0.05)  # let the last error events land on the ledger
-    return Outcome(answered, error, elapsed, clock.first, ledger.totals()[stage], attempts(stage, srv))
+    return Outcome(
+        answered, error, elapsed, clock.first, ledger.totals()[stage], attempts(stage, srv), requests
+    )
 
 
 class _Clock:
@@ -170,7 +178,9 @@ async def _speak(instance: Any, conn: Any, clock: _Clock) -> str:
     return f"{seconds:.1f} s of audio" if seconds > 0 else ""
 
 
-async def _recognize(instance: Any, conn: Any, pace: float, clock: _Clock) -> str:
+async def _recognize(
+    instance: Any, conn: Any, pace: float, clock: _Clock, requests: list[int], ride_out: bool
+) -> str:
     recognition = instance.stream(conn_options=conn)
     frames = speech_frames()
 
@@ -180,15 +190,136 @@ async def _recognize(instance: Any, conn: Any, pace: float, clock: _Clock) -> st
             if pace:
                 await asyncio.sleep(frame.duration * pace)
 
-    feeding = asyncio.create_task(feed())
-    if pace:  # timed from the end of the user's speech (the last voiced frame), as time to first audio is
-        clock.start += (len(frames) * 0.01 - 1.0) * pace
-    try:
+    # a stage alone does not raise when a request failed for good: it reports it (an
+    # unrecoverable error event) and rides the failure out for the session's decider; here the
+    # request ends there
+    failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+    retried = [0]
+
+    def on_error(ev: Any) -> None:
+        if ev.recoverable:
+            retried[0] += 1
+            return
+        requests.append(retried[0] + 1)
+        retried[0] = 0
+        if not ride_out and not failed.done():
+            failed.set_result(ev.error)
+
+    async def transcript() -> str:
         async for ev in recognition:
             if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT and ev.alternatives[0].text.strip():
                 clock.output()
                 return ev.alternatives[0].text
         return ""
+
+    instance.on("error", on_error)
+    feeding = asyncio.create_task(feed())
+    hearing = asyncio.create_task(transcript())
+    if pace:  # timed from the end of the user's speech (the last voiced frame), as time to first audio is
+        clock.start += (len(frames) * 0.01 - 1.0) * pace
+    try:
+        await asyncio.wait({hearing, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if hearing.done():
+            return hearing.result()
+        raise failed.result()
     finally:
+        instance.off("error", on_error)
         feeding.cancel()
+        hearing.cancel()
         await recognition.aclose()
+
+
+# ------------------------------------------------------------------------------ a burst in a call
+
+BURSTS: dict[str, Callable[[], Fault]] = {
+    "429": lambda: Fault.rate_limited(0.3),
+    "500": lambda: Fault.http(500),
+    "503": lambda: Fault.http(503),
+    "slow": lambda: Fault.slow_first_byte(6.0),
+}
+"""What one failed request of a burst meets: an error status (429 with Retry-After), or a
+handshake / first byte held back for 6 s (past HTTP_TIMEOUT 2 s: each one a timeout)."""
+
+
+@dataclass
+class BurstCall:
+    """A simulated call (`handler.sim`) over the cloud fakes with a burst on one stage."""
+
+    report: Any
+    """The simulator's `Report`."""
+    elapsed: float
+    attempts: int
+    """Requests (STT: handshakes) the faulty provider saw during the call."""
+    burst_at: float | None
+    """Seconds into the call the burst began (None: never reached)."""
+    spoken: list[str]
+    """What the TTS was asked to say: the replies, and the apology if one was said."""
+    faulted: int
+    """Requests that met the burst's fault."""
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for t in self.report.turns if t.kind == "turn" and t.reply_text)
+
+
+async def burst_call(
+    stage: str,
+    fault: str,
+    count: int,
+    *,
+    mid_call: bool,
+    settings: Any,
+    registry: Any,
+    scenario: Any,
+) -> BurstCall:
+    """Run `scenario` over the cloud fakes; `count` consecutive requests of `stage` meet
+    `BURSTS[fault]` ("down": every request refused with 503 for the rest of the call; "none":
+    nothing happens), from the call's start or from the moment the first reply starts playing
+    (`mid_call`: once it has been synthesized; the provider also drops its open connections
+    then, as a failing service does)."""
+    from handler.sim import runner
+
+    async with cloudsim.running(settings, registry, scenario.recognizer_phrases()) as (cloud, fakes):
+        srv: ProviderServer = getattr(fakes, stage)
+        started = time.monotonic()
+        at: list[float] = []
+
+        def begin() -> None:
+            at.append(time.monotonic() - started)
+            if fault == "none":
+                return
+            if fault == "down":
+                srv.faults.push(*[Fault.http(503) for _ in range(1000)])
+            else:
+                srv.faults.push(*[BURSTS[fault]() for _ in range(count)])
+            if mid_call:
+                srv.drop_connections()
+
+        async def after_first_reply() -> None:
+            # once the first reply has been synthesized whole (its TTS context ended): the burst
+            # then meets the next requests, not the audio of a reply already on its way
+            for _ in range(600):
+                if fakes.tts.stats.events["finals"]:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # the client takes the context's end
+            begin()
+
+        waiting: list[asyncio.Task[None]] = []
+
+        def progress(line: str) -> None:
+            if mid_call and not waiting and line.startswith("turn 1:"):
+                waiting.append(asyncio.get_running_loop().create_task(after_first_reply()))
+
+        if not mid_call:
+            begin()
+        report, _ = await runner.simulate(cloud, registry, scenario, progress)
+        elapsed = time.monotonic() - started
+        return BurstCall(
+            report,
+            elapsed,
+            attempts(stage, srv),
+            at[0] if at else None,
+            fakes.tts.spoken(),
+            len(srv.faults.applied),
+        )

@@ -18,13 +18,14 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handler import redaction
+from handler import config_inputs, redaction
 from handler.hookspecs import STAGES
+from handler.nested import walk as _walk
 
 ENV_VAR = "ENV_FOR_DYNACONF"
 DEFAULT_ENV = "dev"
@@ -146,17 +147,6 @@ def _settings_files(root: Path, env: str) -> list[tuple[str, Path]]:
 def _layer_label(label: str, section: str, env: str) -> str:
     # an environment file's own section keeps the file's name alone ("environments/fast.toml")
     return label if section == env and label.endswith(f"environments/{env}.toml") else f"{label} [{section}]"
-
-
-def _walk(data: Mapping[str, Any], prefix: str = "", keep_empty: bool = False) -> Iterator[tuple[str, Any]]:
-    """Leaf keys as dotted paths; dict values are descended into (an empty one is a leaf when
-    `keep_empty`)."""
-    for k, v in data.items():
-        path = f"{prefix}{k}"
-        if isinstance(v, Mapping) and (v or not keep_empty):
-            yield from _walk(v, path + ".", keep_empty)
-        else:
-            yield path, v
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -456,9 +446,11 @@ def load(
                 own = {k: v for k, v in section.items() if not is_secret_name(k.upper())}
                 layers.append((".secrets.toml", _lower_keys(own)))
 
-    from handler import config_inputs  # what Dynaconf would crash on, refused as a user's mistake
-
-    config_inputs.readable_variables(real_env, dotenv)
+    # what Dynaconf would crash on, refused as the user's mistake: a variable nested too deeply
+    # for its recursive parser (before it parses them), a template that fails (as it merges)
+    if deep := config_inputs.too_deep(real_env, dotenv, PREFIX, _parse_env_value):
+        reason = "is nested too deeply to read (arrays or tables inside each other)"
+        raise ConfigError([Problem(name, MISSING, where, reason) for name, where in deep])
     # the environment's layers, lowest first: HANDLER_* variables from .env, then from the real
     # environment (which wins over .env)
     for name in sorted(set(dotenv) | set(real_env), key=lambda n: n in real_env):
@@ -467,9 +459,25 @@ def load(
             label = f"environment variable {name}" if name in real_env else f".env ({name})"
             layers.append((label, _nested(path, _parse_env_value(real_env.get(name, dotenv.get(name, ""))))))
 
-    merged, sources = config_inputs.evaluated(
-        lambda: _merge(layers, shown_last=schema), layers, real_env, dotenv
-    )
+    try:
+        merged, sources = _merge(layers, shown_last=schema)
+    except Exception as e:
+        lazy = config_inputs.templates(layers, real_env, dotenv, PREFIX)
+        if not lazy:
+            raise  # not a template of the user's: a bug, with its traceback
+        error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        raise ConfigError(
+            [
+                Problem(
+                    key,
+                    value,
+                    where,
+                    f"a {value.split()[0]} value Dynaconf could not evaluate ({error}); allowed: "
+                    "a template over settings that exist, or a plain value",
+                )
+                for key, value, where in lazy
+            ]
+        ) from None
     problems: list[Problem] = []
     for name, path in FLAT_KEYS.items():
         if name in real_env:

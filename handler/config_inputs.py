@@ -1,78 +1,59 @@
-"""Configuration inputs Dynaconf would crash on, refused as the user's mistakes (one message, exit
-status 2) before or while it merges: a `HANDLER_*` value nested too deeply for its recursive TOML
-parser, and a `@format`/`@jinja` value that fails to evaluate."""
+"""Configuration inputs Dynaconf would crash on, found so that configuration can refuse them as the
+user's mistakes (one message, exit status 2): a `HANDLER_*` value nested too deeply for its
+recursive TOML parser, and the `@format`/`@jinja` values, one of which failed to evaluate when a
+merge raised. It only finds them: handler/config.py words the problems (this module imports
+nothing of it, so the two do not import each other)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from handler.config import MISSING, PREFIX, ConfigError, Problem, _parse_env_value, _walk
-
-T = TypeVar("T")
+from handler.nested import walk
 
 TEMPLATE_MARKERS = ("@format", "@jinja")
 """Dynaconf's lazy values: evaluated by Dynaconf when the settings are merged."""
 
 
-def readable_variables(real_env: Mapping[str, str], dotenv: Mapping[str, str]) -> None:
-    """HANDLER_* values are TOML literals to Dynaconf, which parses them recursively: one nested
-    too deeply is refused here, by name, instead of ending in Dynaconf's RecursionError."""
-    problems = []
-    for name, value, label in [(n, v, f"environment variable {n}") for n, v in real_env.items()] + [
-        (n, v, f".env ({n})") for n, v in dotenv.items() if n not in real_env
-    ]:
-        if not name.startswith(PREFIX + "_"):
-            continue
+def _variables(
+    real_env: Mapping[str, str], dotenv: Mapping[str, str], prefix: str
+) -> list[tuple[str, str, str]]:
+    """(name, value, where) of the prefixed variables, the real environment's winning over .env's."""
+    found = [(n, v, f"environment variable {n}") for n, v in real_env.items()]
+    found += [(n, v, f".env ({n})") for n, v in dotenv.items() if n not in real_env]
+    return [(n, v, where) for n, v, where in found if n.startswith(prefix + "_")]
+
+
+def too_deep(
+    real_env: Mapping[str, str], dotenv: Mapping[str, str], prefix: str, parse: Callable[[str], Any]
+) -> list[tuple[str, str]]:
+    """(name, where) of each variable whose value `parse` (Dynaconf's TOML literal parser, which
+    recurses) cannot read without a RecursionError."""
+    deep = []
+    for name, value, where in _variables(real_env, dotenv, prefix):
         try:
-            _parse_env_value(value)
+            parse(value)
         except RecursionError:
-            problems.append(
-                Problem(
-                    name, MISSING, label, "is nested too deeply to read (arrays or tables inside each other)"
-                )
-            )
-    if problems:
-        raise ConfigError(problems)
+            deep.append((name, where))
+    return deep
 
 
-def evaluated(
-    merge: Callable[[], T],
+def templates(
     layers: list[tuple[str, dict[str, Any]]],
     real_env: Mapping[str, str],
     dotenv: Mapping[str, str],
-) -> T:
-    """The merged settings (`merge()`: Dynaconf evaluates lazy values as it merges). A
-    `@format`/`@jinja` value that fails to evaluate (a missing name, a syntax error, an error in the
-    template's own code) is the user's mistake: it is reported with the values that hold one, not
-    as Dynaconf's traceback."""
-    try:
-        return merge()
-    except Exception as e:
-        variables = [(n, v, f"environment variable {n}") for n, v in real_env.items()]
-        variables += [(n, v, f".env ({n})") for n, v in dotenv.items() if n not in real_env]
-        lazy = [
-            Problem(path, value, label, "")
-            for label, layer in layers
-            for path, value in _walk(layer)
-            if isinstance(value, str) and value.lstrip().startswith(TEMPLATE_MARKERS)
-        ] + [
-            Problem(name, value, label, "")
-            for name, value, label in variables
-            if name.startswith(PREFIX + "_") and value.lstrip().startswith(TEMPLATE_MARKERS)
-        ]
-        if not lazy:
-            raise  # not a template of the user's: a bug, with its traceback
-        error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        raise ConfigError(
-            [
-                Problem(
-                    p.key,
-                    p.value,
-                    p.source,
-                    f"a {p.value.split()[0]} value Dynaconf could not evaluate ({error}); allowed: "
-                    "a template over settings that exist, or a plain value",
-                )
-                for p in lazy
-            ]
-        ) from None
+    prefix: str,
+) -> list[tuple[str, str, str]]:
+    """(key, value, where) of every lazy value in the layers and the variables."""
+    found = [
+        (path, value, label)
+        for label, layer in layers
+        for path, value in walk(layer)
+        if isinstance(value, str) and value.lstrip().startswith(TEMPLATE_MARKERS)
+    ]
+    found += [
+        (name, value, where)
+        for name, value, where in _variables(real_env, dotenv, prefix)
+        if value.lstrip().startswith(TEMPLATE_MARKERS)
+    ]
+    return found

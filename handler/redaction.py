@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from handler.nested import walk
+
 REDACTED = "***"
 MIN_SECRET_LENGTH = 4
 """Shorter values are not replaced in text: "on" or "1" would blank half of every line."""
@@ -107,10 +109,8 @@ def has_url_credentials(value: str) -> bool:
 def setting_secrets(data: Mapping[str, Any], source: Any) -> list[str]:
     """Secret values held in settings: every value at a secret-named key or read from the secrets
     file (`source(path)` says where a value came from), and the credentials inside any URL."""
-    from handler.config import _walk  # config imports this module: its walk, once loaded
-
     out: list[str] = []
-    for path, value in _walk(data):
+    for path, value in walk(data):
         values = value if isinstance(value, list) else [value]
         for v in values:
             if not isinstance(v, str | int | float) or isinstance(v, bool):

@@ -429,7 +429,7 @@ class Registry:
     def preload_modules(self, settings: Settings) -> list[str]:
         """Modules a job imports to build its stages: every selected provider's (fallbacks
         included), its factory's module first. Importing them in the job, on its event loop at the
-        call's start, cost a call about 1-2 CPU seconds (benchmarks/job_profile.py); the worker
+        call's start, cost a call about 1-2 CPU seconds (measurements/job_profile.py); the worker
         has its forkserver import them once instead (`handler.pipeline.worker.make_server`)."""
         modules: list[str] = []
         for stage in STAGES:

@@ -36,7 +36,7 @@ OPTIONS = """\
 threshold = 0.1              # end-of-turn probability below which the user is mid-sentence: hold the turn
                              # up to max_endpointing_delay (0.5 held complete questions the model scored
                              # 0.16-0.30 for the whole hold; the pauses it does hear as unfinished score
-                             # 0.01-0.06: `python benchmarks/smart_turn.py corpus`, docs/turn-detection.md)
+                             # 0.01-0.06: `python measurements/smart_turn.py corpus`, docs/turn-detection.md)
 threads = 1                  # CPU threads one prediction uses (predictions of a process run one at a time;
                              # 2 gained nothing here)
 max_endpointing_delay = 2.0  # s this detector holds a turn the model calls unfinished, instead of [turn]'s

@@ -1,4 +1,4 @@
-"""The job profiler's attribution (benchmarks/job_profile.py) and the modules a worker preloads."""
+"""The job profiler's attribution (measurements/job_profile.py) and the modules a worker preloads."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def test_a_production_session_logs_one_line_per_turn_and_a_summary_with_the_repo
     assert summary["false_interruptions"] == s["false_interruptions"] == 1
     assert summary["false_interruptions_per_min"] == s["false_interruptions_per_min"] > 0
     assert summary["llm_tokens"] > 0 and summary["tts_characters"] > 0
-    # a regression guard only; benchmarks/log_volume.py measures the real figure (docs/measurements)
+    # a regression guard only; measurements/log_volume.py measures the real figure (docs/measurements)
     assert len(ours) / (s["duration_s"] / 60) < 40
     # and `logs analyze` reads the same numbers back from the log
     analyzed = analyze(["-"], stdin=io.BytesIO(out.stderr.encode()))

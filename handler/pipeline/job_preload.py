@@ -4,7 +4,7 @@ process inherits the result. The worker's main process imports it too, before it
 starts (livekit's worker builds the same TLS context as it connects).
 
 Seen in the loadtest's worker log ("event loop blocked for ... ms") and in
-benchmarks/job_profile.py: the TLS context livekit's shared HTTP session builds from the CA bundle
+measurements/job_profile.py: the TLS context livekit's shared HTTP session builds from the CA bundle
 (cached per process: ~40 ms idle, 400 ms on a loaded machine) and anyio's lazily imported socket
 modules (the OpenAI SDK's HTTP client, 250 ms). Fork-safe: imports and an SSL context, no thread,
 no event loop. A failure here is left to the first real use to report.

@@ -179,7 +179,7 @@ def preload_modules(plan: Plan | config.Settings, registry: Registry | None = No
     """Modules livekit's forkserver imports once, before it forks the job processes: ours and the
     plan's providers' (their SDKs, livekit plugins). Each job process otherwise imported them
     itself when its call started, on the call's event loop, about 1-2 CPU seconds a call
-    (benchmarks/job_profile.py); inherited, they cost nothing and their memory is shared. Bare
+    (measurements/job_profile.py); inherited, they cost nothing and their memory is shared. Bare
     settings (with a registry, or none: ours only) are accepted for tests written before the plan."""
     resolved = plan if isinstance(plan, Plan) else plans.resolve(plan, registry) if registry else None
     return [*JOB_MODULES, *(resolved.preload_modules() if resolved is not None else [])]

@@ -66,7 +66,7 @@ def late_silence(frame: rtc.AudioFrame, due: float, now: float) -> bool:
 
     An AudioSource sends 10 ms every 10 ms from what it holds and fills a gap with silence, so a
     frame handed over late (the caller's loop was busy) puts everything after it that much behind
-    its tick for good (`benchmarks/room_oneway.py --stall 80`: 131 ms one way instead of 59), and
+    its tick for good (`measurements/room_oneway.py --stall 80`: 131 ms one way instead of 59), and
     the report would count that as the room's. Dropping late silence puts the track back on the
     clock before the next sound; speech is never dropped."""
     return now - due > TICK and not np.frombuffer(frame.data, np.int16).any()

@@ -1,7 +1,7 @@
 """Where a process's CPU goes: per thread (from /proc, native threads included) and, for its Python
 threads, per function and per cost category (from py-spy's sampled stacks).
 
-`benchmarks/job_profile.py` runs calls against a worker and uses both on every job process (and on
+`measurements/job_profile.py` runs calls against a worker and uses both on every job process (and on
 the callers' process); the pieces here are plain functions over /proc and py-spy's `raw` output
 (one collapsed stack a line: `frame;frame;... count`, a frame `function (file:line)`), so the
 attribution is tested without a worker.

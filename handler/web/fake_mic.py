@@ -1,7 +1,7 @@
 """A scenario's questions as one WAV for a browser's fake microphone (Chromium's
 `--use-file-for-fake-audio-capture`, which plays the file in a loop): silence, then each turn's
 utterance followed by `gap` seconds of silence for the agent to answer in. Used by the browser tests
-and benchmarks/web_ttfa.py; 16-bit PCM, 16 kHz mono (what the flag reads)."""
+and measurements/web_ttfa.py; 16-bit PCM, 16 kHz mono (what the flag reads)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Headless Chromium for the browser tests and benchmarks/web_ttfa.py: Debian's `chromium` and
+"""Headless Chromium for the browser tests and measurements/web_ttfa.py: Debian's `chromium` and
 `chromium-driver` (apt-get install -y chromium chromium-driver), driven by Selenium (the dev
 extra). No browser is downloaded. Its microphone is a WAV file (handler/web/fake_mic.py), the
 permission prompt is accepted, and audio plays without a user gesture."""

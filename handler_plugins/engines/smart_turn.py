@@ -41,7 +41,7 @@ WINDOW = 8 * SAMPLE_RATE
 """The model hears the last 8 s (shorter audio is zero-padded in front, as in training)."""
 PREDICTION_TIMEOUT = 1.0
 """s livekit waits for a prediction before it commits on `min_endpointing_delay` without one
-(a prediction takes 40-140 ms here, `bench` and `benchmarks/smart_turn.py`; the rest is headroom
+(a prediction takes 40-140 ms here, `bench` and `measurements/smart_turn.py`; the rest is headroom
 for a busy machine)."""
 LANGUAGES = frozenset(
     {"ar", "bn", "zh", "da", "nl", "de", "en", "fi", "fr", "hi", "id", "it", "ja", "ko", "mr", "no", "nb"}
@@ -64,7 +64,7 @@ def bound_blas_threads() -> None:
     """numpy's OpenBLAS runs the feature extractor's mel projection (an 80x201 by 201x801 matrix
     product) on as many threads as there are cores, and its idle worker spins for a while after
     each product, taking the core the ONNX thread needs next. On this 2-core machine under load
-    that doubled a prediction (`python benchmarks/smart_turn.py inference`: blas threads 2 against
+    that doubled a prediction (`python measurements/smart_turn.py inference`: blas threads 2 against
     1); one BLAS thread for the job process keeps a prediction on the `threads` ONNX asked for.
     Process-wide on purpose: a job process has no BLAS work that is worth a second core."""
     from threadpoolctl import threadpool_limits

@@ -1,5 +1,5 @@
 """Call records in the stored shape (schema 1, docs/records.md), made up in bulk: what the Calls
-pages' tests and benchmarks/web_pages.py fill a store with. Deterministic for a seed."""
+pages' tests and measurements/web_pages.py fill a store with. Deterministic for a seed."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A user who pauses mid-sentence ("my order number is, um, ... four two seven"), as a simulate
 scenario: both parts spoken by espeak-ng, a silent gap of exactly `gap` seconds between their
 voiced sounds, written as one WAV turn, then a complete question. Used by the smart-turn tests
-and `benchmarks/smart_turn.py`.
+and `measurements/smart_turn.py`.
 
 The filler matters: espeak-ng ends a bare "my order number is" with a sentence's falling pitch,
 which an end-of-turn model that listens to prosody (Smart Turn v3) takes as finished; "um" at

@@ -4,7 +4,7 @@ injects a fault: what the fault costs and whether the request was answered.
 `fallback.build` gives the real livekit plugin behind the resilience layer (and a
 FallbackAdapter over [cloud, local] when chained); the request is a chat (LLM), a streamed
 synthesis (TTS) or one recognized utterance (STT). Used by tests/test_fault_matrix.py and
-benchmarks/faults.py.
+measurements/faults.py.
 """
 
 from __future__ import annotations

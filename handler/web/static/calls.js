@@ -94,7 +94,7 @@ async function load() {
       parts.push(table(doc), pager(doc));
     }
     document.getElementById("main").replaceChildren(...parts);
-    window.callsListMs = performance.now() - t0; // what benchmarks/web_ttfa.py reads
+    window.callsListMs = performance.now() - t0; // what measurements/web_ttfa.py reads
   } catch (e) {
     showFailure(e);
   }

@@ -1,6 +1,6 @@
 """A worker through hundreds of calls in a row: does anything grow, does anything slow down?
 
-    python benchmarks/long_run.py [--calls 500] [--at-once 4] [--env production]
+    python measurements/long_run.py [--calls 500] [--at-once 4] [--env production]
                                   [--executor process|thread] [--sample-every 30] [--block 50] [--json]
 
 Sets up what `loadtest` sets up with no LIVEKIT_URL (a livekit-server on 127.0.0.1, one worker

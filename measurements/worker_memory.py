@@ -1,7 +1,7 @@
 """What an idle worker holds in memory: the base a pod's memory request is sized from
 (deploy/k8s; a call adds about its job process's USS, which `loadtest` reports).
 
-    python benchmarks/worker_memory.py [--env production] [--idle 2]
+    python measurements/worker_memory.py [--env production] [--idle 2]
 
 Starts a livekit-server on 127.0.0.1 and `python -m handler start` registered with it (planted
 provider keys: no call is made), waits until the idle job processes have done their prewarm

@@ -1,6 +1,6 @@
 """Pre-warm benchmark: time to first audio on a session's first turn against its later turns.
 
-    python benchmarks/prewarm.py [--env production] [--turns 4] [--sessions 1]
+    python measurements/prewarm.py [--env production] [--turns 4] [--sessions 1]
 
 The cloud stack (soniox, openai, elevenlabs plugins, unmodified) runs whole conversations through
 `simulate` against the local provider servers (`handler.sim.cloudsim`), where every new connection

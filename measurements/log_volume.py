@@ -1,6 +1,6 @@
 """Log lines per minute of conversation, per environment, on the same simulated conversation.
 
-    python benchmarks/log_volume.py [SCENARIO] [--envs dev,fast,stable,production]
+    python measurements/log_volume.py [SCENARIO] [--envs dev,fast,stable,production]
 
 Runs `python -m handler simulate SCENARIO --env E --offline` for each environment (the same
 offline STT, LLM and TTS, each environment's own logging policy) and counts the log lines it wrote

@@ -1,6 +1,6 @@
 """What each provider fault costs a caller, and the bound that holds.
 
-    python benchmarks/faults.py [--timeout 2] [--max-retries 2] [--stage stt --stage llm ...] [--only calls]
+    python measurements/faults.py [--timeout 2] [--max-retries 2] [--stage stt --stage llm ...] [--only calls]
 
 One request per stage (a recognized utterance, a chat reply, a streamed synthesis), built as a
 session builds it (`support.stage_faults`: the real livekit plugins behind the resilience
@@ -103,7 +103,7 @@ async def run_calls(args: argparse.Namespace, overrides: dict[str, Any]) -> bool
     """The burst rows: one simulated `qa` call per row (a minute or so per stage)."""
     from handler.sim import scenario
 
-    settings, registry = cloudsim.load_checked("production", overrides, "benchmarks/faults.py")
+    settings, registry = cloudsim.load_checked("production", overrides, "measurements/faults.py")
     sc = scenario.load(scenario.resolve("qa"))
     r = settings.section("resilience")
     print(f"\nbursts in a call (scenario qa, {len(sc.turns)} turns, HTTP_TIMEOUT {args.timeout:g} s)")

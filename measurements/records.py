@@ -1,7 +1,7 @@
 """Call-record benchmark: the `postgres` sink's throughput and cost, and what records cost the
 event loop of a session.
 
-    python benchmarks/records.py [--records 2000] [--writers 8]
+    python measurements/records.py [--records 2000] [--writers 8]
 
 A throwaway PostgreSQL (Debian's server, `tests/support/postgres.py`) on 127.0.0.1. Three parts:
 

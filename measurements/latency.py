@@ -1,6 +1,6 @@
 """Where the time to first audio goes, per environment, on the same conversation.
 
-    python benchmarks/latency.py [SCENARIO] [--envs dev,fast,stable,production]
+    python measurements/latency.py [SCENARIO] [--envs dev,fast,stable,production]
 
 Runs `python -m handler simulate SCENARIO --env E --offline --json` for each environment (the
 offline STT, LLM and TTS with that environment's turn handling), then prints time to first audio

@@ -1,6 +1,6 @@
 """Import cycles among the project's own modules (handler, handler_plugins), read from the source.
 
-    python benchmarks/import_cycles.py [--all]
+    python measurements/import_cycles.py [--all]
 
 Every `import` counts, at module level or inside a function (a deferred import still ties the two
 modules together), except those under `if TYPE_CHECKING:` (type-only: never run). Prints each cycle

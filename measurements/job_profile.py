@@ -1,7 +1,7 @@
 """Where a call's CPU goes: the worker's job processes (and the callers) under load, per thread and
 per cost category.
 
-    python benchmarks/job_profile.py [SCENARIO] [--calls 4] [--env production] [--frame-ms 10]
+    python measurements/job_profile.py [SCENARIO] [--calls 4] [--env production] [--frame-ms 10]
                                      [--rate 100] [--top 15] [--no-py-spy] [--json]
 
 Sets up what `loadtest` sets up with no LIVEKIT_URL (a livekit-server on 127.0.0.1, one worker,

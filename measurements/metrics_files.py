@@ -1,7 +1,7 @@
 """The Prometheus multiprocess directory over many calls: files, disk and scrape time, with the
 worker's folding of dead job processes' files (handler/observe/metrics_files.py) and without.
 
-    python benchmarks/metrics_files.py [--calls 200] [--at-once 4] [--turns 5]
+    python measurements/metrics_files.py [--calls 200] [--at-once 4] [--turns 5]
 
 Each call is a real process that records its turns through the `metrics` plugin (the histograms
 and counters a job process writes) and a livekit-style `livesum` gauge, then exits, as a job

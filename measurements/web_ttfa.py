@@ -1,7 +1,7 @@
 """The web app's numbers: the browser path's time to first audio next to the worker's and `call`'s
 for the same scenario, the Talk page's load time, and the Calls page over 10,000 stored calls.
 
-    PYTHONPATH=$PWD python benchmarks/web_ttfa.py [--scenario qa] [--calls 10000]
+    PYTHONPATH=$PWD python measurements/web_ttfa.py [--scenario qa] [--calls 10000]
 
 Needs livekit-server (python -m handler.fakes.livekit_server install), the LiveKit JS client
 (python -m handler.web.assets install) and Chromium (apt-get install -y chromium chromium-driver).

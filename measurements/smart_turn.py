@@ -1,12 +1,12 @@
 """Smart Turn v3 on this machine: the model's own inference time, and what it changes for a user
 who pauses mid-sentence.
 
-    python benchmarks/smart_turn.py inference [--runs 60] [--threads 1,2]
-    python benchmarks/smart_turn.py options [--rounds 10]
-    python benchmarks/smart_turn.py corpus
-    python benchmarks/smart_turn.py cutoffs [--envs fast,production] [--gaps 1.5] [--voices en-us]
+    python measurements/smart_turn.py inference [--runs 60] [--threads 1,2]
+    python measurements/smart_turn.py options [--rounds 10]
+    python measurements/smart_turn.py corpus
+    python measurements/smart_turn.py cutoffs [--envs fast,production] [--gaps 1.5] [--voices en-us]
                                             [--rest TEXT]
-    python benchmarks/smart_turn.py complete [--envs fast,production] [--scenario qa]
+    python measurements/smart_turn.py complete [--envs fast,production] [--scenario qa]
 
 `inference`: one prediction as the detector makes it (Whisper features of the last 8 s, then the
 ONNX model), timed `--runs` times per thread count over espeak-ng clips of complete and unfinished

@@ -1,6 +1,6 @@
 """How far a setting travels from the loaded configuration to the livekit objects of a session.
 
-    python benchmarks/setting_path.py [--env production]
+    python measurements/setting_path.py [--env production]
 
 Loads and checks the environment, then builds a job's session exactly as the worker's entrypoint
 does (the runtime, the pre-warm, the session), for the cloud stack against no server (nothing

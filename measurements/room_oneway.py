@@ -1,7 +1,7 @@
 """One-way audio latency through a livekit-server on 127.0.0.1, by publish option: what the room
 adds to each direction of a call, with no agent in the way.
 
-    python benchmarks/room_oneway.py [--onsets 10] [--stall MS] [--drop-late-silence]
+    python measurements/room_oneway.py [--onsets 10] [--stall MS] [--drop-late-silence]
 
 Two participants in one room: A publishes a microphone track as `call` does (16 kHz, 10 ms frames
 at real-time pace, `rtc.AudioSource(queue_size_ms=100)`), a 0.3 s tone every 1.2 s; B hears it as

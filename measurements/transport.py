@@ -1,7 +1,7 @@
 """What the room costs: the same conversation room-less (`simulate`) and through a real LiveKit room
 (`call` against `python -m handler start`), side by side.
 
-    python benchmarks/transport.py [SCENARIO] [--env dev] [--runs 2]
+    python measurements/transport.py [SCENARIO] [--env dev] [--runs 2]
 
 Starts a livekit-server on 127.0.0.1 (installing it first if needed: see
 `python -m handler.fakes.livekit_server install`) and a worker, then runs the scenario `--runs`

@@ -61,7 +61,9 @@ def tests(session: nox.Session) -> None:
     _web_assets(session)
     # Four pytest-xdist workers: most of the suite's time is conversations played at real-time
     # pace, which wait far more than they compute (each worker has its own livekit-server). With
-    # another process keeping a core busy, one `nox` took 416 s on four workers, 452 s on three.
+    # another process keeping a core busy, the tests took 416 s on four workers, 452 s on three
+    # (2026-11); with the records, browser, burst and outage tests, 865 tests took 859 s on four
+    # (2026-12-07).
     # `worksteal`: the slow real-room tests come first (tests/conftest.py), and xdist's default
     # `load` hands each worker a contiguous first chunk, so one worker got all of them and ran
     # alone for minutes at the end; an idle worker now takes tests from a busy one's queue.

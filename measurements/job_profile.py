@@ -2,7 +2,8 @@
 per cost category.
 
     python measurements/job_profile.py [SCENARIO] [--calls 4] [--env production] [--frame-ms 10]
-                                     [--rate 100] [--top 15] [--no-py-spy] [--json]
+                                     [--executor process|thread] [--rate 100] [--top 15]
+                                     [--no-py-spy] [--json]
 
 Sets up what `loadtest` sets up with no LIVEKIT_URL (a livekit-server on 127.0.0.1, one worker,
 the provider servers in load mode), runs `--calls` calls at once, and meanwhile:
@@ -52,10 +53,13 @@ def job_processes(worker: psutil.Process) -> list[psutil.Process]:
 
 
 class Watcher:
-    """Polls the worker's tree: starts py-spy on each new job process, samples thread CPU."""
+    """Polls the worker's tree: starts py-spy on each new job process (with the thread executor: on
+    the worker itself, where the calls run), samples thread CPU."""
 
-    def __init__(self, worker: psutil.Process, out: Path, rate: int, spy: str | None) -> None:
-        self.worker, self.out, self.rate, self.spy = worker, out, rate, spy
+    def __init__(
+        self, worker: psutil.Process, out: Path, rate: int, spy: str | None, threads: bool = False
+    ) -> None:
+        self.worker, self.out, self.rate, self.spy, self.threads = worker, out, rate, spy, threads
         self.meter = cp.ThreadMeter()
         self.jobs: set[int] = set()
         self.spies: dict[int, cp.PySpy] = {}
@@ -74,7 +78,7 @@ class Watcher:
         self._thread.start()
 
     def _poll(self) -> None:
-        for p in job_processes(self.worker):
+        for p in [self.worker] if self.threads else job_processes(self.worker):
             if p.pid not in self.jobs:
                 self.jobs.add(p.pid)
                 if self.spy:
@@ -110,7 +114,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     registry = Registry.load()
     scenario, _ = conversation_input(args.scenario, None, registry, "job_profile")
     clips = await make_clips(scenario, registry, settings)
-    overrides = {"room.input_frame_ms": args.frame_ms} if args.frame_ms else {}
+    overrides: dict[str, Any] = {"worker.job_executor": args.executor}
+    if args.frame_ms:
+        overrides["room.input_frame_ms"] = args.frame_ms
     spy = None if args.no_py_spy else cp.py_spy()
     if not args.no_py_spy and spy is None:
         raise SystemExit("job_profile: py-spy not found (pip install py-spy, or --no-py-spy)")
@@ -122,7 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             assert meter.worker is not None, "job_profile needs a local worker: unset LIVEKIT_URL"
             await asyncio.sleep(3)  # the idle job processes finish their prewarm
-            watcher = Watcher(meter.worker, Path(tmp), args.rate, spy)
+            watcher = Watcher(meter.worker, Path(tmp), args.rate, spy, args.executor == "thread")
             watcher.start()
             level = lt.Level(concurrency=args.calls, calls=args.calls)
             t0 = time.monotonic()
@@ -155,6 +161,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scenario": scenario.name,
         "env": settings.env,
         "input_frame_ms": args.frame_ms or settings.get("room.input_frame_ms"),
+        "executor": args.executor,
         "calls": args.calls,
         "completed": level.completed,
         "failed": level.failed,
@@ -193,20 +200,26 @@ def render(r: dict[str, Any]) -> str:
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f}"  # noqa: E731
     lines = [
         f"{r['calls']} call(s) at once, scenario {r['scenario']}, env {r['env']}, room.input_frame_ms "
-        f"{r['input_frame_ms']}: {r['completed']} ok, {r['failed']} failed, ttfa p50 {ms(r['ttfa_p50'])} "
+        f"{r['input_frame_ms']}, {r['executor']} executor: {r['completed']} ok, {r['failed']} failed, "
+        f"ttfa p50 {ms(r['ttfa_p50'])} "
         f"p95 {ms(r['ttfa_p95'])} ms; {r['call_seconds']} call-seconds in {r['wall_seconds']} s",
         *[f"  failed: {f}" for f in r["failures"][:3]],
         f"worker tree (loadtest's measure): {r['worker_tree_cores_per_call']:.3f} cores per call",
         "",
-        f"job processes ({r['job_processes']}), CPU by thread, cores per call "
-        f"(total {sum(r['job_threads_cores_per_call'].values()):.3f}):",
+        (
+            "the worker's process (the calls are its threads)"
+            if r["executor"] == "thread"
+            else f"job processes ({r['job_processes']})"
+        )
+        + f", CPU by thread, cores per call (total {sum(r['job_threads_cores_per_call'].values()):.3f}):",
     ]
     lines += _rows(r["job_threads_cores_per_call"], 8)
-    lines.append(
-        "  an idle job process had spent "
-        + ", ".join(f"{v:.2f}" for v in r["idle_job_process_cpu_s"])
-        + " CPU s before its call (start, imports, prewarm): every call takes a new process"
-    )
+    if r["executor"] == "process":
+        lines.append(
+            "  an idle job process had spent "
+            + ", ".join(f"{v:.2f}" for v in r["idle_job_process_cpu_s"])
+            + " CPU s before its call (start, imports, prewarm): every call takes a new process"
+        )
     lines.append(
         f"callers (this process: {r['calls']} rtc.Rooms, the scenario publishers, the load-mode providers' "
         f"thread), cores per call (total {sum(r['callers_threads_cores_per_call'].values()):.3f}):"
@@ -258,6 +271,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=4, help="calls at once")
     ap.add_argument("--env", default="production")
     ap.add_argument("--frame-ms", type=int, default=0, help="override room.input_frame_ms (10, 20, ...)")
+    ap.add_argument("--executor", choices=("process", "thread"), default="process", help="job executor")
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-py-spy", action="store_true", help="thread CPU only")

@@ -84,6 +84,28 @@ TOUCH_POINTS = (
     ),
 )
 
+BEHAVIOUR = (
+    TouchPoint(
+        "livekit.agents.worker: 'failed to connect to livekit, retrying' and the wait min(2 n, 10) s",
+        "handler.pipeline.reconnect turns worker.reconnect_give_up into max_retry from that schedule and "
+        "folds those lines into one a minute (RETRY_MESSAGE, retry_delay)",
+    ),
+    TouchPoint(
+        "livekit::rtc_engine's reconnect lines at ERROR ('resuming connection', 'restarting connection', "
+        "'failed to reconnect to the livekit')",
+        "handler.pipeline.reconnect.RTC_ENGINE_ATTEMPTS lowers them to WARNING; the lost room is said once",
+    ),
+    TouchPoint(
+        "livekit.agents.ipc.job_proc_lazy_main's SIGINT/SIGTERM guard runs at import, in the forkserver "
+        "only; the forkserver keeps SIG_IGN set by its preloads",
+        "handler.pipeline.job_signals makes the forkserver and its jobs ignore a stop signal to the "
+        "process group (tests/test_room.py's process-group stop test shows it)",
+    ),
+)
+"""What voice-handler relies on in livekit's behaviour rather than its names: log texts and timing
+that a release may change without renaming anything. Listed with the touch points when the
+installed release is outside CHECKED; the tests named beside each are the ones that would notice."""
+
 
 def _release(version: str) -> tuple[int, ...]:
     parts = []
@@ -102,6 +124,8 @@ def problems(version: str | None = None) -> list[str]:
         return []
     lines = [f"livekit-agents {version} is outside the checked range >={low},<{high}; re-read these:"]
     lines += [f"  {point.name}: {point.why}" for point in TOUCH_POINTS]
+    lines.append("and what it relies on in livekit's behaviour:")
+    lines += [f"  {point.name}: {point.why}" for point in BEHAVIOUR]
     return lines
 
 

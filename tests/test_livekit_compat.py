@@ -5,7 +5,9 @@ so does a private name reached from anywhere else."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
+import re
 from functools import cache
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import livekit
 import livekit.agents
 
 from handler import livekit_compat
+from handler.pipeline import reconnect
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = [p for d in ("handler", "handler_plugins") for p in sorted((ROOT / d).rglob("*.py"))]
@@ -120,10 +123,34 @@ def test_the_installed_livekit_agents_is_one_the_touch_points_were_checked_again
 def test_a_release_outside_the_checked_range_lists_every_touch_point() -> None:
     lines = livekit_compat.problems("1.9.0")
     assert "1.9.0 is outside the checked range >=1.8.9,<1.9" in lines[0]
-    assert len(lines) == 1 + len(livekit_compat.TOUCH_POINTS)
+    assert len(lines) == 1 + len(livekit_compat.TOUCH_POINTS) + 1 + len(livekit_compat.BEHAVIOUR)
     assert any("_run_worker" in line for line in lines)
     assert livekit_compat.problems("1.8.8") != []
     assert livekit_compat.problems("1.8.10") == []
+
+
+def origin(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin)
+
+
+def test_the_livekit_behaviour_we_rely_on_is_still_in_the_installed_release() -> None:
+    """The texts and the schedule in livekit_compat.BEHAVIOUR, read from the installed sources and
+    the native library: a release that changes them fails here, not in a production outage."""
+    worker = origin("livekit.agents.worker").read_text()
+    assert f'f"{reconnect.RETRY_MESSAGE} in {{retry_delay}}s"' in worker
+    schedule = re.search(r"retry_delay = min\(retry_count \* (\d+), (\d+)\)", worker)
+    assert schedule is not None, "livekit's reconnect wait is no longer min(n * a, b)"
+    a, b = int(schedule[1]), int(schedule[2])
+    assert [reconnect.retry_delay(n) for n in range(8)] == [float(min(n * a, b)) for n in range(8)]
+
+    native = (origin("livekit.rtc").parent / "resources" / "liblivekit_ffi.so").read_bytes()
+    for text in reconnect.RTC_ENGINE_ATTEMPTS:
+        assert text.encode() in native, f"livekit's native client no longer logs {text!r}"
+
+    guard = origin("livekit.agents.ipc.job_proc_lazy_main").read_text()
+    assert "signal.signal(signal.SIGTERM, signal.SIG_IGN)" in guard
 
 
 def test_no_private_livekit_name_is_reached_outside_the_compat_module() -> None:

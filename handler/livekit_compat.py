@@ -216,7 +216,7 @@ def own_stream_events_only(stream: Any) -> None:
 
 
 @cache
-def soniox_one_connection_stt(finalize_message: str, closed: type[Exception]) -> Any:
+def soniox_one_connection_stt(finalize_message: str, closed: Callable[..., Exception]) -> Any:
     """livekit's Soniox STT class whose stream is one connection, and which answers livekit's flush.
 
     - `_connect_ws`: where the plugin reconnects by itself when the provider closes the socket

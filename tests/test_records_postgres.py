@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from support import call_records
 from support import postgres as postgres_server
 from support.postgres import PostgresServer
 
@@ -80,7 +81,10 @@ def test_migrate_is_idempotent_and_calls_reads_postgres_as_it_reads_sqlite(
     (root / "settings.toml").write_text('[default.records]\nsinks = ["sqlite", "postgres"]\n')
     first = cli("calls", "migrate", cwd=root)
     assert first.returncode == 0, first.stderr
-    assert "applied 1 (calls table), 2 (index on start time)" in first.stdout
+    assert (
+        "applied 1 (calls table), 2 (index on start time), 3 (index on environment and start time)"
+        in first.stdout
+    )
     again = cli("calls", "migrate", cwd=root)
     assert again.returncode == 0 and again.stdout.count("nothing to do") == 2, again.stdout
     settings, registry = load()
@@ -99,6 +103,41 @@ def test_migrate_is_idempotent_and_calls_reads_postgres_as_it_reads_sqlite(
     assert stats["calls"] == 3 and stats["turns"] == 6
     shown = cli("calls", "show", docs[0]["id"], "--store", "postgres", cwd=root)
     assert shown.returncode == 0 and "turn 2" in shown.stdout
+
+
+def test_the_web_list_reads_postgres_as_it_reads_sqlite(tmp_path: Path, database: PostgresServer) -> None:
+    """The store's public reads (a page with every filter, the filters' values, a window's state)
+    give the same answers from both stores: the faults filter is a JSON query, different in each."""
+    from handler.web.calls import CallsReader, Filters
+    from handler_plugins.records_postgres import PostgresStore
+    from handler_plugins.records_sqlite import SqliteStore
+
+    now = 1_796_000_000.0
+    calls = call_records.many(120, now, 3 * 86400, seed=5)
+    stores = [
+        SqliteStore(tmp_path / "calls.db"),
+        PostgresStore(database.dsn, pool_min=1, pool_max=2, timeout=5),
+    ]
+    try:
+        readers = []
+        for store in stores:
+            call_records.fill(store, calls)
+            readers.append(CallsReader(store))
+        for filters in (
+            Filters(),
+            Filters(faults=True),
+            Filters(env="production", since="24h"),
+            Filters(end_reason="caller_left", faults=True),
+        ):
+            sqlite, postgres = (r.page(filters, 2, 20, now=now) for r in readers)
+            assert postgres == sqlite and sqlite["total"] > 0, filters
+        assert readers[1].choices() == readers[0].choices()
+        assert stores[1].window(now - 86400, "production") == stores[0].window(now - 86400, "production")
+        faulty = readers[1].page(Filters(faults=True), 1, 200, now=now)
+        assert faulty["total"] == sum(bool(c["faults"]) for c in calls) > 0
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_the_dsn_is_never_printed_when_the_store_cannot_be_reached(

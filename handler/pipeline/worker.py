@@ -134,7 +134,7 @@ class RoomWatch:
             self.down_since = None
 
         def disconnected(reason: Any = None) -> None:
-            name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)
+            name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)  # type: ignore[arg-type]
             if name in ROOM_LOST:
                 self.lost_reason = name
 

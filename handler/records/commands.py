@@ -25,7 +25,6 @@ app = typer.Typer(
 )
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-READABLE = ("sqlite", "postgres")
 
 SinceOption = Annotated[
     str | None, typer.Option("--since", help="Only calls started within this long: 90s, 30m, 1h, 7d, 2w.")
@@ -85,7 +84,7 @@ def _stores(store: str | None, *, all_listed: bool = False) -> list[Any]:
     """The store(s) to read: `--store`, else the first readable sink listed (all of them with
     `all_listed`), else sqlite."""
     from handler.plan import load
-    from handler.records.sinks import Store
+    from handler.records.sinks import READABLE, Store
 
     plan = load()
     settings, registry = plan.settings, plan.registry

@@ -39,10 +39,31 @@ class Store(Protocol):
     def record(self, record_id: str) -> dict[str, Any] | None:
         """One record by its id or a unique prefix of it (None when there is none)."""
 
+    def page(
+        self,
+        *,
+        equal: Mapping[str, str] | None = None,
+        since: float | None = None,
+        faults: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """How many records match, and `limit` of them from `offset`, newest first (the web list)."""
+
+    def distinct(self) -> dict[str, list[str]]:
+        """The values present of each column a page can be filtered on."""
+
+    def window(self, since: float, env: str | None = None) -> tuple[int, float | None]:
+        """How many records started at or after `since`, and the newest one's start."""
+
     def prune(self, before: float) -> int:
         """Delete records that started before `before` (epoch s); returns how many."""
 
     def close(self) -> None: ...
+
+
+READABLE = ("sqlite", "postgres")
+"""The built-in sinks that are stores: the `calls` command and the web pages read from them."""
 
 
 class SinkConfigError(Exception):

@@ -34,6 +34,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         )""",
     ),
     (2, "index on start time", "CREATE INDEX IF NOT EXISTS calls_started_at ON calls (started_at)"),
+    (
+        3,
+        "index on environment and start time",
+        "CREATE INDEX IF NOT EXISTS calls_env_started_at ON calls (env, started_at)",
+    ),
 )
 """(version, what, statement): applied in order, each once; `{json}` is the store's JSON type."""
 
@@ -74,13 +79,20 @@ INSERT = (
 )
 
 
+FILTERED = ("env", "end_reason", "source")
+"""The columns a page of calls can be filtered on by value (and `distinct` lists the values of)."""
+
+
 class SqlStore:
-    """A store over a DB-API connection factory. Subclasses set `json_type`, `placeholder`, and
-    implement `_connect` and `_lock_migrations` (PostgreSQL serializes two workers' migrations)."""
+    """A store over a DB-API connection factory. Subclasses set `json_type`, `placeholder`,
+    `with_faults`, and implement `_connect` and `_lock_migrations` (PostgreSQL serializes two
+    workers' migrations)."""
 
     name = "sql"
     json_type = "TEXT"
     placeholder = "%s"
+    with_faults = "json_extract(record, '$.faults') <> '{}'"
+    """SQL true for a call with a fault: its totals are only in the record (a JSON query, a scan)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -145,7 +157,8 @@ class SqlStore:
         self, *, since: float | None = None, env: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         self._ensure_schema()
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if since is not None:
             where.append("started_at >= %s")
             params.append(since)
@@ -160,6 +173,73 @@ class SqlStore:
             return cur.fetchall()
 
         return [self._decode(r[0]) for r in self._run(work)]
+
+    def page(
+        self,
+        *,
+        equal: Mapping[str, str] | None = None,
+        since: float | None = None,
+        faults: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """How many calls match, and `limit` of them from `offset`, newest first: those whose
+        FILTERED columns equal `equal`'s values, started at or after `since`, with a fault if
+        `faults`."""
+        self._ensure_schema()
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (equal or {}).items():
+            if column not in FILTERED:
+                raise ValueError(f"calls cannot be filtered on {column!r}: one of {', '.join(FILTERED)}")
+            where.append(f"{column} = %s")
+            params.append(value)
+        if since is not None:
+            where.append("started_at >= %s")
+            params.append(since)
+        if faults:
+            where.append(self.with_faults)
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        page = f" ORDER BY started_at DESC LIMIT {int(limit)} OFFSET {int(offset)}"
+
+        def work(cur: Any) -> tuple[int, list[Any]]:
+            cur.execute(self._sql("SELECT count(*) FROM calls" + clause), params)
+            total = cur.fetchone()[0]
+            cur.execute(self._sql("SELECT record FROM calls" + clause + page), params)
+            return total, cur.fetchall()
+
+        total, rows = self._run(work)
+        return total, [self._decode(r[0]) for r in rows]
+
+    def distinct(self) -> dict[str, list[str]]:
+        """The values present in each FILTERED column, sorted."""
+        self._ensure_schema()
+
+        def work(cur: Any) -> dict[str, list[str]]:
+            out = {}
+            for column in FILTERED:
+                cur.execute(f"SELECT DISTINCT {column} FROM calls WHERE {column} IS NOT NULL ORDER BY 1")
+                out[column] = [r[0] for r in cur.fetchall()]
+            return out
+
+        return self._run(work)
+
+    def window(self, since: float, env: str | None = None) -> tuple[int, float | None]:
+        """How many calls started at or after `since` (in `env`), and the newest one's start: what
+        changes when the window's calls do, in one indexed query."""
+        self._ensure_schema()
+        where = "WHERE started_at >= %s"
+        params: list[Any] = [since]
+        if env:
+            where += " AND env = %s"
+            params.append(env)
+
+        def work(cur: Any) -> tuple[int, float | None]:
+            cur.execute(self._sql(f"SELECT count(*), max(started_at) FROM calls {where}"), params)
+            count, newest = cur.fetchone()
+            return count, newest
+
+        return self._run(work)
 
     def record(self, record_id: str) -> dict[str, Any] | None:
         self._ensure_schema()

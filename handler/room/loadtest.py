@@ -403,9 +403,7 @@ def render_executors(runs: list[tuple[str, list[Level], Level | None]], cores: C
     """The executors side by side: capacity, calls per worker core, per-call cost at the highest
     level each measured."""
     lines = [
-        "executors compared"
-        + (f" ({cores.describe()})" if cores else "")
-        + ":",
+        "executors compared" + (f" ({cores.describe()})" if cores else "") + ":",
         f"{'executor':>9} {'capacity':>8} {'calls/worker core':>17} {'at level':>8} "
         f"{'worker cores/call':>17} {'PSS/call MB':>11}",
     ]

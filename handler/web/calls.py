@@ -17,7 +17,6 @@ from typing import Any
 from handler.records.record import parse_iso
 from handler.records.stats import fault_total, flat, stats
 
-READABLE = ("sqlite", "postgres")
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 METRICS_CACHED = 8
@@ -56,7 +55,7 @@ class Filters:
 
 def open_reader(plan: Any) -> CallsReader | None:
     """The reader over the environment's first readable store, or None when no sink is readable."""
-    from handler.records.sinks import Store
+    from handler.records.sinks import READABLE, Store
 
     names = [n for n in plan.registry.selected(plan.settings, "records") if n in READABLE] or ["sqlite"]
     store = plan.build_other("records", names[0])
@@ -72,67 +71,33 @@ class CallsReader:
     def describe(self) -> str:
         return repr(self.store)
 
-    def _where(self, f: Filters, now: float) -> tuple[str, list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("env", f.env), ("end_reason", f.end_reason), ("source", f.source)):
-            if value:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if f.since:
-            where.append("started_at >= %s")
-            params.append(now - SINCE[f.since])
-        if f.faults:  # the call's fault totals are only in the record: a JSON query (a scan)
-            if self.store.name == "postgres":
-                where.append("record->'faults' <> '{}'::jsonb")
-            else:
-                where.append("json_extract(record, '$.faults') <> '{}'")
-        return (" WHERE " + " AND ".join(where) if where else ""), params
-
     def page(
         self, f: Filters, page: int = 1, size: int = PAGE_SIZE, now: float | None = None
     ) -> dict[str, Any]:
         """One page of the list, newest first: {total, page, pages, size, calls: [row, ...]}."""
-        self.store._ensure_schema()
         size = max(1, min(size, MAX_PAGE_SIZE))
         page = max(1, page)
-        where, params = self._where(f, time.time() if now is None else now)
-        store = self.store
-
-        def work(cur: Any) -> tuple[int, list[Any]]:
-            cur.execute(store._sql("SELECT count(*) FROM calls" + where), params)
-            total = cur.fetchone()[0]
-            cur.execute(
-                store._sql(
-                    "SELECT record FROM calls" + where + f" ORDER BY started_at DESC LIMIT {size} "
-                    f"OFFSET {(page - 1) * size}"
-                ),
-                params,
-            )
-            return total, cur.fetchall()
-
-        total, rows = store._run(work)
+        now = time.time() if now is None else now
+        total, records = self.store.page(
+            equal={
+                c: v for c, v in (("env", f.env), ("end_reason", f.end_reason), ("source", f.source)) if v
+            },
+            since=now - SINCE[f.since] if f.since else None,
+            faults=bool(f.faults),
+            limit=size,
+            offset=(page - 1) * size,
+        )
         return {
             "total": total,
             "page": page,
             "pages": max(1, -(-total // size)),
             "size": size,
-            "calls": [row(store._decode(r[0])) for r in rows],
+            "calls": [row(r) for r in records],
         }
 
     def choices(self) -> dict[str, list[str]]:
         """The values the list's filters offer: environments, end reasons and sources present."""
-        self.store._ensure_schema()
-        store = self.store
-
-        def work(cur: Any) -> dict[str, list[str]]:
-            out = {}
-            for column in ("env", "end_reason", "source"):
-                cur.execute(f"SELECT DISTINCT {column} FROM calls WHERE {column} IS NOT NULL ORDER BY 1")
-                out[column] = [r[0] for r in cur.fetchall()]
-            return out
-
-        return store._run(work)
+        return self.store.distinct()
 
     def call(self, call_id: str) -> dict[str, Any] | None:
         return self.store.record(call_id)
@@ -184,18 +149,7 @@ class CallsReader:
     def _state(self, start: float, env: str | None) -> tuple[Any, ...]:
         """What changes when the window's calls do: their count and the newest start (a count
         query: milliseconds, where decoding the window's records takes seconds for 10,000)."""
-        where = "WHERE started_at >= %s"
-        params: list[Any] = [start]
-        if env:
-            where += " AND env = %s"
-            params.append(env)
-        store = self.store
-
-        def work(cur: Any) -> tuple[Any, ...]:
-            cur.execute(store._sql(f"SELECT count(*), max(started_at) FROM calls {where}"), params)
-            return tuple(cur.fetchone())
-
-        return store._run(work)
+        return self.store.window(start, env)
 
 
 def row(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -111,19 +111,19 @@ class Sampler:
         jobs = [p for p in children if _ppid(p) != w.pid]
         files = [f for d in self.tmpdir.glob(METRICS_DIR_PREFIX + "*") for f in d.iterdir() if f.is_file()]
         size = sum(_size(f) for f in files)
-        self.samples.append(
-            Sample(
-                t=round(time.monotonic() - self.t0, 1),
-                calls_done=self.calls_done,
-                rss_mb=round(rss, 1),
-                fds=fds,
-                threads=threads,
-                job_processes=len(jobs),
-                metrics_files=len(files),
-                metrics_kb=round(size / 1024, 1),
-                scrape_ms=self._scrape(),
-            )
+        sample = Sample(
+            t=round(time.monotonic() - self.t0, 1),
+            calls_done=self.calls_done,
+            rss_mb=round(rss, 1),
+            fds=fds,
+            threads=threads,
+            job_processes=len(jobs),
+            metrics_files=len(files),
+            metrics_kb=round(size / 1024, 1),
+            scrape_ms=self._scrape(),
         )
+        self.samples.append(sample)
+        _progress(f"sample {json.dumps(asdict(sample))}")  # a run that fails at the end keeps its samples
 
     def _scrape(self) -> float | None:
         times = []
@@ -206,8 +206,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         ok = False
                     block.calls += 1
                     block.failed += not ok
-                    block.ttfas.extend(t.ttfa for t in c.turns if t.ttfa is not None)
+                    block.ttfas.extend(float(t.ttfa) for t in c.turns if t.ttfa is not None)
                     sampler.calls_done += 1
+                    if block.calls == args.block:
+                        done = {"first_call": block.first_call + 1, "ttfa_p50": block.p50()}
+                        _progress(f"block {json.dumps(done)}")
                     if sampler.calls_done % 10 == 0:
                         _progress(f"{sampler.calls_done}/{args.calls} calls ({time.monotonic() - t0:.0f} s)")
 
@@ -243,7 +246,7 @@ def verdict(
             if worst is None or g["change"] > worst["change"]:
                 worst = g
         if worst is not None:
-            worst["flat"] = worst["change"] <= FLAT
+            worst["flat"] = bool(worst["change"] <= FLAT)
             growth[key] = worst
     p50s = [b.p50() for b in blocks if b.calls]
     first, final = (p50s[0], p50s[-1]) if p50s else (None, None)
@@ -262,7 +265,7 @@ def verdict(
         "growth_after_warmup": growth,
         "ttfa_p50_first_block": first,
         "ttfa_p50_last_block": final,
-        "ttfa_flat": None if not first or final is None else abs(final - first) / first <= FLAT,
+        "ttfa_flat": None if not first or final is None else bool(abs(final - first) / first <= FLAT),
     }
 
 

@@ -73,7 +73,7 @@ class PostgresStore(SqlStore):
     name = "postgres"
     json_type = "JSONB"
     placeholder = "%s"
-    with_faults = "record->'faults' <> '{}'::jsonb"
+    faults_sql = "record->'faults' <> '{}'::jsonb"
 
     def __init__(self, dsn: str, *, pool_min: int, pool_max: int, timeout: float) -> None:
         super().__init__()

@@ -85,13 +85,13 @@ FILTERED = ("env", "end_reason", "source")
 
 class SqlStore:
     """A store over a DB-API connection factory. Subclasses set `json_type`, `placeholder`,
-    `with_faults`, and implement `_connect` and `_lock_migrations` (PostgreSQL serializes two
+    `faults_sql`, and implement `_connect` and `_lock_migrations` (PostgreSQL serializes two
     workers' migrations)."""
 
     name = "sql"
     json_type = "TEXT"
     placeholder = "%s"
-    with_faults = "json_extract(record, '$.faults') <> '{}'"
+    faults_sql = "json_extract(record, '$.faults') <> '{}'"
     """SQL true for a call with a fault: its totals are only in the record (a JSON query, a scan)."""
 
     def __init__(self) -> None:
@@ -198,7 +198,7 @@ class SqlStore:
             where.append("started_at >= %s")
             params.append(since)
         if faults:
-            where.append(self.with_faults)
+            where.append(self.faults_sql)
         clause = " WHERE " + " AND ".join(where) if where else ""
         page = f" ORDER BY started_at DESC LIMIT {int(limit)} OFFSET {int(offset)}"
 

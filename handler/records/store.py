@@ -153,20 +153,33 @@ class SqlStore:
         self._run(lambda cur: cur.execute(self._sql(INSERT), row(record)))
 
     # -- reading -------------------------------------------------------------------------------------
+    def _where(
+        self, equal: Mapping[str, str] | None = None, since: float | None = None, faults: bool = False
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (empty, or with its leading space) and its parameters for calls whose
+        FILTERED columns equal `equal`'s values, started at or after `since`, with a fault if
+        `faults`."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (equal or {}).items():
+            if column not in FILTERED:
+                raise ValueError(f"calls cannot be filtered on {column!r}: one of {', '.join(FILTERED)}")
+            where.append(f"{column} = %s")
+            params.append(value)
+        if since is not None:
+            where.append("started_at >= %s")
+            params.append(since)
+        if faults:
+            where.append(self.faults_sql)
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
     def records(
         self, *, since: float | None = None, env: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         self._ensure_schema()
-        where: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            where.append("started_at >= %s")
-            params.append(since)
-        if env:
-            where.append("env = %s")
-            params.append(env)
-        sql = "SELECT record FROM calls" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_at DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        clause, params = self._where({"env": env} if env else None, since)
+        sql = "SELECT record FROM calls" + clause + " ORDER BY started_at DESC"
+        sql += f" LIMIT {int(limit)}" if limit else ""
 
         def work(cur: Any) -> list[Any]:
             cur.execute(self._sql(sql), params)
@@ -183,23 +196,9 @@ class SqlStore:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """How many calls match, and `limit` of them from `offset`, newest first: those whose
-        FILTERED columns equal `equal`'s values, started at or after `since`, with a fault if
-        `faults`."""
+        """How many calls match (`_where`), and `limit` of them from `offset`, newest first."""
         self._ensure_schema()
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (equal or {}).items():
-            if column not in FILTERED:
-                raise ValueError(f"calls cannot be filtered on {column!r}: one of {', '.join(FILTERED)}")
-            where.append(f"{column} = %s")
-            params.append(value)
-        if since is not None:
-            where.append("started_at >= %s")
-            params.append(since)
-        if faults:
-            where.append(self.faults_sql)
-        clause = " WHERE " + " AND ".join(where) if where else ""
+        clause, params = self._where(equal, since, faults)
         page = f" ORDER BY started_at DESC LIMIT {int(limit)} OFFSET {int(offset)}"
 
         def work(cur: Any) -> tuple[int, list[Any]]:
@@ -228,14 +227,10 @@ class SqlStore:
         """How many calls started at or after `since` (in `env`), and the newest one's start: what
         changes when the window's calls do, in one indexed query."""
         self._ensure_schema()
-        where = "WHERE started_at >= %s"
-        params: list[Any] = [since]
-        if env:
-            where += " AND env = %s"
-            params.append(env)
+        clause, params = self._where({"env": env} if env else None, since)
 
         def work(cur: Any) -> tuple[int, float | None]:
-            cur.execute(self._sql(f"SELECT count(*), max(started_at) FROM calls {where}"), params)
+            cur.execute(self._sql("SELECT count(*), max(started_at) FROM calls" + clause), params)
             count, newest = cur.fetchone()
             return count, newest
 

@@ -26,11 +26,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,31 +225,36 @@ PER_JOB_COUNT = ("fds", "threads", "metrics_files", "metrics_kb", "scrape_ms")
 """Quantities that follow the job processes alive at the instant: compared like with like."""
 
 
+def growth(samples: list[dict[str, Any]], block: int) -> dict[str, Any]:
+    """Each quantity's median per block of `block` calls after the first (the warm-up: imports,
+    pools, caches), against the first such block's: the largest change either way. The quantities
+    in PER_JOB_COUNT count only the samples that saw the number of job processes seen most under
+    load: a sample that caught a process starting or ending is not a leak, a trend is."""
+    warm = [s for s in samples if s["calls_done"] >= block]
+    if not warm:
+        return {}
+    modal = Counter(s["job_processes"] for s in warm).most_common(1)[0][0]
+    out: dict[str, Any] = {}
+    for key in ("rss_mb", *PER_JOB_COUNT):
+        by_block: dict[int, list[float]] = {}
+        for s in warm:
+            if s[key] is not None and (key not in PER_JOB_COUNT or s["job_processes"] == modal):
+                by_block.setdefault(s["calls_done"] // block, []).append(s[key])
+        medians = [round(statistics.median(v), 1) for _, v in sorted(by_block.items())]
+        if len(medians) < 2 or not medians[0]:
+            continue
+        first = medians[0]
+        worst = max(medians[1:], key=lambda m: abs(m - first))
+        change = (worst - first) / first
+        out[key] = {"medians": medians, "change": round(change, 3), "flat": bool(abs(change) <= FLAT),
+                    "job_processes": modal if key in PER_JOB_COUNT else None}  # fmt: skip
+    return out
+
+
 def verdict(
     samples: list[Sample], blocks: list[Block], args: argparse.Namespace, where: str
 ) -> dict[str, Any]:
-    """Each sampled quantity's highest value after the first block against its value once the
-    first block was done; for those in PER_JOB_COUNT, among the samples that saw as many job
-    processes alive (the worst such change is reported)."""
-    warm = [s for s in samples if s.calls_done >= args.block] or samples
-    growth: dict[str, Any] = {}
-    for key in ("rss_mb", *PER_JOB_COUNT):
-        groups: dict[int, list[Sample]] = {}
-        for s in warm:
-            groups.setdefault(s.job_processes if key in PER_JOB_COUNT else -1, []).append(s)
-        worst: dict[str, Any] | None = None
-        for jobs, group in groups.items():
-            values = [v for v in (getattr(s, key) for s in group) if v is not None]
-            if len(values) < 2 or not values[0]:
-                continue
-            a, b = values[0], max(values)
-            g = {"at_warmup": a, "peak_after": b, "last": values[-1], "change": round((b - a) / a, 3),
-                 "job_processes": None if jobs < 0 else jobs, "samples": len(values)}  # fmt: skip
-            if worst is None or g["change"] > worst["change"]:
-                worst = g
-        if worst is not None:
-            worst["flat"] = bool(worst["change"] <= FLAT)
-            growth[key] = worst
+    growth_after = growth([asdict(s) for s in samples], args.block)
     p50s = [b.p50() for b in blocks if b.calls]
     first, final = (p50s[0], p50s[-1]) if p50s else (None, None)
     return {
@@ -262,7 +269,8 @@ def verdict(
             for b in blocks
             if b.calls
         ],
-        "growth_after_warmup": growth,
+        "block": args.block,
+        "growth_after_warmup": growth_after,
         "ttfa_p50_first_block": first,
         "ttfa_p50_last_block": final,
         "ttfa_flat": None if not first or final is None else bool(abs(final - first) / first <= FLAT),
@@ -287,17 +295,15 @@ def render(doc: dict[str, Any]) -> str:
         p50 = "-" if b["ttfa_p50"] is None else f"{b['ttfa_p50'] * 1000:.0f} ms"
         lines.append(f"  calls {b['calls']:>9}: {p50}, {b['failed']} failed")
     lines.append(
-        f"after the first block (peak within {FLAT:.0%} of the value at the end of it = flat; "
-        "fds, threads, metrics and scrape among samples with as many job processes alive):"
+        f"median per block of {doc['block']} calls after the first, against the first such block "
+        f"(within {FLAT:.0%} = flat; fds, threads, metrics and scrape from the samples with the "
+        "usual number of job processes alive):"
     )
     for key, g in doc["growth_after_warmup"].items():
         state = "flat" if g["flat"] else "GREW"
-        jobs = g["job_processes"]
-        among = "" if jobs is None else f" ({g['samples']} samples with {jobs} jobs)"
-        lines.append(
-            f"  {key:>13}: {g['at_warmup']} at warm-up, peak {g['peak_after']} ({g['change']:+.1%}), "
-            f"last {g['last']}{among}: {state}"
-        )
+        jobs = "" if g["job_processes"] is None else f" ({g['job_processes']} jobs)"
+        medians = " ".join(f"{m:g}" for m in g["medians"])
+        lines.append(f"  {key:>13}{jobs}: {medians}; largest change {g['change']:+.1%}: {state}")
     if doc["ttfa_flat"] is not None:
         lines.append(
             f"  TTFA p50 first block {doc['ttfa_p50_first_block'] * 1000:.0f} ms, last "
@@ -319,7 +325,14 @@ def main() -> int:
     p.add_argument("--sample-every", type=float, default=30.0)
     p.add_argument("--block", type=int, default=50)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--report", metavar="FILE", help="print the report of a run saved with --json")
     args = p.parse_args()
+    if args.report:  # the verdict again, from the saved samples
+        doc = json.loads(Path(args.report).read_text())
+        doc["growth_after_warmup"] = growth(doc["samples"], doc.get("block", args.block))
+        doc.setdefault("block", args.block)
+        print(render(doc))
+        return 0
     if args.calls < 1 or args.at_once < 1 or args.block < 1 or args.sample_every <= 0:
         p.error("--calls, --at-once, --block must be 1 or more and --sample-every above 0")
     doc = asyncio.run(run(args))

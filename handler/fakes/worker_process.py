@@ -66,7 +66,15 @@ def room_worker_env(
 
 def settings_env(overrides: Mapping[str, object]) -> dict[str, str]:
     """Dotted setting overrides (`stt.soniox.base_url`) as the HANDLER_* variables a worker reads."""
-    return {f"{config.PREFIX}_" + key.upper().replace(".", "__"): str(v) for key, v in overrides.items()}
+    return {f"{config.PREFIX}_" + key.upper().replace(".", "__"): _toml(v) for key, v in overrides.items()}
+
+
+def _toml(value: object) -> str:
+    """A value as the worker reads it back from its environment (TOML): `false`, not Python's
+    `False`, which the worker would take for a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class WorkerProcess:

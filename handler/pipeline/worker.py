@@ -91,7 +91,14 @@ async def entrypoint(ctx: Any) -> None:
     ctx.room.on("participant_connected", lambda p: participant_id(p.identity, settings))
     await prewarm_settled(warming)
     _, end_observation = observe(session, settings, plan.registry, info)
-    await session.start(agent=agent, room=ctx.room, room_options=room_options(settings))
+    await session.start(
+        agent=agent,
+        room=ctx.room,
+        room_options=room_options(settings),
+        # livekit's remote session sends each session event to the room as a data stream, each
+        # an FFI request whose reply waiter sees every frame of the process: off unless wanted
+        session_host=settings.get("room.session_host"),
+    )
 
 
 def room_options(settings: config.Settings) -> Any:

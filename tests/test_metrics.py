@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,40 @@ def test_the_metrics_directory_stays_bounded_over_many_job_processes_and_totals_
     plain = CollectorRegistry()
     multiprocess.MultiProcessCollector(plain, path=str(directory))
     assert b"voice_handler_turns_total 120.0" in generate_latest(plain)
+
+
+def test_a_dead_jobs_files_are_folded_when_its_pid_belongs_to_a_newer_process(tmp_path: Path) -> None:
+    """Linux hands a dead process's pid (or a thread id, from the same numbers) to a new one: the
+    500-call run wrapped pid_max (32768) and the directory grew by the files of dead jobs whose
+    numbers were alive again. Files last written before their pid's holder started are folded;
+    the holder's own files stay."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from handler.observe import metrics_files
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        old = tmp_path / f"counter_{holder.pid}.db"  # a dead job's, written an hour before
+        values = MmapedDict(str(old))
+        values.write_value('["voice_handler_turns_total", "voice_handler_turns_total", {}, ""]', 3.0, 0.0)
+        values.close()
+        hour_ago = time.time() - 3600
+        os.utime(old, (hour_ago, hour_ago))
+        assert metrics_files.compact(tmp_path) == 1
+        assert not old.exists()
+        archived = MmapedDict.read_all_values_from_file(str(tmp_path / "counter_archive.db"))
+        assert [value for _, value, _, _ in archived] == [3.0]
+
+        own = tmp_path / f"histogram_{holder.pid}.db"  # the holder's, written since it started
+        MmapedDict(str(own)).close()
+        assert metrics_files.compact(tmp_path) == 0
+        assert own.exists()
+    finally:
+        holder.communicate(b"", timeout=30)
 
 
 def test_while_the_worker_runs_a_thread_folds_dead_processes_files(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ from handler.fakes import (
 
 FAST = APIConnectOptions(max_retry=2, retry_interval=0.05, timeout=0.5)
 NO_RETRY = APIConnectOptions(max_retry=0, timeout=0.5)
+SLOW_FAULT = APIConnectOptions(max_retry=2, retry_interval=0.05, timeout=2.0)
+"""Retries like FAST, with a timeout a loaded machine's retried request stays far under."""
 PATIENT = APIConnectOptions(max_retry=0, timeout=10.0)
 """For a request no fault should cut: a busy machine's scheduling is never mistaken for a stall."""
 
@@ -227,7 +229,7 @@ async def test_elevenlabs_http_synthesize_and_audio_hook(
     ("faults", "handshakes", "ws_sessions", "contexts"),
     [
         ([Fault.http(503)], 2, 1, 1),  # handshake rejected, retried
-        ([Fault.slow_first_byte(1.0)], 1, 1, 2),  # context times out, retried on the same socket
+        ([Fault.slow_first_byte(4.0)], 1, 1, 2),  # context times out, retried on the same socket
         ([Fault.error(500)], 1, 1, 2),  # in-band error for the context
         ([Fault.disconnect(after=0)], 2, 2, 2),  # socket dropped: reconnect
         ([Fault.malformed(after=0)], 2, 2, 2),  # non-JSON frame kills the plugin's recv loop
@@ -243,7 +245,9 @@ async def test_elevenlabs_faults_then_success(
 ) -> None:
     async with ElevenLabsServer(faults=faults) as srv:
         tts = make_tts(srv, session)
-        seconds, _ = await stream_tts(tts, "Hello there. ")
+        # a 2 s timeout under the slow fault's 4 s: the retried context's first audio never comes
+        # near it, however busy the machine (0.5 s did, once: a third context)
+        seconds, _ = await stream_tts(tts, "Hello there. ", SLOW_FAULT)
         await tts.aclose()
     assert seconds > 0.5
     assert srv.stats.attempts("/multi-stream-input") == handshakes

@@ -14,9 +14,10 @@ then its files are deleted. `install` runs it every COMPACT_INTERVAL seconds in 
 at each scrape before the directory is read, under one lock, so a scrape never sees a process's
 counts twice (in its file and the archive) or not at all.
 
-A pid the system has reused for a new process counts as alive (its files stay until that one
-dies too); a new job process that reuses a dead one's pid before its files are folded continues
-them, as prometheus_client does on its own.
+A pid the system has given to a new process or thread after the files' owner died does not keep
+them (`_alive` compares the holder's start with the files' last write); a new job process that
+reuses a dead one's pid before its files are folded continues them, as prometheus_client does on
+its own.
 """
 
 from __future__ import annotations
@@ -49,16 +50,32 @@ def _owner(path: Path) -> tuple[str, int | None]:
     return parts[0], int(pid) if pid.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, last_written: float) -> bool:
+    """Whether the process that last wrote its files at `last_written` (epoch s) still runs: a
+    process with that pid, not a zombie, that had started by then. Linux reuses pids, and threads
+    take their ids from the same numbers: with the default pid_max of 32768 a busy worker wraps
+    them within hours (the 500-call run of docs/capacity.md did), and a dead job's files would stay
+    for as long as the new holder of its number lives. psutil's start time errs early (the boot
+    time is whole seconds), so a number taken again within a second still counts as alive: its
+    files wait for the next fold."""
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        holder = psutil.Process(pid)
+        return holder.status() != psutil.STATUS_ZOMBIE and holder.create_time() <= last_written
     except psutil.NoSuchProcess:
         return False
 
 
-def compact(directory: str | os.PathLike[str], alive: Callable[[int], bool] = _alive) -> int:
+def _last_written(files: list[Path]) -> float:
+    times = []
+    for f in files:
+        with contextlib.suppress(OSError):
+            times.append(f.stat().st_mtime)
+    return max(times, default=0.0)
+
+
+def compact(directory: str | os.PathLike[str], alive: Callable[[int, float], bool] = _alive) -> int:
     """Fold the files of every process that is no longer alive into the archive; returns how many
     processes were folded."""
     from prometheus_client.mmap_dict import MmapedDict
@@ -70,7 +87,7 @@ def compact(directory: str | os.PathLike[str], alive: Callable[[int], bool] = _a
             _, pid = _owner(f)
             if pid is not None and pid != os.getpid():
                 by_pid[pid].append(f)
-        dead = sorted(pid for pid in by_pid if not alive(pid))
+        dead = sorted(pid for pid, files in by_pid.items() if not alive(pid, _last_written(files)))
         if not dead:
             return 0
         for kind in SUMMED:
